@@ -1,0 +1,47 @@
+rule aggregate:
+    input:
+        checkpoints=all_checkpoints(),
+        prompts=PROMPT_FILES,
+        votes=lambda w: cell_paths(f"{RESULTS}/votes/{CELL}.parquet"),
+        generations=lambda w: cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
+        timings=lambda w: cell_paths(f"{RESULTS}/benchmarks/generate/{CELL}.tsv"),
+    output:
+        cells=f"{RESULTS}/tables/cells.parquet",
+        contrasts=f"{RESULTS}/tables/contrasts.parquet",
+        skipped=f"{RESULTS}/tables/skipped.parquet",
+    params:
+        baseline=config["baseline"],
+        seed=config["seed"],
+        bootstrap=config.get("bootstrap", {}),
+        judges=sorted(config["judges"]),
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../workflow/scripts/aggregate.py"
+
+
+rule report:
+    input:
+        cells=rules.aggregate.output.cells,
+        contrasts=rules.aggregate.output.contrasts,
+        skipped=rules.aggregate.output.skipped,
+    output:
+        html=REPORT,
+        figures=directory(f"{RESULTS}/report/figures"),
+    params:
+        name=config.get("name", "safetygrid"),
+        baseline=config["baseline"],
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow/scripts/report.py"

@@ -1,0 +1,92 @@
+# Config loading and validation, cell enumeration, and every target list, in one place.
+import json
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from safetygrid import config as sg_config
+from safetygrid.grid import canonical_temperature, iter_cells, samples_for
+
+try:
+    config.update(sg_config.validate(config))
+except sg_config.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+
+wildcard_constraints:
+    model=r"[^/]+",
+    precision=r"[^/]+",
+    kv=r"[^/]+",
+    judge=r"[^/]+",
+    promptset=r"[^/]+",
+    temperature=r"[0-9]+\.[0-9]+",
+
+
+RESULTS = "results"
+REPORT = f"{RESULTS}/report/index.html"
+CELL = "{model}/{precision}/{kv}/T{temperature}"
+
+
+def env_python(name):
+    """The interpreter of a step whose pins conflict with the main environment's (envs/NAME.txt,
+    installed in .venvs/NAME by `make envs`); this one when that environment is not installed."""
+    candidate = Path(".venvs") / name / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+# ---- prompts -------------------------------------------------------------------------------
+PROMPT_PICKS = {role: pick for role, pick in config["prompts"].items()}
+PROMPT_FILES = sorted({f"{RESULTS}/prompts/{pick['promptset']}.parquet" for pick in PROMPT_PICKS.values()})
+
+
+def promptset_n(promptset):
+    ns = {pick.get("n") for pick in PROMPT_PICKS.values() if pick["promptset"] == promptset}
+    if len(ns) != 1:
+        raise WorkflowError(f"prompt set {promptset} is picked twice with different n: {sorted(map(str, ns))}")
+    return ns.pop()
+
+
+# ---- models --------------------------------------------------------------------------------
+def model_entry(name):
+    entry = config["models"].get(name) or config.get("judge_models", {}).get(name)
+    if entry is None:
+        raise WorkflowError(f"{name} is neither an entry of models nor of judge_models")
+    return entry
+
+
+def params_b(name):
+    return float(model_entry(name).get("params_b", 1.0))
+
+
+def mem_mb_for(name, attempt=1):
+    # fp32 weights on CPU are 4 bytes a parameter; leave room for activations, the KV cache and the
+    # tokenizer, and grow on retry
+    return int((1500 + 6000 * params_b(name)) * attempt)
+
+
+def runtime_for(name, attempt=1):
+    return int((20 + 60 * params_b(name)) * attempt)
+
+
+# ---- cells ---------------------------------------------------------------------------------
+def precision_status(model, precision):
+    """status.json of a (model, precision); asking for it makes the quantize checkpoint run first."""
+    directory = checkpoints.quantize.get(model=model, precision=precision).output[0]
+    return json.loads((Path(directory) / "status.json").read_text())
+
+
+def is_supported(model, precision):
+    return bool(precision_status(model, precision)["supported"])
+
+
+def supported_cells():
+    return list(iter_cells(config, keep=is_supported))
+
+
+def cell_paths(pattern, **extra):
+    return [pattern.format(**cell.as_dict(), **extra) for cell in supported_cells()]
+
+
+def all_checkpoints():
+    return [f"{RESULTS}/models/{m}/{q}" for m in config["models"] for q in config["precisions"]]

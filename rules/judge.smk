@@ -1,0 +1,50 @@
+def judge_model_input(judge):
+    name = config["judges"][judge].get("model")
+    return [f"{RESULTS}/sources/{name}"] if name else []
+
+
+def judge_model_size(judge):
+    name = config["judges"][judge].get("model")
+    return name and params_b(name)
+
+
+rule judge:
+    input:
+        generations=f"{RESULTS}/generations/{CELL}.parquet",
+        prompts=PROMPT_FILES,
+        model=lambda w: judge_model_input(w.judge),
+    output:
+        f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet",
+    params:
+        spec=lambda w: config["judges"][w.judge],
+    log:
+        f"{RESULTS}/logs/judge/{{judge}}/{CELL}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/judge/{{judge}}/{CELL}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: mem_mb_for(config["judges"][w.judge]["model"], attempt)
+        if "model" in config["judges"][w.judge]
+        else 1000,
+        runtime=lambda w, attempt: 60 * attempt,
+    script:
+        "../workflow/scripts/judge.py"
+
+
+rule vote:
+    input:
+        # the ensemble is the set of judges: a new judge changes every vote, by definition
+        expand(f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet", judge=sorted(config["judges"]), allow_missing=True),
+    output:
+        f"{RESULTS}/votes/{CELL}.parquet",
+    params:
+        threshold=config["vote_threshold"],
+    log:
+        f"{RESULTS}/logs/vote/{CELL}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/vote/{CELL}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/vote.py"

@@ -1,0 +1,37 @@
+rule fetch_model:
+    output:
+        directory(f"{RESULTS}/sources/{{model}}"),
+    params:
+        source=lambda w: model_entry(w.model)["source"],
+    log:
+        f"{RESULTS}/logs/fetch_model/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fetch_model/{{model}}.tsv"
+    resources:
+        mem_mb=lambda w, attempt: 2 * mem_mb_for(w.model, attempt),
+        runtime=lambda w, attempt: runtime_for(w.model, attempt),
+    script:
+        "../workflow/scripts/fetch_model.py"
+
+
+# A checkpoint: whether a (model, precision) is supported is known only after it ran, and the
+# cells downstream are enumerated from its status.json.
+checkpoint quantize:
+    input:
+        f"{RESULTS}/sources/{{model}}",
+    output:
+        directory(f"{RESULTS}/models/{{model}}/{{precision}}"),
+    params:
+        spec=lambda w: json.dumps(config["precisions"][w.precision], sort_keys=True),
+        python=env_python("quantize"),
+    log:
+        f"{RESULTS}/logs/quantize/{{model}}/{{precision}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/quantize/{{model}}/{{precision}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: 3 * mem_mb_for(w.model, attempt),
+        runtime=lambda w, attempt: 2 * runtime_for(w.model, attempt),
+    shell:
+        "{params.python} workflow/scripts/quantize.py --source {input:q} --out {output:q}"
+        " --spec {params.spec:q} > {log:q} 2>&1"

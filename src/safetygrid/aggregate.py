@@ -1,0 +1,90 @@
+"""Gather every cell's votes into results/tables: cells, contrasts, and the skipped precisions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from .grid import canonical_temperature
+from .io import write_parquet
+from .metrics import cell_metrics, contrasts
+from .prompts import read_prompts
+
+log = logging.getLogger(__name__)
+SKIPPED_COLUMNS = ["model", "precision", "method", "reason"]
+
+
+def cell_of(path: str | Path, root: str) -> dict[str, str]:
+    """(model, precision, kv, temperature) from a per-cell path under ``root``."""
+    parts = Path(path).relative_to(root).with_suffix("").parts
+    model, precision, kv, temp = parts[-4:]
+    if not temp.startswith("T"):
+        raise ValueError(f"{path}: not a per-cell path")
+    return {"model": model, "precision": precision, "kv": kv, "temperature": canonical_temperature(temp[1:])}
+
+
+def _root(path: str | Path, depth: int = 4) -> str:
+    return str(Path(path).parents[depth - 1])
+
+
+def read_cells(paths: Sequence[str | Path], columns: list[str] | None = None) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        table = pd.read_parquet(path, columns=columns)
+        for key, value in cell_of(path, _root(path)).items():
+            table[key] = value
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def skipped_precisions(checkpoints: Sequence[str | Path]) -> pd.DataFrame:
+    rows = []
+    for directory in checkpoints:
+        status = json.loads((Path(directory) / "status.json").read_text())
+        if not status["supported"]:
+            rows.append({"model": Path(directory).parent.name, "precision": Path(directory).name,
+                         "method": status["method"], "reason": status["reason"]})
+    return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
+
+
+def generation_summary(generations: Sequence[str], timings: Sequence[str]) -> pd.DataFrame:
+    gens = read_cells(generations, columns=["engine", "n_tokens", "finish_reason"])
+    keys = ["model", "precision", "kv", "temperature"]
+    summary = gens.groupby(keys).agg(
+        engine=("engine", lambda s: ",".join(sorted(set(s)))),
+        mean_tokens=("n_tokens", "mean"),
+        truncated=("finish_reason", lambda s: float((s == "length").mean())),
+    ).reset_index()
+    seconds = []
+    for path in timings:
+        seconds.append({**cell_of(path, _root(path)), "seconds": float(pd.read_csv(path, sep="\t")["s"].iloc[0])})
+    if seconds:
+        summary = summary.merge(pd.DataFrame(seconds), on=keys, how="left")
+    else:
+        summary["seconds"] = float("nan")
+    return summary
+
+
+def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequence[str],
+              generations: Sequence[str], timings: Sequence[str], judges: Sequence[str],
+              baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any) -> None:
+    prompt_table = read_prompts(list(prompts))
+    skipped = skipped_precisions(checkpoints)
+    for row in skipped.itertuples():
+        log.warning("skipped %s/%s: %s", row.model, row.precision, row.reason)
+    vote_table = read_cells(votes)
+    resamples, level = int(bootstrap.get("resamples", 2000)), float(bootstrap.get("level", 0.95))
+    cells, draws = cell_metrics(vote_table, prompt_table, seed=seed, resamples=resamples, level=level)
+    summary = generation_summary(generations, timings)
+    summary["temperature"] = summary["temperature"].astype(float)
+    cells = cells.merge(summary, on=["model", "precision", "kv", "temperature"], how="left")
+    cells["judges"] = ",".join(judges)
+    table = contrasts(draws, baseline_precision=baseline["precision"], baseline_kv=baseline["kv"], level=level)
+    write_parquet(cells, out.cells)
+    write_parquet(table, out.contrasts)
+    write_parquet(skipped, out.skipped)
+    log.info("%d cells, %d contrasts, %d skipped precisions", len(cells), len(table), len(skipped))

@@ -1,0 +1,87 @@
+"""Load a grid config, fill schema defaults, and check it: every error names the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that the schema or a cross-reference check rejects."""
+
+
+def _extend_with_defaults(validator_class: type) -> type:
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
+        if isinstance(instance, dict):
+            for prop, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema:
+                    instance.setdefault(prop, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _extend_with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - allowed)
+        if extra:
+            parts.append(extra[0])
+    return ".".join(parts) or "<top level>"
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return a copy of ``config`` with defaults filled in, or raise ConfigError naming each bad key."""
+    filled = copy.deepcopy(dict(config))
+    validator = _Validator(schema or load_schema())
+    errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+    _check_references(filled)
+    return filled
+
+
+def _check_references(config: Mapping[str, Any]) -> None:
+    problems = []
+    baseline = config["baseline"]
+    if baseline["precision"] not in config["precisions"]:
+        problems.append(f"  baseline.precision: '{baseline['precision']}' is not an entry of precisions")
+    if baseline["kv"] not in config["kv"]:
+        problems.append(f"  baseline.kv: '{baseline['kv']}' is not an entry of kv")
+    known_models = set(config["models"]) | set(config.get("judge_models", {}))
+    for name, judge in config["judges"].items():
+        if "model" in judge and judge["model"] not in known_models:
+            problems.append(f"  judges.{name}.model: '{judge['model']}' is not an entry of judge_models or models")
+    clash = set(config["models"]) & set(config.get("judge_models", {}))
+    for name in sorted(clash):
+        problems.append(f"  judge_models.{name}: the name is also an entry of models")
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(problems))
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return validate(raw)

@@ -1,0 +1,56 @@
+"""Generation engines: one call per cell generates every prompt x sample with the model loaded once.
+
+An engine takes the cell's requests and returns one row per request with the columns of
+``results/generations/...`` (see ``GENERATION_COLUMNS``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import pandas as pd
+
+GENERATION_COLUMNS = ["prompt_id", "sample", "seed", "temperature", "engine", "response",
+                      "n_prompt_tokens", "n_tokens", "finish_reason"]
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt_id: str
+    sample: int
+    seed: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    temperature: float
+    max_new_tokens: int
+    top_p: float = 1.0
+    batch_size: int = 16
+    device: str = "auto"
+    system_prompt: str | None = None
+    dtype: str | None = None  # None: the engine's choice for the device
+    kv: Mapping[str, Any] | None = None
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame: ...
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine, or an option it was asked for, is not available in this environment."""
+
+
+def make_engine(name: str, checkpoint: str) -> Engine:
+    factories: dict[str, Callable[[str], Engine]] = {}
+    if name == "hf":
+        from .hf import HFEngine
+
+        factories["hf"] = HFEngine
+    if name not in factories:
+        raise EngineUnavailable(f"engine {name!r} is not available; known engines: hf")
+    return factories[name](checkpoint)

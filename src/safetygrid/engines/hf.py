@@ -1,0 +1,117 @@
+"""transformers engine: batched generation on CPU or CUDA with a seed per (prompt, sample)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from . import GENERATION_COLUMNS, EngineUnavailable, Request, Settings
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineUnavailable(f"device {device!r} was asked for but torch sees no CUDA device")
+    return device
+
+
+class SeededSampler(LogitsProcessor):
+    """Draws each row's next token from its own generator, so a (prompt, sample) pair gets the same
+    tokens whatever batch it lands in, and the draw is reproducible from its seed.
+
+    It returns logits that are -inf everywhere but the drawn token; ``generate`` then runs greedy.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float().cpu() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # keep the smallest prefix whose mass reaches top_p (always at least the top token)
+            drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
+            sorted_probs[drop] = 0.0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        picks = torch.stack([torch.multinomial(probs[i], 1, generator=g)
+                             for i, g in enumerate(self.generators)]).to(scores.device)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(-1, picks, 0.0)
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+
+    def _load(self, settings: Settings) -> tuple[Any, Any, str]:
+        device = resolve_device(settings.device)
+        dtype = settings.dtype or ("float32" if device == "cpu" else "bfloat16")
+        tokenizer = AutoTokenizer.from_pretrained(self.checkpoint, padding_side="left")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(self.checkpoint, dtype=getattr(torch, dtype))
+        model.to(device).eval()
+        return model, tokenizer, device
+
+    def _chat(self, tokenizer: Any, text: str, system_prompt: str | None) -> list[int]:
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+        messages.append({"role": "user", "content": text})
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+    def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
+        if settings.kv and settings.kv.get("bits"):
+            raise EngineUnavailable(
+                f"the hf engine here runs the KV cache at full precision only; kv {dict(settings.kv)} "
+                "is not supported in this build")
+        model, tokenizer, device = self._load(settings)
+        eos = model.generation_config.eos_token_id
+        eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
+        prompts = {r.prompt_id: r.text for r in requests}
+        encoded = {pid: self._chat(tokenizer, text, settings.system_prompt) for pid, text in prompts.items()}
+        # longest first: similar lengths share a batch, so little padding, and OOM shows up early
+        order = sorted(range(len(requests)),
+                       key=lambda i: (-len(encoded[requests[i].prompt_id]), requests[i].prompt_id, requests[i].sample))
+        rows: list[dict[str, Any]] = [{} for _ in requests]
+        started, done_tokens = time.time(), 0
+        n_batches = (len(order) + settings.batch_size - 1) // settings.batch_size
+        for b in range(n_batches):
+            idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+            batch = [requests[i] for i in idx]
+            inputs = tokenizer.pad({"input_ids": [encoded[r.prompt_id] for r in batch]},
+                                   return_tensors="pt", padding=True).to(device)
+            config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
+                                      eos_token_id=sorted(eos_ids), pad_token_id=tokenizer.pad_token_id)
+            processors = LogitsProcessorList()
+            if settings.temperature > 0:
+                processors.append(SeededSampler([r.seed for r in batch], settings.temperature, settings.top_p))
+            with torch.inference_mode():
+                out = model.generate(**inputs, generation_config=config, logits_processor=processors)
+            new = out[:, inputs["input_ids"].shape[1]:].cpu().tolist()
+            for i, r, tokens in zip(idx, batch, new):
+                stop = next((j for j, t in enumerate(tokens) if t in eos_ids), None)
+                kept = tokens if stop is None else tokens[:stop + 1]
+                done_tokens += len(kept)
+                rows[i] = {
+                    "prompt_id": r.prompt_id, "sample": r.sample, "seed": r.seed,
+                    "temperature": settings.temperature, "engine": self.name,
+                    "response": tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                    "n_prompt_tokens": len(encoded[r.prompt_id]), "n_tokens": len(kept),
+                    "finish_reason": "stop" if stop is not None else "length",
+                }
+            elapsed = time.time() - started
+            log.info("batch %d/%d: %d responses, %.1f generated tokens/s", b + 1, n_batches,
+                     min((b + 1) * settings.batch_size, len(order)), done_tokens / max(elapsed, 1e-9))
+        return pd.DataFrame(rows, columns=GENERATION_COLUMNS)

@@ -1,0 +1,33 @@
+"""One cell's generations: requests with their seeds, one engine call, rows in a fixed order."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+
+from .engines import Request, Settings, make_engine
+from .grid import sample_seed
+
+
+def build_requests(prompts: pd.DataFrame, model: str, seed: int, k: int) -> list[Request]:
+    return [Request(row.prompt_id, s, sample_seed(seed, model, row.prompt_id, s), row.text)
+            for row in prompts.itertuples() for s in range(k)]
+
+
+def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine: str, temperature: float,
+                  k: int, seed: int, generation: Mapping[str, Any], precision: Mapping[str, Any],
+                  kv: Mapping[str, Any]) -> pd.DataFrame:
+    settings = Settings(
+        temperature=float(temperature),
+        max_new_tokens=int(generation["max_new_tokens"]),
+        top_p=float(generation.get("top_p", 1.0)),
+        batch_size=int(generation.get("batch_size", 16)),
+        device=str(generation.get("device", "auto")),
+        system_prompt=generation.get("system_prompt"),
+        dtype=precision.get("dtype"),
+        kv=dict(kv),
+    )
+    requests = build_requests(prompts, model, seed, k)
+    table = make_engine(engine, checkpoint).generate(requests, settings)
+    return table.sort_values(["prompt_id", "sample"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,63 @@
+"""Judges behind one interface: ``label(prompts, responses) -> table``, registered by kind.
+
+The table has one row per item, in order, with columns unsafe (bool|null), score (float|null,
+P(unsafe)), refusal (bool|null), raw (str), error (str|null). A judge that fails on one item
+sets ``error`` and leaves its labels null; that item's vote then leaves the judge out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, Sequence
+
+import pandas as pd
+
+LABEL_COLUMNS = ["unsafe", "score", "refusal", "raw", "error"]
+JUDGEMENT_COLUMNS = ["prompt_id", "sample", "judge", *LABEL_COLUMNS]
+
+
+class Judge(Protocol):
+    def label(self, prompts: Sequence[str], responses: Sequence[str]) -> pd.DataFrame: ...
+
+
+class JudgeFailed(RuntimeError):
+    """A judge that labelled no item at all: its job fails rather than vote with nothing."""
+
+
+def make_judge(spec: Mapping[str, Any], model_dir: str | None = None) -> Judge:
+    kind = spec["kind"]
+    if kind == "refusal_prefix":
+        from .refusal_prefix import RefusalPrefixJudge
+
+        return RefusalPrefixJudge.from_file(spec.get("prefixes", "resources/judges/refusal_prefixes.txt"))
+    if kind == "llm_yes_no":
+        from .llm_yes_no import LLMYesNoJudge
+
+        if model_dir is None:
+            raise ValueError("an llm_yes_no judge needs its model's checkpoint")
+        return LLMYesNoJudge(model_dir, template=spec.get("template", "harmbench"),
+                             batch_size=int(spec.get("batch_size", 8)),
+                             max_response_tokens=int(spec.get("max_response_tokens", 512)),
+                             device=str(spec.get("device", "auto")))
+    raise ValueError(f"unknown judge kind {kind!r}")
+
+
+def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
+    """Label every generation of a cell; fail loudly when the judge labelled nothing."""
+    merged = generations.merge(prompts[["prompt_id", "text"]], on="prompt_id", how="left", validate="m:1")
+    if merged["text"].isna().any():
+        missing = merged.loc[merged["text"].isna(), "prompt_id"].unique()[:5]
+        raise ValueError(f"generations name prompts that are not in the prompt files: {list(missing)}")
+    labels = judge.label(merged["text"].tolist(), merged["response"].tolist())
+    if len(labels) != len(merged):
+        raise JudgeFailed(f"judge {name} returned {len(labels)} labels for {len(merged)} items")
+    if len(labels) and labels["error"].notna().all():
+        raise JudgeFailed(f"judge {name} failed on every item; first error: {labels['error'].iat[0]}")
+    out = pd.concat([merged[["prompt_id", "sample"]].reset_index(drop=True),
+                     labels[LABEL_COLUMNS].reset_index(drop=True)], axis=1)
+    out.insert(2, "judge", name)
+    out["unsafe"] = out["unsafe"].astype("boolean")
+    out["refusal"] = out["refusal"].astype("boolean")
+    out["score"] = out["score"].astype("float64")
+    out["raw"] = out["raw"].astype("string")
+    out["error"] = out["error"].astype("string")
+    return out[JUDGEMENT_COLUMNS]

