@@ -73,3 +73,16 @@ def test_seeds_are_paired_and_distinct():
               sample_seed(1, "m2", "hb-1", 0)}
     assert a not in others and len(others) == 4
     assert 0 <= a < 2**63
+
+
+def test_cli_validate_and_cells(capsys, tmp_path):
+    from safetygrid.cli import main
+
+    assert main(["validate", "config/ci.yaml"]) == 0
+    assert "6 cells" in capsys.readouterr().out  # 3 precisions x 1 kv x 2 temperatures
+    assert main(["cells", "config/ci.yaml"]) == 0
+    assert "smollm2-135m\tfp32\tfp\t0.7\t2" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((open("config/ci.yaml").read()).replace("temperatures: [0.0, 0.7]", "temperatures: [3]"))
+    assert main(["validate", str(bad)]) == 2
+    assert "temperatures.0" in capsys.readouterr().err

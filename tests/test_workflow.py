@@ -1,0 +1,138 @@
+"""The CI grid end to end, then growing it: only the new cells' jobs may be scheduled."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.workflow
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "config", "rules", "workflow", "resources"]
+MODEL = "smollm2-135m"
+
+
+def snakemake(workdir: Path, *args: str, configfile: str = "config/ci.yaml") -> str:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(workdir / "Snakefile"), "--directory",
+           str(workdir), "--configfile", configfile, "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        logs = "\n".join(p.read_text()[-3000:] for p in (workdir / "results" / "logs").rglob("*.log")
+                         if "Error" in p.read_text())
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-6000:]}\n{logs}")
+    return proc.stdout + proc.stderr
+
+
+def scheduled_jobs(output: str) -> Counter[str]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    counts: Counter[str] = Counter()
+    if "Nothing to be done" in output:
+        return counts
+    table = output.split("Job stats:", 1)[1]
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match or match.group(1) == "total":
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def grown(workdir: Path, change) -> str:  # type: ignore[no-untyped-def]
+    config = yaml.safe_load((workdir / "config" / "ci.yaml").read_text())
+    change(config)
+    path = workdir / "config" / "grown.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return "config/grown.yaml"
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("ci-grid")
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, workdir / name)
+    if (ROOT / ".venvs").exists():
+        (workdir / ".venvs").symlink_to(ROOT / ".venvs")
+    snakemake(workdir)
+    return workdir
+
+
+def test_ci_grid_tables(ci_run: Path) -> None:
+    results = ci_run / "results"
+    cells = pd.read_parquet(results / "tables" / "cells.parquet")
+    # 1 model x {fp32, gptq-w4a16} x 1 kv x {0, 0.7}; the g128 precision is unsupported and skipped
+    assert sorted(zip(cells.precision, cells.temperature)) == [
+        ("fp32", 0.0), ("fp32", 0.7), ("gptq-w4a16", 0.0), ("gptq-w4a16", 0.7)]
+    skipped = pd.read_parquet(results / "tables" / "skipped.parquet")
+    assert skipped["precision"].tolist() == ["gptq-w4a16-g128"]
+    assert "576" in skipped["reason"].iat[0]
+    assert (cells["k"] == cells["temperature"].map({0.0: 1, 0.7: 2})).all()
+    assert (cells["engine"] == "hf").all() and (cells["n_prompts"] == 6).all()
+
+    # ASR and RR recomputed from the vote files independently of the metrics module
+    prompts = pd.concat([pd.read_parquet(p) for p in (results / "prompts").glob("*.parquet")])
+    for row in cells.itertuples():
+        votes = pd.read_parquet(results / "votes" / MODEL / row.precision / "fp" / f"T{row.temperature}.parquet")
+        votes = votes.merge(prompts[["prompt_id", "harmful"]], on="prompt_id")
+        harmful = votes[votes["harmful"]]
+        expected = harmful.groupby("prompt_id")["unsafe"].mean().mean()
+        assert row.asr == pytest.approx(expected)
+        assert row.rr == pytest.approx(harmful["refusal"].astype(float).mean())
+        assert row.n_responses == len(votes) == 9 * row.k
+
+    generations = pd.read_parquet(results / "generations" / MODEL / "gptq-w4a16" / "fp" / "T0.7.parquet")
+    assert generations["response"].str.len().gt(0).mean() > 0.5  # the quantized model says something
+    judged = pd.read_parquet(results / "judgements" / "harmbench_cls" / MODEL / "fp32" / "fp" / "T0.0.parquet")
+    assert judged["score"].between(0, 1).all() and judged["error"].isna().all()
+
+    contrasts = pd.read_parquet(results / "tables" / "contrasts.parquet").set_index(["precision", "temperature"])
+    c = cells.set_index(["precision", "temperature"])["asr"]
+    expected_cdi = c[("gptq-w4a16", 0.7)] - c[("gptq-w4a16", 0.0)] - c[("fp32", 0.7)] + c[("fp32", 0.0)]
+    assert contrasts.loc[("gptq-w4a16", 0.7), "cdi"] == pytest.approx(expected_cdi)
+
+    html = (results / "report" / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "gptq-w4a16-g128" in html
+    assert (results / "report" / "figures" / f"asr_heatmap_{MODEL}.svg").exists()
+
+
+def test_finished_grid_has_nothing_to_do(ci_run: Path) -> None:
+    assert scheduled_jobs(snakemake(ci_run, "-n")) == Counter()
+
+
+def test_adding_a_temperature_runs_only_its_cells(ci_run: Path) -> None:
+    config = grown(ci_run, lambda c: c["temperatures"].append(1.0))
+    jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
+    # 2 supported precisions x 1 kv at T = 1.0: generate, 2 judges each, vote; then the tables
+    assert jobs == Counter(generate=2, judge=4, vote=2, aggregate=1, report=1, all=1)
+
+
+def test_adding_a_judge_runs_only_it_and_the_votes(ci_run: Path) -> None:
+    config = grown(ci_run, lambda c: c["judges"].update(refusal_prefix_2={"kind": "refusal_prefix"}))
+    jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
+    # the new judge on the 4 cells; every vote changes because the ensemble did
+    assert jobs == Counter(judge=4, vote=4, aggregate=1, report=1, all=1)
+
+
+def test_adding_a_precision_runs_only_its_cells(ci_run: Path) -> None:
+    config = grown(ci_run, lambda c: c["precisions"].update(bf16={"method": "none", "dtype": "bfloat16"}))
+    # before the checkpoint has run, its cells cannot be enumerated yet
+    jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
+    assert jobs == Counter(quantize=1, aggregate=1, report=1, all=1)
+    snakemake(ci_run, f"results/models/{MODEL}/bf16", configfile=config)
+    jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
+    assert jobs == Counter(generate=2, judge=4, vote=2, aggregate=1, report=1, all=1)
+
+
+def test_regenerating_a_cell_is_byte_identical(ci_run: Path) -> None:
+    target = f"results/generations/{MODEL}/gptq-w4a16/fp/T0.7.parquet"
+    before = (ci_run / target).read_bytes()
+    snakemake(ci_run, "--force", target)
+    assert (ci_run / target).read_bytes() == before
