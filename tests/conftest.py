@@ -34,6 +34,10 @@ def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          pad_token_id=0, eos_token_id=[2, 4], bos_token_id=None, tie_word_embeddings=False)
     model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        # a random head would often pick a special token first and every answer would decode to "";
+        # zero logits for the specials make the model say words, so comparisons of answers mean something
+        model.lm_head.weight[:len(specials)] = 0
     model.generation_config.eos_token_id = [2, 4]
     model.generation_config.pad_token_id = 0
     model.save_pretrained(directory)

@@ -45,4 +45,23 @@ def test_generation_rows_and_reproducibility(tiny_checkpoint):
 def test_greedy_is_batch_independent(tiny_checkpoint):
     one = run(tiny_checkpoint, 0.0, 1, batch_size=1)
     three = run(tiny_checkpoint, 0.0, 1, batch_size=3)
+    assert one["response"].str.len().gt(0).all()
     assert one["response"].tolist() == three["response"].tolist()
+
+
+def test_kv_cache_options():
+    from safetygrid.engines.hf import kv_cache_options
+
+    assert kv_cache_options({}) == {}
+    opts = kv_cache_options({"bits": 4, "backend": "quanto", "group_size": 64, "residual_length": 0})
+    assert opts["cache_implementation"] == "quantized"
+    assert opts["cache_config"] == {"backend": "quanto", "nbits": 4, "q_group_size": 64, "residual_length": 0}
+
+
+def test_quantized_kv_cache_changes_greedy_output(tiny_checkpoint):
+    fp = run(tiny_checkpoint, 0.0, 1)
+    int2 = generate_cell(str(tiny_checkpoint), PROMPTS, model="tiny", engine="hf", temperature=0.0, k=1, seed=11,
+                         generation=GEN, precision={},
+                         kv={"bits": 2, "backend": "quanto", "group_size": 8, "residual_length": 0})
+    assert len(int2) == len(fp) and fp["response"].str.len().gt(0).all()
+    assert int2["response"].tolist() != fp["response"].tolist()

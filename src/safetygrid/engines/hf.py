@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -21,6 +22,27 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EngineUnavailable(f"device {device!r} was asked for but torch sees no CUDA device")
     return device
+
+
+KV_BACKEND_MODULES = {"quanto": "optimum.quanto", "hqq": "hqq"}
+
+
+def kv_cache_options(kv: Mapping[str, Any]) -> dict[str, Any]:
+    """GenerationConfig options for a kv entry: {} for full precision, else transformers'
+    QuantizedCache (KIVI-style: the newest ``residual_length`` tokens stay at full precision)."""
+    if not kv.get("bits"):
+        return {}
+    backend = kv.get("backend", "quanto")
+    try:
+        importlib.import_module(KV_BACKEND_MODULES[backend])
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"kv cache {dict(kv)} needs the {backend!r} backend, which is not installed in this environment "
+            f"({exc}); install {'optimum-quanto' if backend == 'quanto' else 'hqq'} or drop this kv entry") from exc
+    return {"cache_implementation": "quantized",
+            "cache_config": {"backend": backend, "nbits": int(kv["bits"]),
+                             "q_group_size": int(kv.get("group_size", 64)),
+                             "residual_length": int(kv.get("residual_length", 128))}}
 
 
 class SeededSampler(LogitsProcessor):
@@ -72,10 +94,7 @@ class HFEngine:
         return tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
     def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
-        if settings.kv and settings.kv.get("bits"):
-            raise EngineUnavailable(
-                f"the hf engine here runs the KV cache at full precision only; kv {dict(settings.kv)} "
-                "is not supported in this build")
+        cache = kv_cache_options(settings.kv or {})
         model, tokenizer, device = self._load(settings)
         eos = model.generation_config.eos_token_id
         eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
@@ -93,7 +112,7 @@ class HFEngine:
             inputs = tokenizer.pad({"input_ids": [encoded[r.prompt_id] for r in batch]},
                                    return_tensors="pt", padding=True).to(device)
             config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
-                                      eos_token_id=sorted(eos_ids), pad_token_id=tokenizer.pad_token_id)
+                                      eos_token_id=sorted(eos_ids), pad_token_id=tokenizer.pad_token_id, **cache)
             processors = LogitsProcessorList()
             if settings.temperature > 0:
                 processors.append(SeededSampler([r.seed for r in batch], settings.temperature, settings.top_p))
