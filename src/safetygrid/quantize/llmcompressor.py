@@ -52,13 +52,14 @@ def _check_widths(model: Any, spec: Mapping[str, Any]) -> None:
 
 def compress(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> None:
     import torch
-    from datasets import Dataset
-    from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    _check_widths(model, spec)
+    _check_widths(model, spec)  # before importing llm-compressor: a shape mismatch needs no calibration
+
+    from datasets import Dataset
+    from llmcompressor import oneshot
 
     text = Path(spec.get("calibration_text", "resources/calibration.txt")).read_text()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
