@@ -5,10 +5,12 @@ rule aggregate:
         votes=lambda w: cell_paths(f"{RESULTS}/votes/{CELL}.parquet"),
         generations=lambda w: cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
         timings=lambda w: cell_paths(f"{RESULTS}/benchmarks/generate/{CELL}.tsv"),
+        quality=lambda w: quality_paths(),
     output:
         cells=f"{RESULTS}/tables/cells.parquet",
         contrasts=f"{RESULTS}/tables/contrasts.parquet",
         skipped=f"{RESULTS}/tables/skipped.parquet",
+        quality=f"{RESULTS}/tables/quality.parquet",
     params:
         baseline=config["baseline"],
         seed=config["seed"],

@@ -88,5 +88,10 @@ def cell_paths(pattern, **extra):
     return [pattern.format(**cell.as_dict(), **extra) for cell in supported_cells()]
 
 
+def quality_paths():
+    """One perplexity per supported (model, precision) and kv setting."""
+    return sorted({f"{RESULTS}/quality/{c.model}/{c.precision}/{c.kv}.json" for c in supported_cells()})
+
+
 def all_checkpoints():
     return [f"{RESULTS}/models/{m}/{q}" for m in config["models"] for q in config["precisions"]]

@@ -35,3 +35,27 @@ checkpoint quantize:
     shell:
         "{params.python} workflow/scripts/quantize.py --source {input:q} --out {output:q}"
         " --spec {params.spec:q} > {log:q} 2>&1"
+
+
+rule measure_quality:
+    input:
+        checkpoint=f"{RESULTS}/models/{{model}}/{{precision}}",
+        text=config["quality"]["text"],
+    output:
+        f"{RESULTS}/quality/{{model}}/{{precision}}/{{kv}}.json",
+    params:
+        precision=lambda w: config["precisions"][w.precision],
+        kv=lambda w: config["kv"][w.kv],
+        chunk=config["quality"]["chunk"],
+        max_tokens=config["quality"]["max_tokens"],
+        device=config["generation"]["device"],
+    log:
+        f"{RESULTS}/logs/measure_quality/{{model}}/{{precision}}/{{kv}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/measure_quality/{{model}}/{{precision}}/{{kv}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda w, attempt: mem_mb_for(w.model, attempt),
+        runtime=lambda w, attempt: runtime_for(w.model, attempt),
+    script:
+        "../workflow/scripts/measure_quality.py"

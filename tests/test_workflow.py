@@ -98,6 +98,11 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     expected_cdi = c[("gptq-w4a16", 0.7)] - c[("gptq-w4a16", 0.0)] - c[("fp32", 0.7)] + c[("fp32", 0.0)]
     assert contrasts.loc[("gptq-w4a16", 0.7), "cdi"] == pytest.approx(expected_cdi)
 
+    quality = pd.read_parquet(results / "tables" / "quality.parquet").set_index("precision")
+    assert quality.loc["fp32", "perplexity_ratio"] == 1.0
+    assert 1.0 < quality.loc["gptq-w4a16", "perplexity_ratio"] < 10  # 4-bit weights cost some perplexity
+    assert (cells["perplexity"] > 1).all()
+
     html = (results / "report" / "index.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "gptq-w4a16-g128" in html
     assert (results / "report" / "figures" / f"asr_heatmap_{MODEL}.svg").exists()
@@ -128,7 +133,7 @@ def test_adding_a_precision_runs_only_its_cells(ci_run: Path) -> None:
     assert jobs == Counter(quantize=1, aggregate=1, report=1, all=1)
     snakemake(ci_run, f"results/models/{MODEL}/bf16", configfile=config)
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
-    assert jobs == Counter(generate=2, judge=4, vote=2, aggregate=1, report=1, all=1)
+    assert jobs == Counter(generate=2, judge=4, vote=2, measure_quality=1, aggregate=1, report=1, all=1)
 
 
 def test_regenerating_a_cell_is_byte_identical(ci_run: Path) -> None:

@@ -51,6 +51,24 @@ def skipped_precisions(checkpoints: Sequence[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
 
 
+QUALITY_COLUMNS = ["model", "precision", "kv", "perplexity", "mean_nll", "n_tokens", "perplexity_ratio"]
+
+
+def quality_table(paths: Sequence[str | Path], baseline: Mapping[str, str]) -> pd.DataFrame:
+    """Perplexity of each (model, precision, kv), and its ratio to the model's baseline (q0, v0)."""
+    rows = []
+    for path in paths:
+        path = Path(path)
+        result = json.loads(path.read_text())
+        rows.append({"model": path.parent.parent.name, "precision": path.parent.name, "kv": path.stem,
+                     **{k: result[k] for k in ("perplexity", "mean_nll", "n_tokens")}})
+    table = pd.DataFrame(rows, columns=QUALITY_COLUMNS[:-1])
+    base = table[(table["precision"] == baseline["precision"]) & (table["kv"] == baseline["kv"])]
+    base = base.set_index("model")["perplexity"]
+    table["perplexity_ratio"] = table["perplexity"] / table["model"].map(base)
+    return table[QUALITY_COLUMNS]
+
+
 def generation_summary(generations: Sequence[str], timings: Sequence[str]) -> pd.DataFrame:
     gens = read_cells(generations, columns=["engine", "n_tokens", "finish_reason"])
     keys = ["model", "precision", "kv", "temperature"]
@@ -70,7 +88,7 @@ def generation_summary(generations: Sequence[str], timings: Sequence[str]) -> pd
 
 
 def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequence[str],
-              generations: Sequence[str], timings: Sequence[str], judges: Sequence[str],
+              generations: Sequence[str], timings: Sequence[str], quality: Sequence[str], judges: Sequence[str],
               baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any) -> None:
     prompt_table = read_prompts(list(prompts))
     skipped = skipped_precisions(checkpoints)
@@ -82,9 +100,13 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
     summary = generation_summary(generations, timings)
     summary["temperature"] = summary["temperature"].astype(float)
     cells = cells.merge(summary, on=["model", "precision", "kv", "temperature"], how="left")
+    quality_rows = quality_table(quality, baseline)
+    cells = cells.merge(quality_rows[["model", "precision", "kv", "perplexity", "perplexity_ratio"]],
+                        on=["model", "precision", "kv"], how="left")
     cells["judges"] = ",".join(judges)
     table = contrasts(draws, baseline_precision=baseline["precision"], baseline_kv=baseline["kv"], level=level)
     write_parquet(cells, out.cells)
     write_parquet(table, out.contrasts)
     write_parquet(skipped, out.skipped)
+    write_parquet(quality_rows, out.quality)
     log.info("%d cells, %d contrasts, %d skipped precisions", len(cells), len(table), len(skipped))

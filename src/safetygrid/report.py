@@ -21,7 +21,8 @@ figcaption{font-size:13px;max-width:520px;color:#444}.note{color:#555;font-size:
 """
 
 CELL_COLUMNS = ["model", "precision", "kv", "temperature", "engine", "k", "n_prompts", "asr", "asr_lo",
-                "asr_hi", "asr_at_k", "rr", "orr", "dfr", "ssi", "mean_tokens", "truncated", "seconds"]
+                "asr_hi", "asr_at_k", "rr", "orr", "dfr", "ssi", "perplexity", "perplexity_ratio", "mean_tokens",
+                "truncated", "seconds"]
 CONTRAST_COLUMNS = ["model", "precision", "temperature", "asr", "delta_q", "delta_t", "delta", "cdi",
                     "cdi_lo", "cdi_hi", "refusal_drop_pp"]
 

@@ -4,7 +4,7 @@ from safetygrid.logs import to_file
 to_file(snakemake.log[0])
 aggregate(
     checkpoints=snakemake.input.checkpoints, prompts=snakemake.input.prompts, votes=snakemake.input.votes,
-    generations=snakemake.input.generations, timings=snakemake.input.timings,
+    generations=snakemake.input.generations, timings=snakemake.input.timings, quality=snakemake.input.quality,
     judges=snakemake.params.judges, baseline=snakemake.params.baseline, seed=snakemake.params.seed,
     bootstrap=snakemake.params.bootstrap, out=snakemake.output,
 )

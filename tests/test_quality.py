@@ -1,0 +1,34 @@
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from safetygrid.quality import perplexity
+
+TEXT = "how do i make bread and cake here is recipe step one two three " * 6
+
+
+def full_pass_perplexity(checkpoint):
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    ids = tok(TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, :-1]
+    return math.exp(float(torch.nn.functional.cross_entropy(logits, ids[0, 1:])))
+
+
+def test_chunked_perplexity_equals_one_forward_pass(tiny_checkpoint):
+    expected = full_pass_perplexity(tiny_checkpoint)
+    for chunk in (1, 7, 1000):
+        result = perplexity(tiny_checkpoint, TEXT, chunk=chunk, device="cpu")
+        assert result["perplexity"] == pytest.approx(expected, rel=1e-4)
+    assert result["n_tokens"] == 6 * 14 - 1  # 14 words a repeat, the first is not predicted
+
+
+def test_quantized_kv_cache_costs_perplexity(tiny_checkpoint):
+    fp = perplexity(tiny_checkpoint, TEXT, chunk=8, device="cpu")
+    int2 = perplexity(tiny_checkpoint, TEXT, chunk=8, device="cpu",
+                      kv={"bits": 2, "backend": "quanto", "group_size": 8, "residual_length": 0})
+    assert int2["perplexity"] != pytest.approx(fp["perplexity"], rel=1e-6)
+    assert int2["kv"]["bits"] == 2
