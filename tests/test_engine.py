@@ -65,3 +65,13 @@ def test_quantized_kv_cache_changes_greedy_output(tiny_checkpoint):
                          kv={"bits": 2, "backend": "quanto", "group_size": 8, "residual_length": 0})
     assert len(int2) == len(fp) and fp["response"].str.len().gt(0).all()
     assert int2["response"].tolist() != fp["response"].tolist()
+
+
+def test_sampler_follows_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    scores = torch.log(probs).repeat(4000, 1)
+    picks = SeededSampler(range(4000), 1.0, 1.0)(None, scores).argmax(dim=-1)
+    freq = torch.bincount(picks, minlength=4).float() / 4000
+    assert torch.allclose(freq, probs, atol=0.025), freq  # 4000 draws: sd <= 0.008
+    hot = SeededSampler(range(4000), 2.0, 1.0)(None, scores).argmax(dim=-1)
+    assert (hot == 0).float().mean() < 0.45  # a higher temperature flattens the distribution

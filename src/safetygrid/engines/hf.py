@@ -65,8 +65,12 @@ class SeededSampler(LogitsProcessor):
             drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
             sorted_probs[drop] = 0.0
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        picks = torch.stack([torch.multinomial(probs[i], 1, generator=g)
-                             for i, g in enumerate(self.generators)]).to(scores.device)
+        # inverse-CDF draw: one uniform per row from that row's generator (torch.multinomial per row
+        # costs milliseconds on a 50k vocabulary; this is one vectorised cumsum + search)
+        uniforms = torch.cat([torch.rand(1, 1, generator=g, dtype=torch.float64) for g in self.generators])
+        cdf = probs.double().cumsum(dim=-1)
+        cdf = cdf / cdf[:, -1:]
+        picks = torch.searchsorted(cdf, uniforms).clamp(max=probs.shape[-1] - 1).to(scores.device)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter(-1, picks, 0.0)
 
