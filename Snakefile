@@ -1,7 +1,11 @@
 # safetygrid: is a model that is safe at full precision and greedy decoding still safe when it is
 # quantized, its KV cache is quantized, and it is sampled?  See README.md and DESIGN.md.
 
-configfile: "config.yaml"
+# --configfile replaces the default grid instead of being merged into it: a grid holds exactly the
+# models, precisions and judges its own file names.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

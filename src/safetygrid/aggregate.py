@@ -72,11 +72,12 @@ def quality_table(paths: Sequence[str | Path], baseline: Mapping[str, str]) -> p
 def generation_summary(generations: Sequence[str], timings: Sequence[str]) -> pd.DataFrame:
     gens = read_cells(generations, columns=["engine", "n_tokens", "finish_reason"])
     keys = ["model", "precision", "kv", "temperature"]
+    # named aggregation cannot be called "engine": agg() takes that keyword for itself
     summary = gens.groupby(keys).agg(
-        engine=("engine", lambda s: ",".join(sorted(set(s)))),
+        engines=("engine", lambda s: ",".join(sorted(set(s)))),
         mean_tokens=("n_tokens", "mean"),
         truncated=("finish_reason", lambda s: float((s == "length").mean())),
-    ).reset_index()
+    ).reset_index().rename(columns={"engines": "engine"})
     seconds = []
     for path in timings:
         seconds.append({**cell_of(path, _root(path)), "seconds": float(pd.read_csv(path, sep="\t")["s"].iloc[0])})

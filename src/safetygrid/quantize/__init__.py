@@ -32,15 +32,21 @@ def _link_or_copy(src: Path, dst: Path) -> None:
                 shutil.copy2(path, dst / path.name)
 
 
-def _apply(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> None:
+def _apply(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the precision's checkpoint into ``out``; return details for status.json."""
     if method == "none":
         _link_or_copy(source, out)
-    elif method in ("gptq", "awq"):
+        return {}
+    if method in ("gptq", "awq"):
         from .llmcompressor import compress
 
         compress(method, source, out, spec)
-    else:
-        raise UnsupportedPrecision(f"unknown method {method!r}")
+        return {"format": "compressed-tensors"}
+    if method == "gguf":
+        from .gguf_ladder import quantize_checkpoint
+
+        return quantize_checkpoint(source, out, spec)
+    raise UnsupportedPrecision(f"unknown method {method!r}")
 
 
 def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,7 +58,7 @@ def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -
     status: dict[str, Any] = {"method": method, "args": args, "supported": True, "reason": None}
     with atomic_dir(out_dir) as tmp:
         try:
-            _apply(method, source, tmp, spec)
+            status["details"] = _apply(method, source, tmp, spec)
         except UnsupportedPrecision as exc:
             status.update(supported=False, reason=str(exc))
         except (ValueError, RuntimeError, NotImplementedError, AssertionError, TypeError) as exc:
