@@ -65,6 +65,11 @@ def mem_mb_for(name, attempt=1):
     return int((1500 + 6000 * params_b(name)) * attempt)
 
 
+# a job that runs a model holds one GPU when the config asks for CUDA explicitly; "auto" runs on
+# whatever the job finds (profiles cap concurrent GPU jobs with --resources gpu=N)
+GPUS_PER_MODEL_JOB = 1 if str(config["generation"]["device"]).startswith("cuda") else 0
+
+
 def runtime_for(name, attempt=1):
     return int((20 + 60 * params_b(name)) * attempt)
 

@@ -20,5 +20,6 @@ rule generate:
     resources:
         mem_mb=lambda w, attempt: mem_mb_for(w.model, attempt),
         runtime=lambda w, attempt: 3 * runtime_for(w.model, attempt),
+        gpu=GPUS_PER_MODEL_JOB,
     script:
         "../workflow/scripts/generate.py"

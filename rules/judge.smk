@@ -3,11 +3,6 @@ def judge_model_input(judge):
     return [f"{RESULTS}/sources/{name}"] if name else []
 
 
-def judge_model_size(judge):
-    name = config["judges"][judge].get("model")
-    return name and params_b(name)
-
-
 rule judge:
     input:
         generations=f"{RESULTS}/generations/{CELL}.parquet",
@@ -27,6 +22,7 @@ rule judge:
         if "model" in config["judges"][w.judge]
         else 1000,
         runtime=lambda w, attempt: 60 * attempt,
+        gpu=lambda w: GPUS_PER_MODEL_JOB if "model" in config["judges"][w.judge] else 0,
     script:
         "../workflow/scripts/judge.py"
 

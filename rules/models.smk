@@ -57,5 +57,6 @@ rule measure_quality:
     resources:
         mem_mb=lambda w, attempt: mem_mb_for(w.model, attempt),
         runtime=lambda w, attempt: runtime_for(w.model, attempt),
+        gpu=GPUS_PER_MODEL_JOB,
     script:
         "../workflow/scripts/measure_quality.py"

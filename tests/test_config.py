@@ -86,3 +86,12 @@ def test_cli_validate_and_cells(capsys, tmp_path):
     bad.write_text((open("config/ci.yaml").read()).replace("temperatures: [0.0, 0.7]", "temperatures: [3]"))
     assert main(["validate", str(bad)]) == 2
     assert "temperatures.0" in capsys.readouterr().err
+
+
+def test_key_order_does_not_matter(good):
+    shuffled = copy.deepcopy(good)
+    entry = shuffled["precisions"]["gptq-w4a16"]
+    shuffled["precisions"]["gptq-w4a16"] = dict(reversed(list(entry.items())))
+    a, b = validate(good), validate(shuffled)
+    assert list(a["precisions"]["gptq-w4a16"]) == list(b["precisions"]["gptq-w4a16"])
+    assert repr(a) == repr(b)

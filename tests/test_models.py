@@ -34,7 +34,9 @@ def test_pypi_source_spec():
 
 
 def test_baseline_precision_links_the_checkpoint(tiny_checkpoint, tmp_path):
+    (tiny_checkpoint / ".snakemake_timestamp").touch()
     status = quantize(tiny_checkpoint, tmp_path / "fp32", {"method": "none", "dtype": "float32"})
+    assert not (tmp_path / "fp32" / ".snakemake_timestamp").exists()
     assert status["supported"] and status["sha256"] == checkpoint_sha256(tiny_checkpoint)
     assert json.loads((tmp_path / "fp32" / "status.json").read_text())["supported"] is True
 

@@ -55,7 +55,7 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None)
         lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     _check_references(filled)
-    return filled
+    return canonical(filled)
 
 
 def _check_references(config: Mapping[str, Any]) -> None:
@@ -74,6 +74,16 @@ def _check_references(config: Mapping[str, Any]) -> None:
         problems.append(f"  judge_models.{name}: the name is also an entry of models")
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, recursively. Snakemake compares a job's params
+    in order, so without this, reordering keys in a YAML file would rerun finished cells."""
+    if isinstance(value, Mapping):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -25,7 +25,9 @@ class UnsupportedPrecision(Exception):
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for path in src.iterdir():
-        if path.is_file():
+        # dotfiles are bookkeeping (Snakemake's .snakemake_timestamp): a hard link would make
+        # touching the copy touch the source, and the source would look newer than its products
+        if path.is_file() and not path.name.startswith("."):
             try:
                 os.link(path, dst / path.name)
             except OSError:
