@@ -24,9 +24,11 @@ def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
 
 
 def checkpoint_sha256(directory: Path) -> str:
-    """One digest over every file of a checkpoint directory (names and contents, in sorted order)."""
+    """One digest over every file of a checkpoint directory (names and contents, in sorted order),
+    leaving out status.json and bookkeeping dotfiles."""
     h = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != "status.json"):
+    files = (p for p in directory.rglob("*") if p.is_file() and p.name != "status.json" and not p.name.startswith("."))
+    for path in sorted(files):
         h.update(path.relative_to(directory).as_posix().encode() + b"\0")
         h.update(sha256_file(path).encode())
     return h.hexdigest()
