@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from safetygrid import config as sg_config
-from safetygrid.grid import canonical_temperature, iter_cells, samples_for
+from safetygrid.grid import iter_cells, samples_for
 
 try:
     config.update(sg_config.validate(config))
@@ -36,7 +36,7 @@ def env_python(name):
 
 
 # ---- prompts -------------------------------------------------------------------------------
-PROMPT_PICKS = {role: pick for role, pick in config["prompts"].items()}
+PROMPT_PICKS = config["prompts"]
 PROMPT_FILES = sorted({f"{RESULTS}/prompts/{pick['promptset']}.parquet" for pick in PROMPT_PICKS.values()})
 
 

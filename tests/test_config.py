@@ -12,7 +12,7 @@ def good():
     return yaml.safe_load(open("config/ci.yaml"))
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "config/ci.yaml"])
+@pytest.mark.parametrize("path", ["config.yaml", "config/ci.yaml", "config/precisions.yaml"])
 def test_shipped_configs_are_valid(path):
     cfg = load(path)
     assert cfg["vote_threshold"] == 0.5  # a schema default was filled in

@@ -7,7 +7,7 @@ An engine takes the cell's requests and returns one row per request with the col
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import pandas as pd
 
@@ -46,11 +46,8 @@ class EngineUnavailable(RuntimeError):
 
 
 def make_engine(name: str, checkpoint: str) -> Engine:
-    factories: dict[str, Callable[[str], Engine]] = {}
     if name == "hf":
         from .hf import HFEngine
 
-        factories["hf"] = HFEngine
-    if name not in factories:
-        raise EngineUnavailable(f"engine {name!r} is not available; known engines: hf")
-    return factories[name](checkpoint)
+        return HFEngine(checkpoint)
+    raise EngineUnavailable(f"engine {name!r} is not available; known engines: hf")

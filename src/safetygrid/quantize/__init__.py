@@ -67,7 +67,7 @@ def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -
             # llm-compressor reports an architecture it cannot handle through these; keep the
             # reason and the trace so the report can say why the cell is missing.
             status.update(supported=False, reason=f"{type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc(limit=8))
+                          traceback=traceback.format_exc())
         if not status["supported"]:
             for path in list(tmp.iterdir()):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()

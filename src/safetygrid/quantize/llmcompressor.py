@@ -50,6 +50,19 @@ def _check_widths(model: Any, spec: Mapping[str, Any]) -> None:
                     f"of {name}; use a divisor of it or drop group_size for per-channel scales")
 
 
+def _skip_pinning_without_accelerator() -> None:
+    """llm-compressor 0.14's AWQ pins cached activations unconditionally, and ``pin_memory`` raises
+    when torch has no accelerator. Pinning only speeds host-to-device copies, so on a CPU-only
+    machine it is safely a no-op."""
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if torch.accelerator.is_available() or getattr(IntermediatesCache, "_safetygrid_cpu", False):
+        return
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+    IntermediatesCache._safetygrid_cpu = True  # type: ignore[attr-defined]
+
+
 def compress(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,6 +73,8 @@ def compress(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> N
 
     from datasets import Dataset
     from llmcompressor import oneshot
+
+    _skip_pinning_without_accelerator()
 
     text = Path(spec.get("calibration_text", "resources/calibration.txt")).read_text()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
