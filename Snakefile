@@ -19,4 +19,7 @@ include: "rules/analyze.smk"
 rule all:
     default_target: True
     input:
+        # the checkpoints are named here too: a dry run then shows a new precision's quantize job
+        # (the tables' input functions cannot list its cells before it has run)
+        all_checkpoints(),
         REPORT,
