@@ -12,19 +12,20 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 .PHONY: demo test test-fast envs clean
 
+# $(call make_env,DIR,REQUIREMENTS): a venv with those pins and safetygrid itself (editable)
+define make_env
+	@echo ">> environment $(1): $(2)"
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q -r $(2) 2>&1 | $(QUIET_PIP)
+	$(1)/bin/pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	touch $(1)/.installed
+endef
+
 $(VENV)/.installed: envs/core.txt pyproject.toml
-	@echo ">> main environment ($(VENV)): envs/core.txt"
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r envs/core.txt 2>&1 | $(QUIET_PIP)
-	$(VENV)/bin/pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
-	touch $@
+	$(call make_env,$(VENV),envs/core.txt)
 
 $(QUANTIZE_ENV)/.installed: envs/quantize.txt pyproject.toml
-	@echo ">> quantize environment ($(QUANTIZE_ENV)): envs/quantize.txt"
-	$(PYTHON) -m venv $(QUANTIZE_ENV)
-	$(QUANTIZE_ENV)/bin/pip install -q -r envs/quantize.txt 2>&1 | $(QUIET_PIP)
-	$(QUANTIZE_ENV)/bin/pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
-	touch $@
+	$(call make_env,$(QUANTIZE_ENV),envs/quantize.txt)
 
 envs: $(VENV)/.installed $(QUANTIZE_ENV)/.installed
 
