@@ -55,6 +55,7 @@ def dfr_by_temperature(cells: pd.DataFrame, model: str, kv: str) -> plt.Figure:
     ax.set_xlabel("temperature")
     ax.set_ylabel("decision-flip rate")
     ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(-0.05, max([1.0, *sub["temperature"]]) + 0.05)  # the whole range, even with one T > 0
     ax.set_title(f"{model}: samples that disagree (kv={kv})")
     if len(sub):
         ax.legend(title="precision", fontsize=8)
