@@ -53,3 +53,17 @@ def test_group_size_that_does_not_divide_a_width_is_recorded_unsupported(tiny_ch
     status = quantize(tiny_checkpoint, tmp_path / "g7", {"method": "gptq", "bits": 4, "group_size": 7})
     assert status["supported"] is False and "does not divide the input width 32" in status["reason"]
     assert sorted(p.name for p in (tmp_path / "g7").iterdir()) == ["status.json"]
+
+
+def test_out_of_memory_is_not_recorded_as_unsupported(tiny_checkpoint, tmp_path, monkeypatch):
+    import torch
+
+    import safetygrid.quantize as q
+
+    def boom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(q, "_apply", boom)
+    with pytest.raises(torch.OutOfMemoryError):
+        quantize(tiny_checkpoint, tmp_path / "oom", {"method": "none"})
+    assert not (tmp_path / "oom").exists()  # a retry starts clean; no status says "unsupported"

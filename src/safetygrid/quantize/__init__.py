@@ -51,6 +51,10 @@ def _apply(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> dic
     raise UnsupportedPrecision(f"unknown method {method!r}")
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
 def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``out_dir`` with a checkpoint (when supported) and its status.json; return the status."""
     source, out_dir = Path(source), Path(out_dir)
@@ -64,6 +68,8 @@ def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -
         except UnsupportedPrecision as exc:
             status.update(supported=False, reason=str(exc))
         except (ValueError, RuntimeError, NotImplementedError, AssertionError, TypeError) as exc:
+            if _is_out_of_memory(exc):
+                raise  # transient: the job fails and is retried with more memory, nothing is recorded
             # llm-compressor reports an architecture it cannot handle through these; keep the
             # reason and the trace so the report can say why the cell is missing.
             status.update(supported=False, reason=f"{type(exc).__name__}: {exc}",
