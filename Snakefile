@@ -23,3 +23,5 @@ rule all:
         # (the tables' input functions cannot list its cells before it has run)
         all_checkpoints(),
         REPORT,
+        # the archival package too, when the config asks for it (`snakemake archive` makes it anyway)
+        [rules.archive.output[0]] if config["archive"] else [],

@@ -47,3 +47,30 @@ rule report:
         runtime=10,
     script:
         "../workflow/scripts/report.py"
+
+
+rule archive:
+    input:
+        report=REPORT,
+        tables=rules.aggregate.output,
+        checkpoints=all_checkpoints(),
+        prompts=PROMPT_FILES,
+        votes=lambda w: cell_paths(f"{RESULTS}/votes/{CELL}.parquet"),
+        judgements=lambda w: [p for judge in sorted(config["judges"])
+                              for p in cell_paths(f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet", judge=judge)],
+        generations=lambda w: cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
+        quality=lambda w: quality_paths(),
+    output:
+        f"{RESULTS}/archive/{config['name']}.tar.gz",
+    params:
+        config=config,
+        results=RESULTS,
+    log:
+        f"{RESULTS}/logs/archive.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/archive.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow/scripts/archive.py"

@@ -188,3 +188,56 @@ def test_gguf_ladder_error_falls_with_precision(ci_run: Path, tmp_path: Path) ->
 
     k_quant = quantize(source, tmp_path / "q4_k_m", {"method": "gguf", "type": "Q4_K_M"})
     assert not k_quant["supported"] and "llama" in k_quant["reason"]
+
+
+def _repack(archive: Path, out: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    import tarfile
+
+    work = out.parent / (out.name + ".d")
+    with tarfile.open(archive) as tar:
+        tar.extractall(work, filter="data")
+    base = next(work.iterdir())
+    change(base)
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(base, arcname=base.name)
+    return out
+
+
+def _rehash(base: Path, name: str) -> None:
+    """Update one manifest line, as a forger who knows the format would."""
+    from safetygrid.models import sha256_file
+
+    manifest = base / "MANIFEST.sha256"
+    lines = [f"{sha256_file(base / name)}  {name}" if line.endswith(f"  {name}") else line
+             for line in manifest.read_text().splitlines()]
+    manifest.write_text("\n".join(lines) + "\n")
+
+
+def test_archive_verifies_and_tampering_fails(ci_run: Path, tmp_path: Path) -> None:
+    from safetygrid.archive import VerificationError, verify
+
+    snakemake(ci_run, "archive")
+    archive = ci_run / "results" / "archive" / "ci.tar.gz"
+    summary = verify(archive)
+    assert summary["files"] > 30
+
+    vote = f"results/votes/{MODEL}/gptq-w4a16/fp/T0.7.parquet"
+
+    def flip_votes(base: Path) -> None:
+        table = pd.read_parquet(base / vote)
+        table["unsafe"] = ~table["unsafe"].astype("boolean")
+        table.to_parquet(base / vote, index=False)
+        _rehash(base, vote)
+
+    with pytest.raises(VerificationError, match="cells.parquet does not follow from the votes"):
+        verify(_repack(archive, tmp_path / "flipped.tar.gz", flip_votes))
+    with pytest.raises(VerificationError, match="missing from the archive"):
+        verify(_repack(archive, tmp_path / "deleted.tar.gz", lambda base: (base / vote).unlink()))
+
+    def edit_table(base: Path) -> None:
+        table = pd.read_parquet(base / "results/tables/cells.parquet")
+        table.loc[0, "asr"] = 0.123
+        table.to_parquet(base / "results/tables/cells.parquet", index=False)
+
+    with pytest.raises(VerificationError, match="cells.parquet: checksum differs"):
+        verify(_repack(archive, tmp_path / "edited.tar.gz", edit_table))

@@ -1,0 +1,178 @@
+"""The archival package: everything needed to check a study, in one tar.gz, and its verification.
+
+Layout inside ``<name>.tar.gz`` (all under ``<name>/``):
+  config.resolved.json      the validated config the run used (defaults filled, keys sorted)
+  cells.tsv                 the resolved cell list (supported cells; skipped ones are in the tables)
+  results/...               prompts, status.json of every (model, precision), generations,
+                            judgements, votes, quality, generate benchmarks, tables, report
+  environment/NAME.txt      `pip freeze` of each environment
+  VERSION                   safetygrid version and git commit of the code
+  checksums.json            sha256 of each model checkpoint (from status.json) and prompt file
+  MANIFEST.sha256           sha256 of every other file, as `sha256sum` writes it
+
+``verify`` re-checks every line of the manifest, then recomputes the tables from the archived votes
+and compares them with the archived tables; the first difference fails it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from . import __version__
+from .aggregate import aggregate
+from .models import sha256_file
+
+PER_CELL = ("generations", "judgements", "votes")
+MANIFEST = "MANIFEST.sha256"
+
+
+class VerificationError(RuntimeError):
+    """The archive does not match its manifest, or its tables do not follow from its votes."""
+
+
+def _git_commit(root: Path) -> str:
+    proc = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown (not a git checkout)"
+
+
+def _pip_freeze(python: Path) -> str:
+    proc = subprocess.run([str(python), "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else f"# pip freeze failed: {proc.stderr.strip()}\n"
+
+
+def environments(root: Path) -> dict[str, Path]:
+    envs = {"core": Path(sys.executable)}
+    for candidate in sorted((root / ".venvs").glob("*/bin/python")):
+        envs[candidate.parent.parent.name] = candidate
+    return envs
+
+
+def collect(results: Path) -> list[Path]:
+    """The result files that go into the archive (no model weights: their checksums do)."""
+    files: list[Path] = []
+    files += sorted((results / "prompts").glob("*.parquet"))
+    files += sorted((results / "models").glob("*/*/status.json"))
+    for kind in PER_CELL:
+        files += sorted((results / kind).rglob("*.parquet"))
+    files += sorted((results / "quality").rglob("*.json"))
+    files += sorted((results / "benchmarks" / "generate").rglob("*.tsv"))
+    files += sorted((results / "tables").glob("*.parquet"))
+    files += sorted(p for p in (results / "report").rglob("*") if p.is_file())
+    return files
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archive(*, config: Mapping[str, Any], cells: Iterable[Mapping[str, str]], results: str | Path,
+                  out: str | Path, root: str | Path = ".") -> Path:
+    results, out, root = Path(results), Path(out), Path(root)
+    name = out.name.removesuffix(".tar.gz")
+    payload: dict[str, bytes] = {
+        "config.resolved.json": json.dumps(config, indent=2, sort_keys=True).encode(),
+        "cells.tsv": ("model\tprecision\tkv\ttemperature\n" + "".join(
+            f"{c['model']}\t{c['precision']}\t{c['kv']}\t{c['temperature']}\n" for c in cells)).encode(),
+        "VERSION": f"safetygrid {__version__}\ncommit {_git_commit(root)}\n".encode(),
+    }
+    for env, python in environments(root).items():
+        payload[f"environment/{env}.txt"] = _pip_freeze(python).encode()
+    checksums = {"models": {}, "prompts": {}}
+    for status_file in sorted((results / "models").glob("*/*/status.json")):
+        status = json.loads(status_file.read_text())
+        checksums["models"][f"{status_file.parent.parent.name}/{status_file.parent.name}"] = status.get("sha256")
+    for prompt_file in sorted((results / "prompts").glob("*.parquet")):
+        checksums["prompts"][prompt_file.stem] = sha256_file(prompt_file)
+    payload["checksums.json"] = json.dumps(checksums, indent=2, sort_keys=True).encode()
+
+    files = collect(results)
+    lines = [f"{hashlib.sha256(data).hexdigest()}  {arcname}" for arcname, data in sorted(payload.items())]
+    lines += [f"{sha256_file(p)}  {p.relative_to(results.parent).as_posix()}" for p in files]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for arcname, data in sorted(payload.items()):
+            _add_bytes(tar, f"{name}/{arcname}", data)
+        for path in files:
+            _add_bytes(tar, f"{name}/{path.relative_to(results.parent).as_posix()}", path.read_bytes())
+        _add_bytes(tar, f"{name}/{MANIFEST}", ("\n".join(lines) + "\n").encode())
+    tmp.replace(out)
+    return out
+
+
+def _check_manifest(base: Path) -> list[str]:
+    manifest = base / MANIFEST
+    if not manifest.exists():
+        raise VerificationError(f"{MANIFEST} is missing")
+    listed = []
+    for line in manifest.read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        path = base / name
+        if not path.exists():
+            raise VerificationError(f"{name}: listed in {MANIFEST} but missing from the archive")
+        if sha256_file(path) != digest:
+            raise VerificationError(f"{name}: checksum differs from {MANIFEST}")
+        listed.append(name)
+    present = {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()} - {MANIFEST}
+    extra = sorted(present - set(listed))
+    if extra:
+        raise VerificationError(f"{extra[0]}: in the archive but not in {MANIFEST}")
+    return listed
+
+
+def _recompute_tables(base: Path, config: Mapping[str, Any], into: Path) -> SimpleNamespace:
+    results = base / "results"
+    out = SimpleNamespace(**{t: str(into / f"{t}.parquet") for t in ("cells", "contrasts", "skipped", "quality")})
+    cells = pd.read_csv(base / "cells.tsv", sep="\t", dtype=str)
+    paths = [f"{r.model}/{r.precision}/{r.kv}/T{r.temperature}" for r in cells.itertuples()]
+    aggregate(
+        checkpoints=[str(p.parent) for p in sorted((results / "models").glob("*/*/status.json"))],
+        prompts=[str(p) for p in sorted((results / "prompts").glob("*.parquet"))],
+        votes=[str(results / "votes" / f"{p}.parquet") for p in paths],
+        generations=[str(results / "generations" / f"{p}.parquet") for p in paths],
+        timings=[str(results / "benchmarks" / "generate" / f"{p}.tsv") for p in paths],
+        quality=[str(p) for p in sorted((results / "quality").rglob("*.json"))],
+        judges=sorted(config["judges"]), baseline=config["baseline"], seed=config["seed"],
+        bootstrap=config.get("bootstrap", {}), out=out,
+    )
+    return out
+
+
+def verify(archive: str | Path) -> dict[str, Any]:
+    """Raise VerificationError at the first difference; return a summary when all is well."""
+    with tempfile.TemporaryDirectory(prefix="safetygrid-verify-") as tmp:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+        tops = list(Path(tmp).iterdir())
+        if len(tops) != 1:
+            raise VerificationError("the archive must hold one top-level folder")
+        base = tops[0]
+        listed = _check_manifest(base)
+        config = json.loads((base / "config.resolved.json").read_text())
+        recomputed = _recompute_tables(base, config, Path(tmp) / "recomputed")
+        for table in ("cells", "contrasts", "skipped", "quality"):
+            archived = base / "results" / "tables" / f"{table}.parquet"
+            if not archived.exists():
+                raise VerificationError(f"results/tables/{table}.parquet is missing")
+            try:
+                pd.testing.assert_frame_equal(pd.read_parquet(archived), pd.read_parquet(getattr(recomputed, table)),
+                                              check_exact=False, rtol=1e-9, atol=1e-12)
+            except AssertionError as exc:
+                first = str(exc).strip().splitlines()
+                raise VerificationError(f"results/tables/{table}.parquet does not follow from the votes: "
+                                        + " ".join(first[:4])) from None
+        return {"files": len(listed), "tables": 4, "archive": str(archive)}
