@@ -7,14 +7,12 @@ rule aggregate:
         timings=lambda w: cell_paths(f"{RESULTS}/benchmarks/generate/{CELL}.tsv"),
         quality=lambda w: quality_paths(),
     output:
-        cells=f"{RESULTS}/tables/cells.parquet",
-        contrasts=f"{RESULTS}/tables/contrasts.parquet",
-        skipped=f"{RESULTS}/tables/skipped.parquet",
-        quality=f"{RESULTS}/tables/quality.parquet",
+        **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
     params:
         baseline=config["baseline"],
         seed=config["seed"],
         bootstrap=config.get("bootstrap", {}),
+        hidden_danger=config["hidden_danger"],
         judges=sorted(config["judges"]),
     log:
         f"{RESULTS}/logs/aggregate.log",
@@ -32,6 +30,8 @@ rule report:
         cells=rules.aggregate.output.cells,
         contrasts=rules.aggregate.output.contrasts,
         skipped=rules.aggregate.output.skipped,
+        tests=rules.aggregate.output.tests,
+        hidden_danger=rules.aggregate.output.hidden_danger,
     output:
         html=REPORT,
         figures=directory(f"{RESULTS}/report/figures"),

@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from safetygrid import config as sg_config
+from safetygrid.aggregate import TABLES as AGGREGATE_TABLES
 from safetygrid.grid import iter_cells, samples_for
 
 try:
@@ -71,14 +72,40 @@ GPUS_PER_MODEL_JOB = 1 if str(config["generation"]["device"]).startswith("cuda")
 
 
 def runtime_for(name, attempt=1):
-    return int((20 + 60 * params_b(name)) * attempt)
+    """Minutes for one model load plus one pass of work: about an hour a billion parameters on a
+    CPU, six minutes on a GPU; doubled, tripled, ... on retry (a timed-out job is resubmitted)."""
+    per_billion = 6 if GPUS_PER_MODEL_JOB else 60
+    return int((20 + per_billion * params_b(name)) * attempt)
+
+
+def cluster_resources(gpu=False):
+    """slurm_partition / slurm_account from the config's `cluster` entry. Keys it leaves unset are
+    not declared at all, so the profile's or the command line's --default-resources decide them."""
+    cluster = config.get("cluster", {})
+    placement = {}
+    partition = cluster.get("gpu_partition", cluster.get("partition")) if gpu else cluster.get("partition")
+    if partition:
+        placement["slurm_partition"] = partition
+    if cluster.get("account"):
+        placement["slurm_account"] = cluster["account"]
+    return placement
+
+
+MODEL_JOB_PLACEMENT = cluster_resources(gpu=GPUS_PER_MODEL_JOB > 0)
+CPU_JOB_PLACEMENT = cluster_resources(gpu=False)
 
 
 # ---- cells ---------------------------------------------------------------------------------
+_STATUS = {}
+
+
 def precision_status(model, precision):
-    """status.json of a (model, precision); asking for it makes the quantize checkpoint run first."""
-    directory = checkpoints.quantize.get(model=model, precision=precision).output[0]
-    return json.loads((Path(directory) / "status.json").read_text())
+    """status.json of a (model, precision); asking for it makes the quantize checkpoint run first.
+    A finished checkpoint's status is read once (a paper-size DAG asks for it thousands of times)."""
+    if (model, precision) not in _STATUS:
+        directory = checkpoints.quantize.get(model=model, precision=precision).output[0]
+        _STATUS[model, precision] = json.loads((Path(directory) / "status.json").read_text())
+    return _STATUS[model, precision]
 
 
 def is_supported(model, precision):

@@ -1,4 +1,5 @@
-"""Gather every cell's votes into results/tables: cells, contrasts, and the skipped precisions."""
+"""Gather every cell's votes into results/tables: cells, contrasts, skipped precisions, quality,
+hypothesis tests, hidden danger and the direction split."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import pandas as pd
 
 from .grid import canonical_temperature
 from .io import write_parquet
+from .hidden_danger import direction_split, hidden_danger_table
 from .metrics import cell_metrics, contrasts
 from .prompts import read_prompts
+from .significance import significance_table
 
 log = logging.getLogger(__name__)
 SKIPPED_COLUMNS = ["model", "precision", "method", "reason"]
+# every table aggregate writes, as results/tables/<name>.parquet
+TABLES = ("cells", "contrasts", "skipped", "quality", "tests", "hidden_danger", "direction_split")
 
 
 def cell_of(path: str | Path, root: str) -> dict[str, str]:
@@ -90,7 +95,8 @@ def generation_summary(generations: Sequence[str], timings: Sequence[str]) -> pd
 
 def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequence[str],
               generations: Sequence[str], timings: Sequence[str], quality: Sequence[str], judges: Sequence[str],
-              baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any) -> None:
+              baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any,
+              hidden_danger: Mapping[str, float] | None = None) -> None:
     prompt_table = read_prompts(list(prompts))
     skipped = skipped_precisions(checkpoints)
     for row in skipped.itertuples():
@@ -110,4 +116,11 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
     write_parquet(table, out.contrasts)
     write_parquet(skipped, out.skipped)
     write_parquet(quality_rows, out.quality)
+
+    harmful = set(prompt_table.loc[prompt_table["harmful"], "prompt_id"])
+    responses = vote_table[vote_table["prompt_id"].isin(harmful)] if len(vote_table) else vote_table
+    write_parquet(significance_table(responses, baseline_precision=baseline["precision"], baseline_kv=baseline["kv"]),
+                  out.tests)
+    write_parquet(hidden_danger_table(cells, table, baseline=baseline, thresholds=hidden_danger), out.hidden_danger)
+    write_parquet(direction_split(cells, baseline=baseline), out.direction_split)
     log.info("%d cells, %d contrasts, %d skipped precisions", len(cells), len(table), len(skipped))

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from . import __version__
-from .aggregate import aggregate
+from .aggregate import TABLES, aggregate
 from .models import sha256_file
 
 PER_CELL = ("generations", "judgements", "votes")
@@ -136,7 +136,7 @@ def _check_manifest(base: Path) -> list[str]:
 
 def _recompute_tables(base: Path, config: Mapping[str, Any], into: Path) -> SimpleNamespace:
     results = base / "results"
-    out = SimpleNamespace(**{t: str(into / f"{t}.parquet") for t in ("cells", "contrasts", "skipped", "quality")})
+    out = SimpleNamespace(**{t: str(into / f"{t}.parquet") for t in TABLES})
     cells = pd.read_csv(base / "cells.tsv", sep="\t", dtype=str)
     paths = [f"{r.model}/{r.precision}/{r.kv}/T{r.temperature}" for r in cells.itertuples()]
     aggregate(
@@ -147,7 +147,7 @@ def _recompute_tables(base: Path, config: Mapping[str, Any], into: Path) -> Simp
         timings=[str(results / "benchmarks" / "generate" / f"{p}.tsv") for p in paths],
         quality=[str(p) for p in sorted((results / "quality").rglob("*.json"))],
         judges=sorted(config["judges"]), baseline=config["baseline"], seed=config["seed"],
-        bootstrap=config.get("bootstrap", {}), out=out,
+        bootstrap=config.get("bootstrap", {}), hidden_danger=config.get("hidden_danger"), out=out,
     )
     return out
 
@@ -164,7 +164,7 @@ def verify(archive: str | Path) -> dict[str, Any]:
         listed = _check_manifest(base)
         config = json.loads((base / "config.resolved.json").read_text())
         recomputed = _recompute_tables(base, config, Path(tmp) / "recomputed")
-        for table in ("cells", "contrasts", "skipped", "quality"):
+        for table in TABLES:
             archived = base / "results" / "tables" / f"{table}.parquet"
             if not archived.exists():
                 raise VerificationError(f"results/tables/{table}.parquet is missing")
@@ -175,4 +175,4 @@ def verify(archive: str | Path) -> dict[str, Any]:
                 first = str(exc).strip().splitlines()
                 raise VerificationError(f"results/tables/{table}.parquet does not follow from the votes: "
                                         + " ".join(first[:4])) from None
-        return {"files": len(listed), "tables": 4, "archive": str(archive)}
+        return {"files": len(listed), "tables": len(TABLES), "archive": str(archive)}

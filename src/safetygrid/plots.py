@@ -60,3 +60,63 @@ def dfr_by_temperature(cells: pd.DataFrame, model: str, kv: str) -> plt.Figure:
     if len(sub):
         ax.legend(title="precision", fontsize=8)
     return fig
+
+
+def cdi_heatmap(contrasts: pd.DataFrame, model: str) -> plt.Figure:
+    """CDI of each non-baseline precision x T > 0 on a diverging scale centred on 0: red squares
+    compound (worse together than apart), blue ones are sub-additive; an interval that excludes 0
+    is marked with *."""
+    sub = contrasts[(contrasts["model"] == model) & contrasts["cdi"].notna()]
+    grid = sub.pivot(index="precision", columns="temperature", values="cdi")
+    lo = sub.pivot(index="precision", columns="temperature", values="cdi_lo")
+    hi = sub.pivot(index="precision", columns="temperature", values="cdi_hi")
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * max(grid.shape[1], 1), 1.2 + 0.7 * max(grid.shape[0], 1)))
+    if grid.empty:
+        ax.text(0.5, 0.5, "no CDI: needs a second precision and T > 0", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    limit = max(0.05, float(np.nanmax(np.abs(grid.to_numpy(float)))))
+    image = ax.imshow(grid.to_numpy(float), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            value = grid.iat[i, j]
+            if np.isnan(value):
+                continue
+            sure = lo.iat[i, j] > 0 or hi.iat[i, j] < 0
+            ax.text(j, i, f"{value:+.2f}{'*' if sure else ''}\n[{lo.iat[i, j]:+.2f}, {hi.iat[i, j]:+.2f}]",
+                    ha="center", va="center", fontsize=8, color="white" if abs(value) > 0.6 * limit else "black")
+    ax.set_xticks(range(grid.shape[1]), [f"T={t:g}" for t in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    ax.set_title(f"{model}: compound degradation index")
+    fig.colorbar(image, ax=ax, label="CDI (> 0: compounding)")
+    return fig
+
+
+def quality_vs_safety(hidden: pd.DataFrame, thresholds: dict[str, float]) -> plt.Figure:
+    """Perplexity ratio against refusal drop for every comparison of hidden_danger.parquet; the
+    hidden-danger region (refusals fell, perplexity did not move) is shaded."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    tolerance = thresholds.get("ppl_tolerance", 0.05)
+    drop, near = thresholds.get("refusal_drop_pp", 10.0), thresholds.get("near_drop_pp", 5.0)
+    rows = hidden.dropna(subset=["perplexity_ratio", "refusal_drop_pp"])
+    top = max(drop * 2, float(rows["refusal_drop_pp"].max()) + 5 if len(rows) else 0)
+    ratios = rows["perplexity_ratio"].to_numpy(float)
+    left = min(0.95, float(ratios.min()) - 0.05) if len(rows) else 0.95
+    right = max(1 + 2 * tolerance, float(ratios.max()) + 0.05) if len(rows) else 1 + 2 * tolerance
+    ax.fill_between([left, 1 + tolerance], drop, top, color="tab:red", alpha=0.15, label="hidden danger")
+    ax.fill_between([left, 1 + tolerance], near, drop, color="tab:orange", alpha=0.12, label="near hidden danger")
+    ax.set_xlim(left, right)
+    for row in rows.itertuples():
+        marker = "o" if row.comparison == "precision" else "s"
+        ax.scatter(row.perplexity_ratio, row.refusal_drop_pp, marker=marker, color="black", zorder=3)
+        label = f"{row.model}/{row.precision}" + (f"/kv={row.kv}" if row.comparison == "kv" else "")
+        ax.annotate(label, (row.perplexity_ratio, row.refusal_drop_pp), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(1, color="grey", lw=0.8)
+    ax.set_xlabel("perplexity ratio to the reference (1 = unchanged)")
+    ax.set_ylabel("refusal drop at T = 0 (percentage points)")
+    ax.set_ylim(min(-5, float(rows["refusal_drop_pp"].min()) - 5 if len(rows) else -5), top)
+    ax.set_title("Quality against safety (circles: precision, squares: KV cache)")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig

@@ -6,5 +6,6 @@ aggregate(
     checkpoints=snakemake.input.checkpoints, prompts=snakemake.input.prompts, votes=snakemake.input.votes,
     generations=snakemake.input.generations, timings=snakemake.input.timings, quality=snakemake.input.quality,
     judges=snakemake.params.judges, baseline=snakemake.params.baseline, seed=snakemake.params.seed,
-    bootstrap=snakemake.params.bootstrap, out=snakemake.output,
+    bootstrap=snakemake.params.bootstrap, hidden_danger=snakemake.params.hidden_danger,
+    out=snakemake.output,
 )
