@@ -16,6 +16,17 @@ include: "rules/judge.smk"
 include: "rules/analyze.smk"
 
 
+# Never submitted to a cluster: fetching needs the network (which compute nodes often lack), and the
+# others take seconds, less than a queue wait.
+localrules:
+    all,
+    prepare_prompts,
+    fetch_model,
+    aggregate,
+    report,
+    archive,
+
+
 rule all:
     default_target: True
     input:

@@ -21,5 +21,6 @@ rule generate:
         mem_mb=lambda w, attempt: mem_mb_for(w.model, attempt),
         runtime=lambda w, attempt: 3 * runtime_for(w.model, attempt),
         gpu=GPUS_PER_MODEL_JOB,
+        **MODEL_JOB_PLACEMENT,
     script:
         "../workflow/scripts/generate.py"

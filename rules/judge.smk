@@ -16,6 +16,9 @@ rule judge:
         f"{RESULTS}/logs/judge/{{judge}}/{CELL}.log",
     benchmark:
         f"{RESULTS}/benchmarks/judge/{{judge}}/{CELL}.tsv"
+    # a cell's judges and its vote are one SLURM job (a group job), not seven small ones
+    group:
+        "judge_cell"
     threads: 2
     resources:
         mem_mb=lambda w, attempt: mem_mb_for(config["judges"][w.judge]["model"], attempt)
@@ -23,6 +26,7 @@ rule judge:
         else 1000,
         runtime=lambda w, attempt: 60 * attempt,
         gpu=lambda w: GPUS_PER_MODEL_JOB if "model" in config["judges"][w.judge] else 0,
+        **MODEL_JOB_PLACEMENT,
     script:
         "../workflow/scripts/judge.py"
 
@@ -39,8 +43,11 @@ rule vote:
         f"{RESULTS}/logs/vote/{CELL}.log",
     benchmark:
         f"{RESULTS}/benchmarks/vote/{CELL}.tsv"
+    group:
+        "judge_cell"
     resources:
         mem_mb=1000,
         runtime=10,
+        **MODEL_JOB_PLACEMENT,
     script:
         "../workflow/scripts/vote.py"

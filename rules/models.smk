@@ -32,6 +32,8 @@ checkpoint quantize:
     resources:
         mem_mb=lambda w, attempt: 3 * mem_mb_for(w.model, attempt),
         runtime=lambda w, attempt: 2 * runtime_for(w.model, attempt),
+        gpu=GPUS_PER_MODEL_JOB,
+        **MODEL_JOB_PLACEMENT,
     shell:
         "{params.python} workflow/scripts/quantize.py --source {input:q} --out {output:q}"
         " --spec {params.spec:q} > {log:q} 2>&1"
@@ -58,5 +60,6 @@ rule measure_quality:
         mem_mb=lambda w, attempt: mem_mb_for(w.model, attempt),
         runtime=lambda w, attempt: runtime_for(w.model, attempt),
         gpu=GPUS_PER_MODEL_JOB,
+        **MODEL_JOB_PLACEMENT,
     script:
         "../workflow/scripts/measure_quality.py"

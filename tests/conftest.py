@@ -48,3 +48,18 @@ def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CI grid run once, locally, for every workflow test. Its first tables are kept beside it
+    (results/ is grown and rerun in place by later tests) in tables-first-run/."""
+    from workflow_support import copy_workflow, snakemake, snapshot_tables
+
+    # SAFETYGRID_WORKFLOW_DIR reuses a directory across runs (for iterating locally: finished jobs
+    # are not redone); by default each run starts from nothing
+    reuse = os.environ.get("SAFETYGRID_WORKFLOW_DIR")
+    workdir = copy_workflow(Path(reuse) if reuse else tmp_path_factory.mktemp("ci-grid"))
+    snakemake(workdir)
+    snapshot_tables(workdir, workdir / "tables-first-run")
+    return workdir

@@ -2,48 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
-from conftest import ROOT
+from workflow_support import MODEL, ROOT, scheduled_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "config", "rules", "workflow", "resources"]
-MODEL = "smollm2-135m"
-
-
-def snakemake(workdir: Path, *args: str, configfile: str = "config/ci.yaml") -> str:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(workdir / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(workdir / configfile), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        logs = "\n".join(p.read_text()[-3000:] for p in (workdir / "results" / "logs").rglob("*.log")
-                         if "Error" in p.read_text())
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{logs}")
-    return proc.stdout + proc.stderr
-
-
-def scheduled_jobs(output: str) -> Counter[str]:
-    """The 'Job stats' table of a dry run as {rule: count}."""
-    counts: Counter[str] = Counter()
-    if "Nothing to be done" in output:
-        return counts
-    table = output.split("Job stats:", 1)[1]
-    for line in table.splitlines()[3:]:
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if not match or match.group(1) == "total":
-            break
-        counts[match.group(1)] = int(match.group(2))
-    return counts
 
 
 def grown(workdir: Path, change) -> str:  # type: ignore[no-untyped-def]
@@ -52,26 +19,6 @@ def grown(workdir: Path, change) -> str:  # type: ignore[no-untyped-def]
     path = workdir / "config" / "grown.yaml"
     path.write_text(yaml.safe_dump(config))
     return "config/grown.yaml"
-
-
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # SAFETYGRID_WORKFLOW_DIR reuses a directory across runs (for iterating locally: finished jobs
-    # are not redone); by default each run starts from nothing
-    reuse = os.environ.get("SAFETYGRID_WORKFLOW_DIR")
-    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("ci-grid")
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, workdir / name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, workdir / name)
-    (workdir / "config" / "grown.yaml").unlink(missing_ok=True)
-    if (ROOT / ".venvs").exists() and not (workdir / ".venvs").exists():
-        (workdir / ".venvs").symlink_to(ROOT / ".venvs")
-    snakemake(workdir)
-    return workdir
 
 
 def test_ci_grid_tables(ci_run: Path) -> None:

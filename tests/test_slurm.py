@@ -1,0 +1,51 @@
+"""The CI grid through profiles/slurm on a real one-node SLURM cluster started for the test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from slurm_cluster import SlurmUnavailable, jobs, one_node_cluster
+from workflow_support import copy_workflow, snakemake, table_differences
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
+
+# what the CI grid submits: 3 quantize (the unsupported g128 one included), 2 supported precisions
+# x 2 temperatures of generate, 2 measure_quality; the 4 cells' judges (2 each) and votes as group
+# jobs; prepare_prompts, fetch_model, aggregate and report are local rules
+SUBMITTED_ALONE = Counter(quantize=3, generate=4, measure_quality=2)
+CELLS = 4
+
+
+def submitted_rule(comment: str) -> str:
+    """The plugin's --comment is rule_<name>[_wildcards_...]; a group job's name lists its rules."""
+    name = comment.removeprefix("rule_").split("_wildcards_")[0]
+    return "judge_cell" if name.endswith("_judge_vote") else name
+
+
+def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir = copy_workflow(tmp_path_factory.mktemp("slurm-grid"))
+    with contextlib.ExitStack() as stack:
+        try:
+            env = stack.enter_context(one_node_cluster(tmp_path_factory.mktemp("slurm-cluster")))
+        except SlurmUnavailable as exc:
+            pytest.skip(f"no SLURM cluster here: {exc}")
+        snakemake(workdir, "--profile", "profiles/slurm", "--slurm-no-account", "--slurm-status-command", "squeue",
+                  "--slurm-init-seconds-before-status-checks", "5", env=env)
+        submitted = jobs(env)
+
+    assert {job["state"] for job in submitted} == {"COMPLETED"}, submitted
+    kinds = Counter(submitted_rule(job["comment"]) for job in submitted)
+    print("sbatch submissions:", dict(kinds))
+    judge_groups = kinds.pop("judge_cell", 0)
+    assert kinds == SUBMITTED_ALONE
+    # one group per cell, fewer when cells became ready together (group-components); never a
+    # judge or vote alone
+    assert 1 <= judge_groups <= CELLS
+
+    assert table_differences(ci_run / "tables-first-run", workdir / "results" / "tables") == []
+    cells = pd.read_parquet(workdir / "results" / "tables" / "cells.parquet")
+    assert len(cells) == CELLS

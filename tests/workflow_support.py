@@ -1,0 +1,87 @@
+"""Running the workflow from tests: a copy of the workflow in a scratch directory, Snakemake as a
+subprocess, dry-run job counts, and table comparison across runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "config", "rules", "workflow", "resources", "profiles"]
+MODEL = "smollm2-135m"
+# columns that measure the run itself (wall time), not the study
+RUN_DEPENDENT_COLUMNS = {"cells.parquet": ["seconds"]}
+
+
+def copy_workflow(workdir: Path) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, workdir / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, workdir / name)
+    (workdir / "config" / "grown.yaml").unlink(missing_ok=True)
+    if (ROOT / ".venvs").exists() and not (workdir / ".venvs").exists():
+        (workdir / ".venvs").symlink_to(ROOT / ".venvs")
+    return workdir
+
+
+def snakemake_command(workdir: Path, *args: str, configfile: str = "config/ci.yaml") -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(workdir / "Snakefile"), "--directory",
+            str(workdir), "--configfile", str(workdir / configfile), *args]
+
+
+def snakemake(workdir: Path, *args: str, configfile: str = "config/ci.yaml", env: dict[str, str] | None = None) -> str:
+    cmd = snakemake_command(workdir, "--cores", "2", *args, configfile=configfile)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=2400, env=env)
+    if proc.returncode != 0:
+        logs = "\n".join(p.read_text()[-3000:] for p in (workdir / "results" / "logs").rglob("*.log")
+                         if "Error" in p.read_text())
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{logs}")
+    return proc.stdout + proc.stderr
+
+
+def scheduled_jobs(output: str) -> Counter[str]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    counts: Counter[str] = Counter()
+    if "Nothing to be done" in output:
+        return counts
+    table = output.split("Job stats:", 1)[1]
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match or match.group(1) == "total":
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def snapshot_tables(workdir: Path, into: Path) -> Path:
+    """Copy results/tables aside: later tests grow and rerun the grid in place."""
+    shutil.copytree(workdir / "results" / "tables", into, dirs_exist_ok=True)
+    return into
+
+
+def table_differences(expected: Path, actual: Path) -> list[str]:
+    """Every table of `expected` against its namesake in `actual`, run-dependent columns left out;
+    one line per difference, empty when they agree."""
+    differences = []
+    for path in sorted(expected.glob("*.parquet")):
+        other = actual / path.name
+        if not other.exists():
+            differences.append(f"{path.name}: missing")
+            continue
+        drop = RUN_DEPENDENT_COLUMNS.get(path.name, [])
+        left = pd.read_parquet(path).drop(columns=drop)
+        right = pd.read_parquet(other).drop(columns=drop)
+        try:
+            pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=1e-9)
+        except AssertionError as exc:
+            differences.append(f"{path.name}: {exc}")
+    return differences
