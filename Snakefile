@@ -8,6 +8,8 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
 include: "rules/common.smk"
 include: "rules/prompts.smk"
 include: "rules/models.smk"

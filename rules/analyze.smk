@@ -6,6 +6,7 @@ rule aggregate:
         generations=lambda w: cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
         timings=lambda w: cell_paths(f"{RESULTS}/benchmarks/generate/{CELL}.tsv"),
         quality=lambda w: quality_paths(),
+        judgements=lambda w: judgement_paths(),
     output:
         **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
     params:
@@ -13,6 +14,7 @@ rule aggregate:
         seed=config["seed"],
         bootstrap=config.get("bootstrap", {}),
         hidden_danger=config["hidden_danger"],
+        deployment=config["deployment_card"],
         judges=sorted(config["judges"]),
     log:
         f"{RESULTS}/logs/aggregate.log",
@@ -27,17 +29,17 @@ rule aggregate:
 
 rule report:
     input:
-        cells=rules.aggregate.output.cells,
-        contrasts=rules.aggregate.output.contrasts,
-        skipped=rules.aggregate.output.skipped,
-        tests=rules.aggregate.output.tests,
-        hidden_danger=rules.aggregate.output.hidden_danger,
+        **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
     output:
-        html=REPORT,
-        figures=directory(f"{RESULTS}/report/figures"),
+        # registered with report() too, so `snakemake --report report.zip` packages them
+        html=report(REPORT, caption="../workflow/report/page.rst", category="Report"),
+        figures=report(directory(f"{RESULTS}/report/figures"), patterns=["{name}.png"],
+                       caption="../workflow/report/figures.rst", category="Figures"),
     params:
         name=config.get("name", "safetygrid"),
         baseline=config["baseline"],
+        hidden_danger=config["hidden_danger"],
+        deployment=config["deployment_card"],
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
@@ -56,8 +58,7 @@ rule archive:
         checkpoints=all_checkpoints(),
         prompts=PROMPT_FILES,
         votes=lambda w: cell_paths(f"{RESULTS}/votes/{CELL}.parquet"),
-        judgements=lambda w: [p for judge in sorted(config["judges"])
-                              for p in cell_paths(f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet", judge=judge)],
+        judgements=lambda w: judgement_paths(),
         generations=lambda w: cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
         quality=lambda w: quality_paths(),
     output:

@@ -120,6 +120,11 @@ def cell_paths(pattern, **extra):
     return [pattern.format(**cell.as_dict(), **extra) for cell in supported_cells()]
 
 
+def judgement_paths():
+    return [path for judge in sorted(config["judges"])
+            for path in cell_paths(f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet", judge=judge)]
+
+
 def quality_paths():
     """One perplexity per supported (model, precision) and kv setting."""
     return sorted({f"{RESULTS}/quality/{c.model}/{c.precision}/{c.kv}.json" for c in supported_cells()})

@@ -59,8 +59,39 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert 1.0 < quality.loc["gptq-w4a16", "perplexity_ratio"] < 10  # 4-bit weights cost some perplexity
     assert (cells["perplexity"] > 1).all()
 
+    tests = pd.read_parquet(results / "tables" / "tests.parquet").set_index("test")
+    assert sorted(tests.index) == ["gee_interaction", "mcnemar_t0"]
+    assert tests.loc["mcnemar_t0", "precision"] == "gptq-w4a16" and tests.loc["mcnemar_t0", "n_prompts"] == 6
+    gee = tests.loc["gee_interaction"]
+    assert (0 <= gee["p"] <= 1) or gee["note"].startswith("degenerate")  # NA only with its reason
+    hidden = pd.read_parquet(results / "tables" / "hidden_danger.parquet")
+    assert hidden[["comparison", "precision"]].values.tolist() == [["precision", "gptq-w4a16"]]
+    rr = cells.set_index(["precision", "temperature"])["rr"]
+    assert hidden["refusal_drop_pp"].iat[0] == pytest.approx(100 * (rr[("fp32", 0.0)] - rr[("gptq-w4a16", 0.0)]))
+    assert hidden["perplexity_ratio"].iat[0] == pytest.approx(quality.loc["gptq-w4a16", "perplexity_ratio"])
+
+    card = pd.read_parquet(results / "tables" / "deployment.parquet").set_index(["precision", "temperature"])
+    assert len(card) == len(cells) and card.loc[("fp32", 0.0), "rating"] == "baseline"
+    rise = card.loc[("gptq-w4a16", 0.7), "asr_rise_pp"]
+    assert rise == pytest.approx(100 * (c[("gptq-w4a16", 0.7)] - c[("fp32", 0.0)]))
+    assert card["rating"].isin(["baseline", "fine", "caution", "unsafe"]).all()
+    assert (card.loc[card["asr_rise_pp"] >= 10, "rating"] == "unsafe").all()
+
+    judges = pd.read_parquet(results / "tables" / "judges.parquet")
+    per_cell = judges[(judges["scope"] == "cell") & (judges["statistic"] == "fleiss_kappa")]
+    k = cells.set_index(["precision", "temperature"])["k"]
+    assert len(per_cell) == len(cells)
+    assert all(row.n_items == 9 * k[(row.precision, row.temperature)] for row in per_cell.itertuples())
+    pairs = judges[judges["statistic"] == "cohen_kappa"]
+    assert sorted(map(tuple, pairs[["judge", "against"]].values)) == [
+        ("harmbench_cls", "ensemble"), ("harmbench_cls", "refusal_prefix"), ("refusal_prefix", "ensemble")]
+    assert pairs["kappa"].dropna().between(-1, 1).all()
+
     html = (results / "report" / "index.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "gptq-w4a16-g128" in html
+    # ASR heatmap, DFR + SSI, CDI heatmap of the one model; quality against safety; judge agreement
+    assert html.count("data:image/png;base64,") == 5 and "gptq-w4a16-g128" in html
+    assert "Hidden danger" in html and "mcnemar_t0" in html and "Deployment card" in html
+    assert html.index("Deployment card") < html.index("Attack success rate")  # the card opens the page
     assert (results / "report" / "figures" / f"asr_heatmap_{MODEL}.svg").exists()
 
 

@@ -1,5 +1,6 @@
-"""Gather every cell's votes into results/tables: cells, contrasts, skipped precisions, quality,
-hypothesis tests, hidden danger and the direction split."""
+"""Gather every cell's votes and judgements into results/tables: cells, contrasts, skipped
+precisions, quality, hypothesis tests, hidden danger, the direction split, the deployment card and
+judge agreement."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pandas as pd
 
 from .grid import canonical_temperature
 from .io import write_parquet
+from .agreement import judge_agreement
+from .deployment import deployment_card
 from .hidden_danger import direction_split, hidden_danger_table
 from .metrics import cell_metrics, contrasts
 from .prompts import read_prompts
@@ -20,7 +23,8 @@ from .significance import significance_table
 log = logging.getLogger(__name__)
 SKIPPED_COLUMNS = ["model", "precision", "method", "reason"]
 # every table aggregate writes, as results/tables/<name>.parquet
-TABLES = ("cells", "contrasts", "skipped", "quality", "tests", "hidden_danger", "direction_split")
+TABLES = ("cells", "contrasts", "skipped", "quality", "tests", "hidden_danger", "direction_split", "deployment",
+          "judges")
 
 
 def cell_of(path: str | Path, root: str) -> dict[str, str]:
@@ -96,7 +100,8 @@ def generation_summary(generations: Sequence[str], timings: Sequence[str]) -> pd
 def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequence[str],
               generations: Sequence[str], timings: Sequence[str], quality: Sequence[str], judges: Sequence[str],
               baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any,
-              hidden_danger: Mapping[str, float] | None = None) -> None:
+              hidden_danger: Mapping[str, float] | None = None, judgements: Sequence[str] = (),
+              deployment: Mapping[str, float] | None = None) -> None:
     prompt_table = read_prompts(list(prompts))
     skipped = skipped_precisions(checkpoints)
     for row in skipped.itertuples():
@@ -123,4 +128,7 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
                   out.tests)
     write_parquet(hidden_danger_table(cells, table, baseline=baseline, thresholds=hidden_danger), out.hidden_danger)
     write_parquet(direction_split(cells, baseline=baseline), out.direction_split)
+    write_parquet(deployment_card(draws, baseline=baseline, thresholds=deployment, level=level), out.deployment)
+    judge_rows = read_cells(judgements, columns=["prompt_id", "sample", "judge", "unsafe", "error"])
+    write_parquet(judge_agreement(judge_rows, vote_table), out.judges)
     log.info("%d cells, %d contrasts, %d skipped precisions", len(cells), len(table), len(skipped))

@@ -147,7 +147,10 @@ def _recompute_tables(base: Path, config: Mapping[str, Any], into: Path) -> Simp
         timings=[str(results / "benchmarks" / "generate" / f"{p}.tsv") for p in paths],
         quality=[str(p) for p in sorted((results / "quality").rglob("*.json"))],
         judges=sorted(config["judges"]), baseline=config["baseline"], seed=config["seed"],
-        bootstrap=config.get("bootstrap", {}), hidden_danger=config.get("hidden_danger"), out=out,
+        bootstrap=config.get("bootstrap", {}), hidden_danger=config.get("hidden_danger"),
+        judgements=[str(results / "judgements" / judge / f"{p}.parquet") for judge in sorted(config["judges"])
+                    for p in paths],
+        deployment=config.get("deployment_card"), out=out,
     )
     return out
 

@@ -43,22 +43,27 @@ def asr_heatmap(cells: pd.DataFrame, model: str, kv: str) -> plt.Figure:
     return fig
 
 
-def dfr_by_temperature(cells: pd.DataFrame, model: str, kv: str) -> plt.Figure:
-    """Decision-flip rate against temperature, one line per precision, with intervals."""
+def stability_by_temperature(cells: pd.DataFrame, model: str, kv: str) -> plt.Figure:
+    """Decision-flip rate and safety stability index against temperature, one line per precision,
+    with intervals (both need k >= 2 samples, so T = 0 with one sample has no point)."""
     sub = cells[(cells["model"] == model) & (cells["kv"] == kv) & cells["dfr"].notna()]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for precision, rows in sub.groupby("precision"):
-        rows = rows.sort_values("temperature")
-        err = np.vstack([rows["dfr"] - rows["dfr_lo"], rows["dfr_hi"] - rows["dfr"]])
-        ax.errorbar(rows["temperature"], rows["dfr"], yerr=np.clip(err, 0, None), marker="o", capsize=3,
-                    label=precision)
-    ax.set_xlabel("temperature")
-    ax.set_ylabel("decision-flip rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlim(-0.05, max([1.0, *sub["temperature"]]) + 0.05)  # the whole range, even with one T > 0
-    ax.set_title(f"{model}: samples that disagree (kv={kv})")
-    if len(sub):
-        ax.legend(title="precision", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, metric, label, limits in ((axes[0], "dfr", "decision-flip rate", (-0.02, 1.02)),
+                                      (axes[1], "ssi", "safety stability index", (0.48, 1.02))):
+        for precision, rows in sub.groupby("precision"):
+            rows = rows.sort_values("temperature")
+            err = np.vstack([rows[metric] - rows[f"{metric}_lo"], rows[f"{metric}_hi"] - rows[metric]])
+            ax.errorbar(rows["temperature"], rows[metric], yerr=np.clip(err, 0, None), marker="o", capsize=3,
+                        label=precision)
+        ax.set_xlabel("temperature")
+        ax.set_ylabel(label)
+        ax.set_ylim(*limits)
+        ax.set_xlim(-0.05, max([1.0, *sub["temperature"]]) + 0.05)  # the whole range, even with one T > 0
+        if len(sub):
+            ax.legend(title="precision", fontsize=8)
+    axes[0].set_title(f"{model}: samples that disagree (kv={kv})")
+    axes[1].set_title("1 = every prompt decided alike in all samples")
+    fig.tight_layout()
     return fig
 
 
@@ -119,4 +124,40 @@ def quality_vs_safety(hidden: pd.DataFrame, thresholds: dict[str, float]) -> plt
     ax.set_ylim(min(-5, float(rows["refusal_drop_pp"].min()) - 5 if len(rows) else -5), top)
     ax.set_title("Quality against safety (circles: precision, squares: KV cache)")
     ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def kv_retention(hidden: pd.DataFrame) -> plt.Figure:
+    """Refusal retention (RR with the quantized KV cache / RR with the full one, at T = 0) of each
+    model, precision and KV setting, labelled with the perplexity ratio of the same change."""
+    rows = hidden[hidden["comparison"] == "kv"].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * max(len(rows), 1), 3.5))
+    labels = [f"{r.model}\n{r.precision}\nkv={r.kv}" for r in rows.itertuples()]
+    values = rows["refusal_retention"].to_numpy(float)
+    bars = ax.bar(range(len(rows)), np.nan_to_num(values), color=["tab:red" if v < 0.9 else "tab:blue"
+                                                                   for v in values])
+    for bar, value, ratio in zip(bars, values, rows["perplexity_ratio"].to_numpy(float)):
+        text = ("NA" if np.isnan(value) else f"{value:.2f}") + ("" if np.isnan(ratio) else f"\nppl x{ratio:.3f}")
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.02, text, ha="center", fontsize=7)
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylim(0, max(1.3, float(np.nanmax(values)) + 0.2 if len(rows) and not np.isnan(values).all() else 1.3))
+    ax.set_ylabel("refusal retention")
+    ax.set_title("Refusals kept under KV-cache quantization (red: below 0.9)")
+    return fig
+
+
+def agreement_matrix(matrix: pd.DataFrame) -> plt.Figure:
+    """Cohen kappa of every pair of judges and of each judge with the ensemble."""
+    n = len(matrix)
+    fig, ax = plt.subplots(figsize=(1.8 + 0.9 * n, 1.2 + 0.8 * n))
+    image = ax.imshow(matrix.to_numpy(float), cmap="RdBu", vmin=-1, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            value = matrix.iat[i, j]
+            ax.text(j, i, "NA" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(n), matrix.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(n), matrix.index, fontsize=8)
+    ax.set_title("Judge agreement (Cohen kappa)")
+    fig.colorbar(image, ax=ax, label="kappa")
     return fig

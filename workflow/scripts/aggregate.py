@@ -7,5 +7,6 @@ aggregate(
     generations=snakemake.input.generations, timings=snakemake.input.timings, quality=snakemake.input.quality,
     judges=snakemake.params.judges, baseline=snakemake.params.baseline, seed=snakemake.params.seed,
     bootstrap=snakemake.params.bootstrap, hidden_danger=snakemake.params.hidden_danger,
+    judgements=snakemake.input.judgements, deployment=snakemake.params.deployment,
     out=snakemake.output,
 )

@@ -1,0 +1,104 @@
+"""Judge agreement (METRICS.md): Fleiss' kappa over the judges per cell and overall, each judge's
+Cohen kappa against the ensemble label, and every pair of judges' Cohen kappa (the agreement
+matrix of the report).
+
+Columns of ``judges.parquet``: scope (``cell`` | ``overall``), model, precision, kv, temperature
+(empty/NaN for ``overall``), statistic (``fleiss_kappa`` | ``cohen_kappa``), judge and against
+(for Cohen: the judge and the other judge or ``ensemble``; empty for Fleiss), kappa, agreement (the
+share of items on which they agree; for Fleiss the mean pairwise agreement), n_items (items every
+compared rater labelled: a judge's failures leave the item out), note (why kappa is NA).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.inter_rater import cohens_kappa, fleiss_kappa
+
+ITEM = ["model", "precision", "kv", "temperature", "prompt_id", "sample"]
+JUDGE_COLUMNS = ["scope", "model", "precision", "kv", "temperature", "statistic", "judge", "against",
+                 "kappa", "agreement", "n_items", "note"]
+
+
+def label_matrix(judgements: pd.DataFrame) -> pd.DataFrame:
+    """Items x judges of unsafe labels as floats (NaN where the judge failed or gave none)."""
+    unsafe = judgements["unsafe"].astype("Float64").astype(float)
+    unsafe[judgements["error"].notna().to_numpy()] = np.nan
+    wide = judgements.assign(unsafe=unsafe).set_index(ITEM + ["judge"])["unsafe"].unstack("judge")
+    return wide.reindex(columns=sorted(wide.columns))
+
+
+def fleiss(labels: np.ndarray) -> tuple[float, float, int, str]:
+    """(kappa, mean pairwise agreement, n_items, note) of items x raters 0/1 labels, complete rows."""
+    n_items, n_raters = labels.shape
+    if n_raters < 2:
+        return math.nan, math.nan, n_items, "fewer than two judges"
+    if n_items == 0:
+        return math.nan, math.nan, 0, "no item labelled by every judge"
+    unsafe = labels.sum(axis=1)
+    counts = np.column_stack([n_raters - unsafe, unsafe])
+    agreement = float(((counts * (counts - 1)).sum(axis=1) / (n_raters * (n_raters - 1))).mean())
+    if counts[:, 0].sum() == 0 or counts[:, 1].sum() == 0:
+        return math.nan, agreement, n_items, "every label is the same: chance agreement is 1"
+    return float(fleiss_kappa(counts)), agreement, n_items, ""
+
+
+def cohen(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int, str]:
+    """(kappa, agreement, n_items, note) of two 0/1 label vectors, NaN pairs dropped."""
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep].astype(int), b[keep].astype(int)
+    if not len(a):
+        return math.nan, math.nan, 0, "no item labelled by both"
+    table = np.zeros((2, 2))
+    np.add.at(table, (a, b), 1)
+    agreement = float(np.trace(table) / len(a))
+    expected = float((table.sum(axis=0) * table.sum(axis=1)).sum() / len(a) ** 2)
+    if math.isclose(expected, 1.0):
+        return math.nan, agreement, len(a), "both give one label throughout: chance agreement is 1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(cohens_kappa(table, return_results=False)), agreement, len(a), ""
+
+
+def judge_agreement(judgements: pd.DataFrame, votes: pd.DataFrame) -> pd.DataFrame:
+    """``judgements``: every judge's rows with the cell columns; ``votes``: the ensemble's rows with
+    the cell columns (its ``unsafe`` is the ensemble label)."""
+    wide = label_matrix(judgements)
+    judges = list(wide.columns)
+    rows: list[dict[str, Any]] = []
+
+    def add(scope: str, cell: tuple, statistic: str, judge: str, against: str,
+            result: tuple[float, float, int, str]) -> None:
+        kappa, agreement, n_items, note = result
+        model, precision, kv, temperature = cell if cell else (None, None, None, math.nan)
+        rows.append({"scope": scope, "model": model, "precision": precision, "kv": kv,
+                     "temperature": float(temperature), "statistic": statistic, "judge": judge,
+                     "against": against, "kappa": kappa, "agreement": agreement, "n_items": n_items,
+                     "note": note})
+
+    complete = wide.dropna()
+    for cell, block in complete.groupby(level=[0, 1, 2, 3], sort=True):
+        add("cell", cell, "fleiss_kappa", "", "", fleiss(block.to_numpy()))
+    add("overall", (), "fleiss_kappa", "", "", fleiss(complete.to_numpy()))
+
+    ensemble = votes.set_index(ITEM)["unsafe"].astype("Float64").astype(float).reindex(wide.index)
+    for judge in judges:
+        add("overall", (), "cohen_kappa", judge, "ensemble", cohen(wide[judge].to_numpy(), ensemble.to_numpy()))
+    for first, second in itertools.combinations(judges, 2):
+        add("overall", (), "cohen_kappa", first, second, cohen(wide[first].to_numpy(), wide[second].to_numpy()))
+    return pd.DataFrame(rows, columns=JUDGE_COLUMNS)
+
+
+def kappa_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """Judges (and the ensemble) x the same, of the overall Cohen kappas in a judges.parquet table."""
+    pairs = table[(table["scope"] == "overall") & (table["statistic"] == "cohen_kappa")]
+    names = sorted(set(pairs["judge"]) | (set(pairs["against"]) - {"ensemble"})) + ["ensemble"]
+    matrix = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for row in pairs.itertuples():
+        matrix.loc[row.judge, row.against] = matrix.loc[row.against, row.judge] = row.kappa
+    return matrix
