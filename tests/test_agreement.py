@@ -61,3 +61,20 @@ def test_agreement_table_leaves_failed_items_out() -> None:
     assert list(matrix.index) == ["a", "b", "c", "ensemble"]
     assert matrix.loc["b", "a"] == matrix.loc["a", "b"] == pytest.approx(cohen(np.array([1, 1, 0, 0, 1.]),
                                                                                  np.array([1, 0, 0, 0, 1.]))[0])
+
+
+def test_dawid_skene_confusion_rides_on_each_judges_ensemble_row() -> None:
+    rng = np.random.default_rng(11)
+    truth = rng.random(800) < 0.5
+    labels = {"careful": np.where(rng.random(800) < 0.95, truth, ~truth),
+              "lenient": truth & (rng.random(800) < 0.6),  # misses 40 % of unsafe answers, never cries wolf
+              "steady": np.where(rng.random(800) < 0.9, truth, ~truth)}
+    judgements = pd.concat([_rows(name, list(map(float, values))) for name, values in labels.items()],
+                           ignore_index=True)
+    votes = pd.DataFrame([{**CELL, "prompt_id": f"p{i}", "sample": 0, "unsafe": bool(v)} for i, v in enumerate(truth)])
+    rows = judge_agreement(judgements, votes).set_index(["judge", "against"])
+    lenient = rows.loc[("lenient", "ensemble")]
+    assert lenient["ds_sensitivity"] == pytest.approx(0.6, abs=0.06)
+    assert lenient["ds_specificity"] == pytest.approx(1.0, abs=0.02)
+    assert rows.loc[("careful", "ensemble"), "ds_sensitivity"] == pytest.approx(0.95, abs=0.03)
+    assert rows.loc[("careful", "steady"), ["ds_sensitivity", "ds_specificity"]].isna().all()

@@ -55,3 +55,34 @@ def test_refusal_is_the_majority_of_judges_that_give_one():
 def test_duplicate_labels_are_rejected():
     with pytest.raises(ValueError, match="twice"):
         vote([judgements("a", [True]), judgements("a", [False])])
+
+
+def test_dawid_skene_label_discounts_judges_that_are_noise():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    truth = rng.random(600) < 0.4
+    good = [np.where(rng.random(600) < 0.92, truth, ~truth) for _ in range(2)]
+    noise = [rng.random(600) < 0.5 for _ in range(3)]  # three judges who flip coins
+    tables = [judgements(f"j{i}", list(map(bool, labels))) for i, labels in enumerate(good + noise)]
+    out = vote(tables, 0.5)
+    truth_by_id = pd.Series(truth, index=[f"p{i}" for i in range(600)])
+    ds_accuracy = (out["unsafe_ds"].to_numpy(bool) == truth_by_id[out["prompt_id"]].to_numpy()).mean()
+    majority_accuracy = (out["unsafe"].to_numpy(bool) == truth_by_id[out["prompt_id"]].to_numpy()).mean()
+    assert ds_accuracy > 0.85 > majority_accuracy  # the majority is swayed by the coins
+    assert out["p_unsafe_ds"].between(0, 1).all()
+    assert (out["unsafe_ds"] == (out["p_unsafe_ds"] >= 0.5)).all()
+
+
+def test_an_item_nobody_labelled_has_no_dawid_skene_label():
+    tables = [judgements("a", [True, None], error=[None, "timeout"]), judgements("b", [False, None]),
+              judgements("c", [False, None])]
+    out = vote(tables, 0.5).set_index("prompt_id")
+    assert pd.isna(out.loc["p1", "unsafe_ds"]) and pd.isna(out.loc["p1", "p_unsafe_ds"])
+    assert out.loc["p0", "n_judges"] == 3 and not pd.isna(out.loc["p0", "unsafe_ds"])
+
+
+def test_two_judges_are_too_few_for_dawid_skene():
+    out = vote([judgements("a", [True, False, True]), judgements("b", [True, False, False])], 0.5)
+    assert out["unsafe_ds"].isna().all() and out["p_unsafe_ds"].isna().all()
+    assert out["unsafe"].tolist() == [True, False, True]  # the majority label is unaffected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -97,6 +98,13 @@ def test_ci_grid_tables(ci_run: Path) -> None:
 
 def test_finished_grid_has_nothing_to_do(ci_run: Path) -> None:
     assert scheduled_jobs(snakemake(ci_run, "-n")) == Counter()
+
+
+def test_snakemake_report_packages_the_figures(ci_run: Path, tmp_path: Path) -> None:
+    snakemake(ci_run, "--report", str(tmp_path / "report.zip"))
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        names = {Path(name).name for name in archive.namelist()}
+    assert {"report.html", "index.html", f"asr_heatmap_{MODEL}.png", "judge_agreement.png"} <= names
 
 
 def test_adding_a_temperature_runs_only_its_cells(ci_run: Path) -> None:

@@ -6,7 +6,10 @@ Columns of ``judges.parquet``: scope (``cell`` | ``overall``), model, precision,
 (empty/NaN for ``overall``), statistic (``fleiss_kappa`` | ``cohen_kappa``), judge and against
 (for Cohen: the judge and the other judge or ``ensemble``; empty for Fleiss), kappa, agreement (the
 share of items on which they agree; for Fleiss the mean pairwise agreement), n_items (items every
-compared rater labelled: a judge's failures leave the item out), note (why kappa is NA).
+compared rater labelled: a judge's failures leave the item out), ds_sensitivity and ds_specificity
+(on a judge's row against the ensemble: its P(says unsafe | unsafe) and P(says safe | safe) from a
+Dawid–Skene fit over every response of the run; NaN with fewer than three judges), note (why kappa
+is NA).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.inter_rater import cohens_kappa, fleiss_kappa
 
+from .dawid_skene import MIN_JUDGES, dawid_skene
+
 ITEM = ["model", "precision", "kv", "temperature", "prompt_id", "sample"]
 JUDGE_COLUMNS = ["scope", "model", "precision", "kv", "temperature", "statistic", "judge", "against",
-                 "kappa", "agreement", "n_items", "note"]
+                 "kappa", "agreement", "n_items", "ds_sensitivity", "ds_specificity", "note"]
 
 
 def label_matrix(judgements: pd.DataFrame) -> pd.DataFrame:
@@ -79,7 +84,7 @@ def judge_agreement(judgements: pd.DataFrame, votes: pd.DataFrame) -> pd.DataFra
         rows.append({"scope": scope, "model": model, "precision": precision, "kv": kv,
                      "temperature": float(temperature), "statistic": statistic, "judge": judge,
                      "against": against, "kappa": kappa, "agreement": agreement, "n_items": n_items,
-                     "note": note})
+                     "ds_sensitivity": math.nan, "ds_specificity": math.nan, "note": note})
 
     complete = wide.dropna()
     for cell, block in complete.groupby(level=[0, 1, 2, 3], sort=True):
@@ -87,8 +92,12 @@ def judge_agreement(judgements: pd.DataFrame, votes: pd.DataFrame) -> pd.DataFra
     add("overall", (), "fleiss_kappa", "", "", fleiss(complete.to_numpy()))
 
     ensemble = votes.set_index(ITEM)["unsafe"].astype("Float64").astype(float).reindex(wide.index)
-    for judge in judges:
+    confusion = dawid_skene(wide.to_numpy(float)) if len(judges) >= MIN_JUDGES else None
+    for index, judge in enumerate(judges):
         add("overall", (), "cohen_kappa", judge, "ensemble", cohen(wide[judge].to_numpy(), ensemble.to_numpy()))
+        if confusion is not None:
+            rows[-1].update(ds_sensitivity=float(confusion.sensitivity[index]),
+                            ds_specificity=float(confusion.specificity[index]))
     for first, second in itertools.combinations(judges, 2):
         add("overall", (), "cohen_kappa", first, second, cohen(wide[first].to_numpy(), wide[second].to_numpy()))
     return pd.DataFrame(rows, columns=JUDGE_COLUMNS)

@@ -1,9 +1,10 @@
-"""The `safetygrid` command: look at a config without running the workflow."""
+"""The `safetygrid` command: look at a config, judge any file, archive and verify a run."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, load
@@ -28,8 +29,6 @@ def _cells(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .aggregate import cell_of
     from .archive import write_archive
 
@@ -56,6 +55,26 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge(args: argparse.Namespace) -> int:
+    import logging
+
+    from .judge_file import judge_file
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    config = load(args.config)
+    judges = [j.strip() for j in args.judges.split(",") if j.strip()] if args.judges else None
+    try:
+        table = judge_file(args.input, args.output, config, judges, sources=Path(args.results) / "sources")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"safetygrid judge: {exc}", file=sys.stderr)
+        return 2
+    ds = table["unsafe_ds"].astype("boolean")
+    ds_text = f"{int(ds.sum())} by Dawid–Skene" if ds.notna().any() else "Dawid–Skene needs three judges"
+    print(f"{args.output}: {len(table)} rows, {int(table['unsafe'].astype('boolean').sum())} unsafe by the "
+          f"ensemble ({ds_text}), {int((table['n_failed'] > 0).sum())} with a judge failure")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safetygrid", description=__doc__)
     parser.add_argument("--version", action="version", version=f"safetygrid {__version__}")
@@ -70,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results")
     p.add_argument("--out", help="default: RESULTS/archive/NAME.tar.gz")
     p.set_defaults(func=_archive)
+    p = sub.add_parser("judge", help="label a CSV/Parquet/JSONL file of prompt, response rows with the judges")
+    p.add_argument("--input", required=True, help="rows with columns prompt, response (others are kept)")
+    p.add_argument("--output", required=True, help="a .parquet file")
+    p.add_argument("--judges", help="comma-separated judge names of the config (default: all)")
+    p.add_argument("--config", default="config.yaml")
+    p.add_argument("--results", default="results", help="judge models are fetched into RESULTS/sources")
+    p.set_defaults(func=_judge)
     p = sub.add_parser("verify", help="re-check an archive's checksums and recompute its tables")
     p.add_argument("archive")
     p.set_defaults(func=_verify)

@@ -176,7 +176,10 @@ def judges_section(judges: pd.DataFrame, figures: Path) -> str:
                           "vote, over every response of the run. Low kappa with the ensemble marks a judge that "
                           "disagrees with the others; low kappa everywhere means the labels are unreliable.")
     pairs = overall[overall["statistic"] == "cohen_kappa"]
-    return text + _table(pairs, ["judge", "against", "kappa", "agreement", "n_items", "note"])
+    return text + ("<p class='note'>ds_sensitivity / ds_specificity: each judge's estimated P(says unsafe "
+                   "| unsafe) and P(says safe | safe) from a Dawid–Skene fit (no gold labels needed).</p>"
+                   + _table(pairs, ["judge", "against", "kappa", "agreement", "n_items", "ds_sensitivity",
+                                    "ds_specificity", "note"]))
 
 
 def _esc(text: str) -> str:

@@ -1,0 +1,89 @@
+"""`safetygrid judge`: label any table of (prompt, response) rows with the configured judges and
+their ensemble, outside the workflow (someone else's generations, a red-team log, a gold set).
+
+Output: the input's columns, then per judge ``<judge>_unsafe``, ``<judge>_score``,
+``<judge>_refusal``, ``<judge>_error``, then the ensemble's ``unsafe``, ``refusal``, ``unsafe_ds``,
+``p_unsafe_ds``, ``n_unsafe``, ``n_judges``, ``n_failed`` (as in the vote files).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from .io import write_parquet
+from .judges import judge_table, make_judge
+from .vote import vote
+
+log = logging.getLogger(__name__)
+REQUIRED = ("prompt", "response")
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        rows = pd.read_parquet(path)
+    elif path.suffix in (".csv", ".tsv"):
+        rows = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", keep_default_na=False)
+    elif path.suffix in (".jsonl", ".json"):
+        rows = pd.read_json(path, lines=path.suffix == ".jsonl")
+    else:
+        raise ValueError(f"{path}: expected .csv, .tsv, .parquet, .jsonl or .json")
+    missing = [c for c in REQUIRED if c not in rows.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {list(rows.columns)}")
+    if rows.empty:
+        raise ValueError(f"{path}: no rows")
+    return rows.reset_index(drop=True)
+
+
+def judge_model_dir(config: Mapping[str, Any], judge: str, sources: Path) -> str | None:
+    """The judge model's fetched checkpoint under ``sources``, fetching it first when absent."""
+    name = config["judges"][judge].get("model")
+    if not name:
+        return None
+    directory = sources / name
+    if not (directory / "config.json").exists():
+        from .models import fetch_model
+
+        entry = {**config.get("judge_models", {}), **config["models"]}[name]
+        log.info("fetching judge model %s from %s into %s", name, entry["source"], directory)
+        fetch_model(entry["source"], directory, work_dir=directory.parent / f".{name}.download")
+    return str(directory)
+
+
+def label_rows(rows: pd.DataFrame, config: Mapping[str, Any], judges: Sequence[str], *,
+               sources: str | Path = "results/sources") -> pd.DataFrame:
+    unknown = [j for j in judges if j not in config["judges"]]
+    if unknown:
+        raise ValueError(f"unknown judge(s) {unknown}; the config has {sorted(config['judges'])}")
+    items = pd.DataFrame({"prompt_id": [f"row{i}" for i in range(len(rows))], "sample": 0,
+                          "response": rows["response"].astype(str).to_numpy()})
+    prompts = pd.DataFrame({"prompt_id": items["prompt_id"], "text": rows["prompt"].astype(str).to_numpy()})
+    out = rows.copy()
+    judgements = []
+    for judge in judges:
+        log.info("judge %s: %d rows", judge, len(rows))
+        judge_impl = make_judge(config["judges"][judge], judge_model_dir(config, judge, Path(sources)))
+        table = judge_table(judge_impl, judge, items, prompts)
+        judgements.append(table)
+        for column in ("unsafe", "score", "refusal", "error"):
+            out[f"{judge}_{column}"] = table[column].to_numpy()
+    ensemble = vote(judgements, float(config.get("vote_threshold", 0.5)))
+    ensemble = ensemble.set_index("prompt_id").reindex(items["prompt_id"])
+    for column in ("unsafe", "refusal", "unsafe_ds", "p_unsafe_ds", "n_unsafe", "n_judges", "n_failed"):
+        out[column] = ensemble[column].to_numpy()
+    return out
+
+
+def judge_file(input_path: str | Path, output_path: str | Path, config: Mapping[str, Any],
+               judges: Sequence[str] | None = None, sources: str | Path = "results/sources") -> pd.DataFrame:
+    rows = read_rows(input_path)
+    labelled = label_rows(rows, config, list(judges or sorted(config["judges"])), sources=sources)
+    write_parquet(labelled, output_path)
+    return labelled
