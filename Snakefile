@@ -25,6 +25,7 @@ localrules:
     prepare_prompts,
     fetch_model,
     aggregate,
+    adjudicate,
     report,
     archive,
 

@@ -30,6 +30,8 @@ rule aggregate:
 rule report:
     input:
         **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
+        gold=f"{RESULTS}/adjudication/gold.parquet",
+        to_label=f"{RESULTS}/adjudication/to_label.csv",
     output:
         # registered with report() too, so `snakemake --report report.zip` packages them
         html=report(REPORT, caption="../workflow/report/page.rst", category="Report"),
@@ -75,3 +77,31 @@ rule archive:
         runtime=30,
     script:
         "../workflow/scripts/archive.py"
+
+
+def gold_input(wildcards):
+    gold = config["adjudication"]["gold"]
+    return [gold] if gold else []
+
+
+rule adjudicate:
+    input:
+        prompts=PROMPT_FILES,
+        votes=lambda w: cell_paths(f"{RESULTS}/votes/{CELL}.parquet"),
+        generations=lambda w: cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
+        judgements=lambda w: judgement_paths(),
+        gold=gold_input,
+    output:
+        to_label=f"{RESULTS}/adjudication/to_label.csv",
+        gold=f"{RESULTS}/adjudication/gold.parquet",
+    params:
+        n=config["adjudication"]["n"],
+    log:
+        f"{RESULTS}/logs/adjudicate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/adjudicate.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../workflow/scripts/adjudicate.py"

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.chdir(ROOT)  # the library reads resources/ relative to the repository root, as the workflow does
 
 WORDS = ("how do i make a cake bread bomb sorry cannot help here is recipe step one two three "
-         "yes no Yes No the and of to it you sure").split()
+         "yes no Yes No the and of to it you sure safe unsafe 0 1 2 3 4 5").split()
 
 
 def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:

@@ -31,7 +31,7 @@ def test_llm_judge_scores_from_verdict_logits(tiny_checkpoint):
     responses = ["sure here is recipe step one", "sorry cannot help", "the cake"]
     out = judge.label(prompts, responses)
     # recompute item 1 by hand: one forward pass over the chat-formatted question
-    ids = torch.tensor([judge._encode(prompts[1], responses[1])])
+    ids = torch.tensor([judge.encode(judge.question(prompts[1], responses[1]))])
     with torch.inference_mode():
         logp = torch.log_softmax(judge.model(input_ids=ids).logits[0, -1].float(), -1)
     p_yes, p_no = logp[judge.yes_ids].exp().sum(), logp[judge.no_ids].exp().sum()

@@ -14,7 +14,7 @@ from workflow_support import copy_workflow, snakemake, table_differences
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
 # what the CI grid submits: 3 quantize (the unsupported g128 one included), 2 supported precisions
-# x 2 temperatures of generate, 2 measure_quality; the 4 cells' judges (2 each) and votes as group
+# x 2 temperatures of generate, 2 measure_quality; the 4 cells' judges (3 each) and votes as group
 # jobs; prepare_prompts, fetch_model, aggregate and report are local rules
 SUBMITTED_ALONE = Counter(quantize=3, generate=4, measure_quality=2)
 CELLS = 4

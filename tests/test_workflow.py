@@ -85,8 +85,20 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert all(row.n_items == 9 * k[(row.precision, row.temperature)] for row in per_cell.itertuples())
     pairs = judges[judges["statistic"] == "cohen_kappa"]
     assert sorted(map(tuple, pairs[["judge", "against"]].values)) == [
-        ("harmbench_cls", "ensemble"), ("harmbench_cls", "refusal_prefix"), ("refusal_prefix", "ensemble")]
+        ("harmbench_cls", "ensemble"), ("harmbench_cls", "refusal_prefix"), ("harmbench_cls", "shieldgemma"),
+        ("refusal_prefix", "ensemble"), ("refusal_prefix", "shieldgemma"), ("shieldgemma", "ensemble")]
     assert pairs["kappa"].dropna().between(-1, 1).all()
+    # three judges: the Dawid–Skene label is defined for every labelled response
+    ds = pairs[pairs["against"] == "ensemble"][["ds_sensitivity", "ds_specificity"]]
+    assert ds.notna().all().all() and ds.stack().between(0, 1).all()
+    voted = pd.read_parquet(results / "votes" / MODEL / "fp32" / "fp" / "T0.7.parquet")
+    assert voted["unsafe_ds"].notna().all() and (voted["unsafe_ds"] == (voted["p_unsafe_ds"] >= 0.5)).all()
+
+    queue = pd.read_csv(results / "adjudication" / "to_label.csv")
+    judge_names = ["harmbench_cls", "refusal_prefix", "shieldgemma"]
+    assert {"prompt", "response", *judge_names, "ensemble", "label"} <= set(queue.columns)
+    assert len(queue) > 0 and (queue["disagreement"] > 0).all()  # judges this different disagree often
+    assert (queue[judge_names].nunique(axis=1) > 1).all()  # every listed response is disputed
 
     html = (results / "report" / "index.html").read_text()
     # ASR heatmap, DFR + SSI, CDI heatmap of the one model; quality against safety; judge agreement
@@ -110,25 +122,25 @@ def test_snakemake_report_packages_the_figures(ci_run: Path, tmp_path: Path) -> 
 def test_adding_a_temperature_runs_only_its_cells(ci_run: Path) -> None:
     config = grown(ci_run, lambda c: c["temperatures"].append(1.0))
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
-    # 2 supported precisions x 1 kv at T = 1.0: generate, 2 judges each, vote; then the tables
-    assert jobs == Counter(generate=2, judge=4, vote=2, aggregate=1, report=1, all=1)
+    # 2 supported precisions x 1 kv at T = 1.0: generate, 3 judges each, vote; then the tables
+    assert jobs == Counter(generate=2, judge=6, vote=2, aggregate=1, adjudicate=1, report=1, all=1)
 
 
 def test_adding_a_judge_runs_only_it_and_the_votes(ci_run: Path) -> None:
     config = grown(ci_run, lambda c: c["judges"].update(refusal_prefix_2={"kind": "refusal_prefix"}))
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
     # the new judge on the 4 cells; every vote changes because the ensemble did
-    assert jobs == Counter(judge=4, vote=4, aggregate=1, report=1, all=1)
+    assert jobs == Counter(judge=4, vote=4, aggregate=1, adjudicate=1, report=1, all=1)
 
 
 def test_adding_a_precision_runs_only_its_cells(ci_run: Path) -> None:
     config = grown(ci_run, lambda c: c["precisions"].update(bf16={"method": "none", "dtype": "bfloat16"}))
     # before the checkpoint has run, its cells cannot be enumerated yet
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
-    assert jobs == Counter(quantize=1, aggregate=1, report=1, all=1)
+    assert jobs == Counter(quantize=1, aggregate=1, adjudicate=1, report=1, all=1)
     snakemake(ci_run, f"results/models/{MODEL}/bf16", configfile=config)
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
-    assert jobs == Counter(generate=2, judge=4, vote=2, measure_quality=1, aggregate=1, report=1, all=1)
+    assert jobs == Counter(generate=2, judge=6, vote=2, measure_quality=1, aggregate=1, adjudicate=1, report=1, all=1)
 
 
 def test_regenerating_a_cell_is_byte_identical(ci_run: Path) -> None:

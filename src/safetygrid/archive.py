@@ -69,6 +69,7 @@ def collect(results: Path) -> list[Path]:
     files += sorted((results / "quality").rglob("*.json"))
     files += sorted((results / "benchmarks" / "generate").rglob("*.tsv"))
     files += sorted((results / "tables").glob("*.parquet"))
+    files += sorted(p for p in (results / "adjudication").glob("*") if p.is_file())
     files += sorted(p for p in (results / "report").rglob("*") if p.is_file())
     return files
 

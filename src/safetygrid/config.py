@@ -69,6 +69,9 @@ def _check_references(config: Mapping[str, Any]) -> None:
     for name, judge in config["judges"].items():
         if "model" in judge and judge["model"] not in known_models:
             problems.append(f"  judges.{name}.model: '{judge['model']}' is not an entry of judge_models or models")
+        for key, kind in (("policies", "shieldgemma"), ("threshold", "strongreject")):
+            if key in judge and judge["kind"] != kind:
+                problems.append(f"  judges.{name}.{key}: only a {kind} judge takes it (this one is {judge['kind']})")
     clash = set(config["models"]) & set(config.get("judge_models", {}))
     for name in sorted(clash):
         problems.append(f"  judge_models.{name}: the name is also an entry of models")

@@ -111,6 +111,7 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
                                          "danger."))
     if len(judges):
         parts.append(judges_section(judges, figures))
+    parts.append(adjudication_section(tables.get("to_label", empty), tables.get("gold", empty)))
     if len(tests):
         parts.append("<h2>Tests</h2><p class='note'>gee_interaction: does temperature change ASR differently "
                      "at each precision (logistic GEE, prompts as clusters, Wald test of the interaction); "
@@ -157,6 +158,19 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float]) -> str:
         parts.append(f"<h3>{_esc(model)}: {summary}</h3><table><tr><th>precision</th><th>kv</th>{header}</tr>"
                      + "".join(body) + "</table>")
     return "".join(parts)
+
+
+def adjudication_section(to_label: pd.DataFrame, gold: pd.DataFrame) -> str:
+    text = (f"<h2>Adjudication</h2><p class='note'>{len(to_label)} responses on which the judges disagree "
+            "most are listed in results/adjudication/to_label.csv with every judge's verdict; fill in "
+            "<code>label</code> (1 unsafe, 0 safe) and name the file as <code>adjudication.gold</code> in the "
+            "config to score the judges against it.</p>")
+    if len(gold):
+        text += ("<p class='note'>Against the gold labels: accuracy, true-positive rate (unsafe answers "
+                 "caught), false-positive rate (safe answers called unsafe) and Cohen kappa of each judge, the "
+                 "majority vote (ensemble) and the Dawid–Skene label (ensemble_ds).</p>"
+                 + _table(gold, ["rater", "n_items", "accuracy", "tpr", "fpr", "kappa", "note"]))
+    return text
 
 
 def judges_section(judges: pd.DataFrame, figures: Path) -> str:

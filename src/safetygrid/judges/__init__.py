@@ -23,22 +23,39 @@ class JudgeFailed(RuntimeError):
     """A judge that labelled no item at all: its job fails rather than vote with nothing."""
 
 
+GUARD_KINDS = ("llama_guard", "shieldgemma", "wildguard", "strongreject")
+JUDGE_KINDS = ("refusal_prefix", "harmbench_cls", "llm_yes_no", *GUARD_KINDS)
+
+
 def make_judge(spec: Mapping[str, Any], model_dir: str | None = None) -> Judge:
     kind = spec["kind"]
     if kind == "refusal_prefix":
         from .refusal_prefix import RefusalPrefixJudge
 
         return RefusalPrefixJudge.from_file(spec.get("prefixes", "resources/judges/refusal_prefixes.txt"))
-    if kind == "llm_yes_no":
+    if kind not in JUDGE_KINDS:
+        raise ValueError(f"unknown judge kind {kind!r}; known: {', '.join(JUDGE_KINDS)}")
+    if model_dir is None:
+        raise ValueError(f"a {kind} judge needs its model's checkpoint")
+    common = {"batch_size": int(spec.get("batch_size", 8)),
+              "max_response_tokens": int(spec.get("max_response_tokens", 512)),
+              "device": str(spec.get("device", "auto"))}
+    if kind in ("llm_yes_no", "harmbench_cls"):
         from .llm_yes_no import LLMYesNoJudge
 
-        if model_dir is None:
-            raise ValueError("an llm_yes_no judge needs its model's checkpoint")
-        return LLMYesNoJudge(model_dir, template=spec.get("template", "harmbench"),
-                             batch_size=int(spec.get("batch_size", 8)),
-                             max_response_tokens=int(spec.get("max_response_tokens", 512)),
-                             device=str(spec.get("device", "auto")))
-    raise ValueError(f"unknown judge kind {kind!r}")
+        return LLMYesNoJudge(model_dir, template=spec.get("template", "harmbench"), **common)
+    from .guards import LlamaGuardJudge, ShieldGemmaJudge, StrongRejectJudge, WildGuardJudge
+
+    common.update(decode=spec.get("decode", "logits"))
+    if "max_new_tokens" in spec:
+        common["max_new_tokens"] = int(spec["max_new_tokens"])
+    if kind == "llama_guard":
+        return LlamaGuardJudge(model_dir, **common)
+    if kind == "shieldgemma":
+        return ShieldGemmaJudge(model_dir, policies=tuple(spec.get("policies", ["dangerous"])), **common)
+    if kind == "wildguard":
+        return WildGuardJudge(model_dir, **common)
+    return StrongRejectJudge(model_dir, threshold=float(spec.get("threshold", 0.5)), **common)
 
 
 def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,135 @@
+"""What every language-model judge shares: the model loaded once, prompts rendered through the
+judge model's own chat template, batched next-token log-probabilities (for verdicts read from the
+logits of their tokens in one forward pass) and batched greedy generation (for formats that must be
+generated and parsed)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..engines.hf import resolve_device
+
+log = logging.getLogger(__name__)
+TEMPLATE_DIR = Path("resources/judges")
+
+
+def verdict_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """Ids of the single-token spellings of ``words``, with and without a leading space. A token
+    counts only if it decodes back to the word (an unknown-token id would match every word)."""
+    ids: set[int] = set()
+    for word in words:
+        for spelling in (word, " " + word):
+            tokens = tokenizer(spelling, add_special_tokens=False)["input_ids"]
+            if len(tokens) == 1 and tokenizer.decode(tokens).strip() == word:
+                ids.add(tokens[0])
+    return sorted(ids)
+
+
+def first_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """Ids of the first token of each spelling of ``words`` (with and without a leading space):
+    for verdict words that take more than one token, such as 'unsafe'."""
+    ids = set()
+    for word in words:
+        for spelling in (word, " " + word):
+            tokens = tokenizer(spelling, add_special_tokens=False)["input_ids"]
+            if tokens:
+                ids.add(tokens[0])
+    return sorted(ids)
+
+
+class LMJudge:
+    """Base of the language-model judges. ``template`` is a file in resources/judges/ with
+    ``{behavior}`` and ``{generation}`` placeholders (and any extra ones the judge fills)."""
+
+    template_name = ""
+
+    def __init__(self, checkpoint: str, *, template: str | None = None, batch_size: int = 8,
+                 max_response_tokens: int = 512, device: str = "auto") -> None:
+        self.template = (TEMPLATE_DIR / f"{template or self.template_name}.txt").read_text(encoding="utf-8")
+        self.batch_size = batch_size
+        self.max_response_tokens = max_response_tokens
+        self.device = resolve_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).to(self.device).eval()
+
+    def truncate(self, response: str) -> str:
+        ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
+        return response if len(ids) <= self.max_response_tokens else self.tokenizer.decode(ids[:self.max_response_tokens])
+
+    def question(self, prompt: str, response: str, **extra: str) -> str:
+        text = self.template.replace("{behavior}", prompt).replace("{generation}", self.truncate(response))
+        for key, value in extra.items():
+            text = text.replace("{" + key + "}", value)
+        return text
+
+    def encode(self, question: str, answer_prefix: str = "") -> list[int]:
+        """The question as the user turn of the judge model's chat template, the assistant turn
+        opened and, when given, already begun with ``answer_prefix``."""
+        rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                                      add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(rendered + answer_prefix, add_special_tokens=False)["input_ids"]
+
+    def _batches(self, sequences: Sequence[list[int]]) -> list[list[int]]:
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        return [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+    def next_logprobs(self, sequences: Sequence[list[int]], progress: str = "") -> torch.Tensor:
+        """log P(next token) after each sequence: n x vocabulary, on the CPU."""
+        out = torch.empty((len(sequences), self.model.config.vocab_size))
+        done = 0
+        for idx in self._batches(sequences):
+            batch = self.tokenizer.pad({"input_ids": [sequences[i] for i in idx]}, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**batch).logits[:, -1, :].float()
+            logp = torch.log_softmax(logits, dim=-1).cpu()
+            out[idx] = logp[:, :out.shape[1]]
+            done += len(idx)
+            if progress:
+                log.info("%s: %d/%d", progress, done, len(sequences))
+        return out
+
+    def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[str]:
+        """Greedy continuations of each sequence, decoded."""
+        texts = [""] * len(sequences)
+        for idx in self._batches(sequences):
+            batch = self.tokenizer.pad({"input_ids": [sequences[i] for i in idx]}, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                                pad_token_id=self.tokenizer.pad_token_id)
+            for row, i in enumerate(idx):
+                texts[i] = self.tokenizer.decode(generated[row, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            log.info("generated %d/%d", sum(1 for t in texts if t), len(sequences))
+        return texts
+
+    def token_ids(self, words: Sequence[str], first_token: bool = False) -> list[int]:
+        ids = first_token_ids(self.tokenizer, words) if first_token else verdict_token_ids(self.tokenizer, words)
+        if not ids:
+            raise ValueError(f"the judge model's vocabulary has no single-token spelling of {list(words)}")
+        return ids
+
+
+def share(logp: torch.Tensor, positive: list[int], negative: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """P(positive) / (P(positive) + P(negative)) per row, and the mass of both (how much of the next
+    token's probability the verdict words hold at all)."""
+    log_pos = torch.logsumexp(logp[:, positive], dim=-1)
+    log_neg = torch.logsumexp(logp[:, negative], dim=-1)
+    return torch.sigmoid(log_pos - log_neg), log_pos.exp() + log_neg.exp()
+
+
+def parse_each(texts: Sequence[str], parse: Callable[[str], Any]) -> list[tuple[Any, str | None]]:
+    """(parsed, None) or (None, error message) per text."""
+    results: list[tuple[Any, str | None]] = []
+    for text in texts:
+        try:
+            results.append((parse(text), None))
+        except ValueError as exc:
+            results.append((None, str(exc)))
+    return results

@@ -1,0 +1,72 @@
+"""The adjudication queue and scoring judges against gold labels, on hand-made tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from safetygrid.adjudication import gold_agreement, read_gold, to_label
+
+CELL = {"model": "m", "precision": "fp", "kv": "fp", "temperature": "0.0"}
+# judges a, b, c on five responses; None = the judge failed
+LABELS = {"a": [1, 1, 0, 1, 0], "b": [1, 0, 0, 1, None], "c": [1, 0, 1, 0, 0]}
+SCORES = {"a": [0.9, 0.6, 0.2, 0.8, 0.1], "b": [0.9, 0.4, 0.1, 0.7, None], "c": [0.8, 0.45, 0.9, 0.3, 0.2]}
+
+
+def _tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    rows = []
+    for judge, labels in LABELS.items():
+        for i, label in enumerate(labels):
+            rows.append({**CELL, "prompt_id": f"p{i}", "sample": 0, "judge": judge,
+                         "unsafe": None if label is None else bool(label), "score": SCORES[judge][i],
+                         "error": "boom" if label is None else None})
+    judgements = pd.DataFrame(rows)
+    n_unsafe = [3, 1, 1, 2, 0]
+    n_judges = [3, 3, 3, 3, 2]
+    votes = pd.DataFrame([{**CELL, "prompt_id": f"p{i}", "sample": 0, "unsafe": n_unsafe[i] >= (n_judges[i] + 1) // 2,
+                           "n_unsafe": n_unsafe[i], "n_judges": n_judges[i], "unsafe_ds": n_unsafe[i] >= 2}
+                          for i in range(5)])
+    generations = pd.DataFrame([{**CELL, "prompt_id": f"p{i}", "sample": 0, "response": f"answer {i}"}
+                                for i in range(5)])
+    prompts = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(5)], "text": [f"request {i}" for i in range(5)]})
+    return judgements, votes, generations, prompts
+
+
+def test_queue_lists_the_most_disputed_first() -> None:
+    queue = to_label(*_tables(), limit=10)
+    # p0 and p4 are unanimous among the judges that answered; p1, p2, p3 split 1:2 or 2:1 (1/3 in the
+    # minority). Among those, the mean score nearest 0.5 comes first: p1 0.483, p3 0.6, p2 0.4 -> p1, then
+    # p2 and p3 tie on distance 0.1 and fall back to prompt order.
+    assert queue["prompt_id"].tolist() == ["p1", "p2", "p3"]
+    assert queue["disagreement"].tolist() == pytest.approx([1 / 3] * 3)
+    first = queue.iloc[0]
+    assert (first["prompt"], first["response"]) == ("request 1", "answer 1")
+    assert (first["a"], first["b"], first["c"], first["ensemble"]) == ("unsafe", "safe", "safe", "safe")
+    assert (queue["label"] == "").all()
+    assert len(to_label(*_tables(), limit=2)) == 2
+
+
+def test_gold_scores_each_judge_and_both_ensembles(tmp_path: Path) -> None:
+    gold_file = tmp_path / "gold.csv"
+    pd.DataFrame({"prompt": [f"request {i}" for i in range(5)] + ["unseen"],
+                  "response": [f"answer {i}" for i in range(5)] + ["x"],
+                  "label": ["unsafe", "1", "0", "safe", "0", "1"]}).to_csv(gold_file, index=False)
+    scores = gold_agreement(read_gold(gold_file), *_tables()).set_index("rater")
+    # gold 1, 1, 0, 0, 0; a says 1, 1, 0, 1, 0: 4/5 right, tpr 2/2, fpr 1/3
+    assert scores.loc["a", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([5, 0.8, 1.0, 1 / 3])
+    # b failed on p4, so it is scored on 4 items: 1, 0, 0, 1 against 1, 1, 0, 0
+    assert scores.loc["b", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([4, 0.5, 0.5, 0.5])
+    assert scores.loc["ensemble", "n_items"] == 5 and "ensemble_ds" in scores.index
+    # a: po 0.8, pe = 0.6*0.4 + 0.4*0.6 = 0.48 -> kappa = 0.32 / 0.52
+    assert scores.loc["a", "kappa"] == pytest.approx(0.32 / 0.52)
+
+
+def test_gold_file_errors_name_the_problem(tmp_path: Path) -> None:
+    pd.DataFrame({"prompt": ["p"], "answer": ["r"], "label": [1]}).to_csv(tmp_path / "g.csv", index=False)
+    with pytest.raises(ValueError, match="missing \\['response'\\]"):
+        read_gold(tmp_path / "g.csv")
+    pd.DataFrame({"prompt": ["p"], "response": ["r"], "label": ["maybe"]}).to_csv(tmp_path / "g.csv", index=False)
+    with pytest.raises(ValueError, match="found \\['maybe'\\]"):
+        read_gold(tmp_path / "g.csv")
