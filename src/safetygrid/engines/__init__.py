@@ -35,6 +35,15 @@ class Settings:
     kv: Mapping[str, Any] | None = None
 
 
+def chat_token_ids(tokenizer: Any, text: str, system_prompt: str | None) -> list[int]:
+    """The prompt as the checkpoint's chat template renders a user turn (after an optional system
+    turn), with the assistant turn opened: every engine feeds these same ids."""
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+    messages.append({"role": "user", "content": text})
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
 class Engine(Protocol):
     name: str
 

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from . import GENERATION_COLUMNS, EngineUnavailable, Request, Settings
+from . import GENERATION_COLUMNS, EngineUnavailable, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +94,13 @@ class HFEngine:
         model.to(device).eval()
         return model, tokenizer, device
 
-    def _chat(self, tokenizer: Any, text: str, system_prompt: str | None) -> list[int]:
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
-        messages.append({"role": "user", "content": text})
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return tokenizer(rendered, add_special_tokens=False)["input_ids"]
-
     def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
         cache = kv_cache_options(settings.kv or {})
         model, tokenizer, device = self._load(settings)
         eos = model.generation_config.eos_token_id
         eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
         prompts = {r.prompt_id: r.text for r in requests}
-        encoded = {pid: self._chat(tokenizer, text, settings.system_prompt) for pid, text in prompts.items()}
+        encoded = {pid: chat_token_ids(tokenizer, text, settings.system_prompt) for pid, text in prompts.items()}
         # longest first: similar lengths share a batch, so little padding, and OOM shows up early
         order = sorted(range(len(requests)),
                        key=lambda i: (-len(encoded[requests[i].prompt_id]), requests[i].prompt_id, requests[i].sample))

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from . import GENERATION_COLUMNS, EngineUnavailable, Request, Settings
+from . import GENERATION_COLUMNS, EngineUnavailable, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
 VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
@@ -76,13 +76,6 @@ class VLLMEngine:
                 "AVX-512 leaves it out). Serve this precision with engine: hf, or run vLLM on a GPU "
                 "or an AVX-512 CPU")
 
-    @staticmethod
-    def _chat(tokenizer: Any, text: str, system_prompt: str | None) -> list[int]:
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
-        messages.append({"role": "user", "content": text})
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return tokenizer(rendered, add_special_tokens=False)["input_ids"]
-
     def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
         started = time.time()
         llm = self._llm(settings)  # first: it says clearly when vLLM is not installed
@@ -91,7 +84,7 @@ class VLLMEngine:
 
         log.info("vLLM loaded %s in %.1f s", self.checkpoint, time.time() - started)
         tokenizer = llm.get_tokenizer()
-        encoded = {r.prompt_id: self._chat(tokenizer, r.text, settings.system_prompt) for r in requests}
+        encoded = {r.prompt_id: chat_token_ids(tokenizer, r.text, settings.system_prompt) for r in requests}
         max_len = int(self.options.get("max_model_len", 2048))
         too_long = [pid for pid, ids in encoded.items() if len(ids) + settings.max_new_tokens > max_len]
         if too_long:
