@@ -92,7 +92,6 @@ def cluster_resources(gpu=False):
 
 
 MODEL_JOB_PLACEMENT = cluster_resources(gpu=GPUS_PER_MODEL_JOB > 0)
-CPU_JOB_PLACEMENT = cluster_resources(gpu=False)
 
 
 # ---- cells ---------------------------------------------------------------------------------
