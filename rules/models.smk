@@ -22,7 +22,9 @@ checkpoint quantize:
     output:
         directory(f"{RESULTS}/models/{{model}}/{{precision}}"),
     params:
-        spec=lambda w: json.dumps(config["precisions"][w.precision], sort_keys=True),
+        # the serving engine is not the quantizer's business: changing it must not requantize
+        spec=lambda w: json.dumps({k: v for k, v in config["precisions"][w.precision].items() if k != "engine"},
+                                  sort_keys=True),
         python=env_python("quantize"),
     log:
         f"{RESULTS}/logs/quantize/{{model}}/{{precision}}.log",

@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 import torch
 
 from safetygrid.engines.hf import SeededSampler
@@ -75,3 +76,31 @@ def test_sampler_follows_the_distribution():
     assert torch.allclose(freq, probs, atol=0.025), freq  # 4000 draws: sd <= 0.008
     hot = SeededSampler(range(4000), 2.0, 1.0)(None, scores).argmax(dim=-1)
     assert (hot == 0).float().mean() < 0.45  # a higher temperature flattens the distribution
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_checkpoint, monkeypatch):
+    from safetygrid.engines import OutOfMemory
+    from safetygrid.engines.hf import HFEngine
+
+    real = HFEngine._generate_batch
+    sizes = []
+
+    def small_memory(model, tokenizer, device, config, batch, encoded, settings):
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, tokenizer, device, config, batch, encoded, settings)
+
+    monkeypatch.setattr(HFEngine, "_generate_batch", staticmethod(small_memory))
+    table = run(tiny_checkpoint, 1.0, 3, batch_size=8)
+    monkeypatch.undo()
+    assert sizes[:3] == [8, 4, 2] and max(sizes[3:]) <= 2
+    # the same rows as without the memory limit: each (prompt, sample) draws from its own seed
+    pd.testing.assert_frame_equal(table, run(tiny_checkpoint, 1.0, 3, batch_size=8))
+
+    def no_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(HFEngine, "_generate_batch", staticmethod(no_memory))
+    with pytest.raises(OutOfMemory, match="does not fit"):
+        run(tiny_checkpoint, 0.0, 1, batch_size=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -176,7 +177,7 @@ def test_gguf_ladder_error_falls_with_precision(ci_run: Path, tmp_path: Path) ->
     # Q4_1 almost exactly, so Q4_1 lands below the Q5 types here (measured: ~0.03 against ~0.045).
     assert errors["Q4_1"] < errors["Q5_0"] and errors["Q4_1"] < errors["Q4_0"]
 
-    status = quantize(source, tmp_path / "q8_0", {"method": "gguf", "type": "Q8_0"})
+    status = quantize(source, tmp_path / "q8_0", {"method": "gguf", "type": "Q8_0", "quantizer": "gguf"})
     assert status["supported"], status
     text = (ROOT / "resources" / "quality.txt").read_text()
     base = perplexity(source, text, device="cpu", max_tokens=512)["perplexity"]
@@ -184,8 +185,8 @@ def test_gguf_ladder_error_falls_with_precision(ci_run: Path, tmp_path: Path) ->
     print(f"perplexity: baseline {base:.3f}, Q8_0 {q8:.3f}")
     assert abs(q8 / base - 1) < 0.02
 
-    k_quant = quantize(source, tmp_path / "q4_k_m", {"method": "gguf", "type": "Q4_K_M"})
-    assert not k_quant["supported"] and "llama" in k_quant["reason"]
+    k_quant = quantize(source, tmp_path / "q4_k_m", {"method": "gguf", "type": "Q4_K_M", "quantizer": "gguf"})
+    assert not k_quant["supported"] and "K-quant" in k_quant["reason"] and "llama" in k_quant["reason"]
 
 
 def _repack(archive: Path, out: Path, change) -> Path:  # type: ignore[no-untyped-def]
@@ -239,3 +240,31 @@ def test_archive_verifies_and_tampering_fails(ci_run: Path, tmp_path: Path) -> N
 
     with pytest.raises(VerificationError, match="cells.parquet: checksum differs"):
         verify(_repack(archive, tmp_path / "edited.tar.gz", edit_table))
+
+
+@pytest.mark.llamacpp
+def test_gguf_precision_runs_on_llama_cpp_and_unsupported_kv_is_recorded(ci_run: Path) -> None:
+    """A K-quant precision made by llama.cpp is served by the llama_cpp engine; a llama.cpp KV-cache
+    type runs there and is recorded unsupported (not run at full precision) on the hf cells. Last in
+    this file: it rewrites the CI grid's tables."""
+    def change(config: dict) -> None:
+        config["precisions"]["gguf-q4_k_m"] = {"method": "gguf", "type": "Q4_K_M"}
+        config["kv"]["q8"] = {"dtype": "q8_0"}
+        # the LLM judges would take minutes on the new cells; the engines are what is tested here
+        config["judges"] = {"refusal_prefix": config["judges"]["refusal_prefix"]}
+
+    config = grown(ci_run, change)
+    snakemake(ci_run, configfile=config)
+    results = ci_run / "results"
+    status = json.loads((results / "models" / MODEL / "gguf-q4_k_m" / "status.json").read_text())
+    assert status["supported"] and status["details"]["quantizer"] == "llama.cpp", status
+    for kv in ("fp", "q8"):
+        generations = pd.read_parquet(results / "generations" / MODEL / "gguf-q4_k_m" / kv / "T0.7.parquet")
+        assert set(generations["engine"]) == {"llama_cpp"} and (generations["n_tokens"] > 0).all()
+    skipped = pd.read_parquet(results / "tables" / "skipped.parquet")
+    by_engine = skipped[skipped["kv"] == "q8"]
+    assert sorted(by_engine["precision"]) == ["fp32", "gptq-w4a16"]
+    assert by_engine["reason"].str.contains("engine hf has no KV-cache setting").all()
+    cells = pd.read_parquet(results / "tables" / "cells.parquet")
+    assert {("gguf-q4_k_m", "fp"), ("gguf-q4_k_m", "q8")} <= set(zip(cells.precision, cells.kv))
+    assert not ((cells.precision != "gguf-q4_k_m") & (cells.kv == "q8")).any()

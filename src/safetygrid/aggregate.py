@@ -21,7 +21,8 @@ from .prompts import read_prompts
 from .significance import significance_table
 
 log = logging.getLogger(__name__)
-SKIPPED_COLUMNS = ["model", "precision", "method", "reason"]
+# kv "*": the precision itself could not be made, so every kv setting of it is missing
+SKIPPED_COLUMNS = ["model", "precision", "kv", "method", "reason"]
 # every table aggregate writes, as results/tables/<name>.parquet
 TABLES = ("cells", "contrasts", "skipped", "quality", "tests", "hidden_danger", "direction_split", "deployment",
           "judges")
@@ -50,13 +51,17 @@ def read_cells(paths: Sequence[str | Path], columns: list[str] | None = None) ->
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def skipped_precisions(checkpoints: Sequence[str | Path]) -> pd.DataFrame:
+def skipped_precisions(checkpoints: Sequence[str | Path],
+                       skipped_cells: Sequence[Mapping[str, str]] = ()) -> pd.DataFrame:
+    """Precisions that could not be made, then (model, precision, kv) combinations whose engine
+    cannot run them (``skipped_cells``, from the workflow)."""
     rows = []
     for directory in checkpoints:
         status = json.loads((Path(directory) / "status.json").read_text())
         if not status["supported"]:
-            rows.append({"model": Path(directory).parent.name, "precision": Path(directory).name,
+            rows.append({"model": Path(directory).parent.name, "precision": Path(directory).name, "kv": "*",
                          "method": status["method"], "reason": status["reason"]})
+    rows.extend(dict(row) for row in skipped_cells)
     return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
 
 
@@ -101,11 +106,12 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
               generations: Sequence[str], timings: Sequence[str], quality: Sequence[str], judges: Sequence[str],
               baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any,
               hidden_danger: Mapping[str, float] | None = None, judgements: Sequence[str] = (),
-              deployment: Mapping[str, float] | None = None) -> None:
+              deployment: Mapping[str, float] | None = None,
+              skipped_cells: Sequence[Mapping[str, str]] = ()) -> None:
     prompt_table = read_prompts(list(prompts))
-    skipped = skipped_precisions(checkpoints)
+    skipped = skipped_precisions(checkpoints, skipped_cells)
     for row in skipped.itertuples():
-        log.warning("skipped %s/%s: %s", row.model, row.precision, row.reason)
+        log.warning("skipped %s/%s/%s: %s", row.model, row.precision, row.kv, row.reason)
     vote_table = read_cells(votes)
     resamples, level = int(bootstrap.get("resamples", 2000)), float(bootstrap.get("level", 0.95))
     cells, draws = cell_metrics(vote_table, prompt_table, seed=seed, resamples=resamples, level=level)

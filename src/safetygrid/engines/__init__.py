@@ -35,6 +35,45 @@ class Settings:
     kv: Mapping[str, Any] | None = None
 
 
+# kv entries each engine can honour ({} is full precision everywhere)
+VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+LLAMA_CPP_KV_DTYPES = ("f16", "q8_0", "q4_0")
+ENGINES = ("hf", "vllm", "llama_cpp")
+
+
+def kv_unsupported_reason(engine: str, kv: Mapping[str, Any]) -> str | None:
+    """Why ``engine`` cannot run a cell with this kv entry, or None when it can. Such a cell is
+    recorded as unsupported rather than silently run with a full-precision cache."""
+    if not kv:
+        return None
+    if engine == "hf" and "bits" in kv:
+        return None
+    if engine == "vllm" and kv.get("dtype") in VLLM_KV_DTYPES:
+        return None
+    if engine == "llama_cpp" and kv.get("dtype") in LLAMA_CPP_KV_DTYPES:
+        return None
+    takes = {"hf": "{bits: 2|4} (transformers' quantized cache)", "vllm": "{dtype: fp8}",
+             "llama_cpp": "{dtype: q8_0|q4_0|f16}"}.get(engine, "nothing")
+    return f"engine {engine} has no KV-cache setting for {dict(kv)}; it takes {takes}"
+
+
+def cell_engine(model: Mapping[str, Any], precision: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    """The engine that serves a (model, precision): the precision's own ``engine``, else llama.cpp
+    for a GGUF precision whose checkpoint holds a .gguf file, else the model's ``engine``."""
+    if precision.get("engine"):
+        return str(precision["engine"])
+    if precision.get("method") == "gguf" and (status.get("details") or {}).get("gguf_file"):
+        return "llama_cpp"
+    return str(model.get("engine", "hf"))
+
+
+def cell_unsupported_reason(engine: str, kv: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
+    if engine == "llama_cpp" and not (status.get("details") or {}).get("gguf_file"):
+        return ("engine llama_cpp needs a .gguf checkpoint, and this precision has none (llama.cpp was not "
+                "installed where it was quantized: make envs-llamacpp)")
+    return kv_unsupported_reason(engine, kv)
+
+
 def chat_token_ids(tokenizer: Any, text: str, system_prompt: str | None) -> list[int]:
     """The prompt as the checkpoint's chat template renders a user turn (after an optional system
     turn), with the assistant turn opened: every engine feeds these same ids."""
@@ -54,8 +93,12 @@ class EngineUnavailable(RuntimeError):
     """The engine, or an option it was asked for, is not available in this environment."""
 
 
+class OutOfMemory(RuntimeError):
+    """Even a batch of one did not fit; the job fails and Snakemake may retry it."""
+
+
 def make_engine(name: str, checkpoint: str, options: Mapping[str, Any] | None = None) -> Engine:
-    """``options``: the engine's own entry of the model's config (``vllm:``)."""
+    """``options``: the engine's own entry of the model's config (``vllm:``, ``llama_cpp:``)."""
     if name == "hf":
         from .hf import HFEngine
 
@@ -64,4 +107,8 @@ def make_engine(name: str, checkpoint: str, options: Mapping[str, Any] | None = 
         from .vllm import VLLMEngine
 
         return VLLMEngine(checkpoint, options)
-    raise EngineUnavailable(f"engine {name!r} is not available; known engines: hf, vllm")
+    if name == "llama_cpp":
+        from .llama_cpp import LlamaCppEngine
+
+        return LlamaCppEngine(checkpoint, options)
+    raise EngineUnavailable(f"engine {name!r} is not available; known engines: {', '.join(ENGINES)}")

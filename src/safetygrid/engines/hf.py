@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from . import GENERATION_COLUMNS, EngineUnavailable, Request, Settings, chat_token_ids
+from . import GENERATION_COLUMNS, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +105,25 @@ class HFEngine:
         order = sorted(range(len(requests)),
                        key=lambda i: (-len(encoded[requests[i].prompt_id]), requests[i].prompt_id, requests[i].sample))
         rows: list[dict[str, Any]] = [{} for _ in requests]
-        started, done_tokens = time.time(), 0
-        n_batches = (len(order) + settings.batch_size - 1) // settings.batch_size
-        for b in range(n_batches):
-            idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+        started, done_tokens, done = time.time(), 0, 0
+        batch_size = settings.batch_size
+        config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
+                                  eos_token_id=sorted(eos_ids), pad_token_id=tokenizer.pad_token_id, **cache)
+        while done < len(order):
+            idx = order[done:done + batch_size]
             batch = [requests[i] for i in idx]
-            inputs = tokenizer.pad({"input_ids": [encoded[r.prompt_id] for r in batch]},
-                                   return_tensors="pt", padding=True).to(device)
-            config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
-                                      eos_token_id=sorted(eos_ids), pad_token_id=tokenizer.pad_token_id, **cache)
-            processors = LogitsProcessorList()
-            if settings.temperature > 0:
-                processors.append(SeededSampler([r.seed for r in batch], settings.temperature, settings.top_p))
-            with torch.inference_mode():
-                out = model.generate(**inputs, generation_config=config, logits_processor=processors)
-            new = out[:, inputs["input_ids"].shape[1]:].cpu().tolist()
+            try:
+                new = self._generate_batch(model, tokenizer, device, config, batch, encoded, settings)
+            except torch.OutOfMemoryError as exc:
+                # the longest prompts come first, so a batch that fits here fits for the rest too
+                if batch_size == 1:
+                    raise OutOfMemory(f"one sequence of {len(encoded[batch[0].prompt_id])} prompt tokens + "
+                                      f"{settings.max_new_tokens} new tokens does not fit on {device}") from exc
+                batch_size = max(1, batch_size // 2)
+                log.warning("out of memory on %s: batch size now %d", device, batch_size)
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                continue
             for i, r, tokens in zip(idx, batch, new):
                 stop = next((j for j, t in enumerate(tokens) if t in eos_ids), None)
                 kept = tokens if stop is None else tokens[:stop + 1]
@@ -131,7 +135,20 @@ class HFEngine:
                     "n_prompt_tokens": len(encoded[r.prompt_id]), "n_tokens": len(kept),
                     "finish_reason": "stop" if stop is not None else "length",
                 }
+            done += len(idx)
             elapsed = time.time() - started
-            log.info("batch %d/%d: %d responses, %.1f generated tokens/s", b + 1, n_batches,
-                     min((b + 1) * settings.batch_size, len(order)), done_tokens / max(elapsed, 1e-9))
+            log.info("%d/%d responses, %.1f generated tokens/s", done, len(order), done_tokens / max(elapsed, 1e-9))
         return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
+
+    @staticmethod
+    def _generate_batch(model: Any, tokenizer: Any, device: str, config: GenerationConfig, batch: Sequence[Request],
+                        encoded: Mapping[str, list[int]], settings: Settings) -> list[list[int]]:
+        """The new tokens of each request of one padded batch."""
+        inputs = tokenizer.pad({"input_ids": [encoded[r.prompt_id] for r in batch]},
+                               return_tensors="pt", padding=True).to(device)
+        processors = LogitsProcessorList()
+        if settings.temperature > 0:
+            processors.append(SeededSampler([r.seed for r in batch], settings.temperature, settings.top_p))
+        with torch.inference_mode():
+            out = model.generate(**inputs, generation_config=config, logits_processor=processors)
+        return out[:, inputs["input_ids"].shape[1]:].cpu().tolist()

@@ -19,10 +19,9 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from . import GENERATION_COLUMNS, EngineUnavailable, Request, Settings, chat_token_ids
+from . import GENERATION_COLUMNS, VLLM_KV_DTYPES, EngineUnavailable, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
-VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 # the CPU kernel of compressed-tensors' weight-only (wNa16) layers
 MISSING_CPU_WNA16 = "cpu_gemm_wna16"
 

@@ -26,8 +26,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for path in src.iterdir():
         # dotfiles are bookkeeping (Snakemake's .snakemake_timestamp): a hard link would make
-        # touching the copy touch the source, and the source would look newer than its products
-        if path.is_file() and not path.name.startswith("."):
+        # touching the copy touch the source, and the source would look newer than its products.
+        # A kept GGUF source is not part of the checkpoint that is served.
+        if path.is_file() and not path.name.startswith(".") and path.suffix != ".gguf":
             try:
                 os.link(path, dst / path.name)
             except OSError:

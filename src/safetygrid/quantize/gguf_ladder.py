@@ -4,6 +4,9 @@ Each 2-D weight whose rows split into whole GGUF blocks is quantized to the aske
 dequantized back, and the checkpoint is saved as safetensors: these are the weights transformers
 serves when it loads a GGUF file (it dequantizes on load). Norms and biases stay as they are, as in
 llama.cpp. K-quants need llama.cpp's quantizer, which the ``gguf`` package does not have.
+
+Where llama.cpp is installed (``quantizer: auto``, the default, or ``quantizer: llama.cpp``) every
+type is made by llama.cpp instead, as a ``model.gguf`` the llama_cpp engine serves (see llama_cpp.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..models import SOURCE_GGUF
 from . import UnsupportedPrecision
 
 log = logging.getLogger(__name__)
@@ -43,17 +47,42 @@ def block_size(type_name: str) -> int:
     return GGML_QUANT_SIZES[GGMLQuantizationType[type_name]][0]
 
 
+def _copy_extras(source: Path, out: Path) -> None:
+    for extra in ("generation_config.json", "fetch.json"):
+        if (source / extra).exists():
+            (out / extra).write_bytes((source / extra).read_bytes())
+
+
+def quantizer_for(spec: Mapping[str, Any]) -> str:
+    """``quantizer: auto`` (the default) is llama.cpp where it is installed, else the gguf package."""
+    from .llama_cpp import missing_reason
+
+    asked = spec.get("quantizer", "auto")
+    if asked != "auto":
+        return str(asked)
+    return "llama.cpp" if missing_reason() is None else "gguf"
+
+
 def quantize_checkpoint(source: Path, out: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
+    type_name = spec["type"]
+    if type_name not in NATIVE_TYPES + K_QUANTS:
+        raise UnsupportedPrecision(f"unknown GGUF type {type_name!r}")
+    quantizer = quantizer_for(spec)
+    if quantizer == "llama.cpp":
+        return _with_llama_cpp(source, out, type_name)
+    if type_name in K_QUANTS:
+        from .llama_cpp import missing_reason
+
+        raise UnsupportedPrecision(
+            f"{type_name} is a K-quant: the gguf package has no quantizer for it, and llama.cpp's "
+            f"(llama-cpp-python's llama_model_quantize) cannot run here: {missing_reason() or 'quantizer: gguf was asked for'}")
+    return _with_gguf_package(source, out, type_name)
+
+
+def _with_gguf_package(source: Path, out: Path, type_name: str) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    type_name = spec["type"]
-    if type_name in K_QUANTS:
-        raise UnsupportedPrecision(
-            f"{type_name} is a K-quant: the gguf package has no quantizer for it and llama.cpp's "
-            "(llama-cpp-python's llama_model_quantize) is not installed in this environment")
-    if type_name not in NATIVE_TYPES:
-        raise UnsupportedPrecision(f"unknown GGUF type {type_name!r}")
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     block = block_size(type_name)
@@ -73,9 +102,64 @@ def quantize_checkpoint(source: Path, out: Path, spec: Mapping[str, Any]) -> dic
         raise UnsupportedPrecision(f"no weight of this model has rows that split into {type_name} blocks of {block}")
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    for extra in ("generation_config.json", "fetch.json"):
-        if (source / extra).exists():
-            (out / extra).write_bytes((source / extra).read_bytes())
+    _copy_extras(source, out)
     log.info("%s: %d matrices quantized, %d kept (rows not a multiple of %d)", type_name, len(quantized), len(kept), block)
-    return {"served_as": "safetensors of the dequantized GGUF weights", "quantized_matrices": len(quantized),
-            "kept_matrices": kept, "gguf_file": None}
+    return {"quantizer": "gguf", "served_as": "safetensors of the dequantized GGUF weights",
+            "quantized_matrices": len(quantized), "kept_matrices": kept, "gguf_file": None}
+
+
+GGUF_NAME = "model.gguf"
+
+
+def _with_llama_cpp(source: Path, out: Path, type_name: str) -> dict[str, Any]:
+    """``model.gguf`` as llama.cpp makes it (served by the llama_cpp engine), and beside it the
+    same weights dequantized to safetensors (for transformers: the hf engine and perplexity)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .llama_cpp import convert_to_gguf, missing_reason, quantize_gguf
+
+    reason = missing_reason()
+    if reason:
+        raise UnsupportedPrecision(f"{type_name} with llama.cpp: {reason}")
+    original = source / SOURCE_GGUF
+    if original.exists():
+        # the model came as a GGUF: llama.cpp requantizes that file, whose tokenizer metadata is the
+        # publisher's (a GGUF-born tokenizer written out by transformers is not one that
+        # convert_hf_to_gguf.py recognises). Its weights are the baseline's, dequantized.
+        log.info("requantizing %s to %s with llama.cpp", original, type_name)
+        quantize_gguf(original, out / GGUF_NAME, type_name, allow_requantize=True)
+        made_from = f"{SOURCE_GGUF} (the source GGUF, requantized)"
+    else:
+        f32 = out / "f32.gguf.tmp"
+        log.info("converting %s to an F32 GGUF with llama.cpp's convert_hf_to_gguf.py", source)
+        convert_to_gguf(source, f32)
+        log.info("quantizing to %s with llama.cpp", type_name)
+        quantize_gguf(f32, out / GGUF_NAME, type_name)
+        f32.unlink()
+        made_from = "convert_hf_to_gguf.py --outtype f32"
+    # transformers dequantizes the GGUF (undoing llama.cpp's q/k row permutation); the weights go
+    # into a model built from the source's own config, so the checkpoint matches the baseline's
+    loaded = AutoModelForCausalLM.from_pretrained(out, gguf_file=GGUF_NAME, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(source)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise UnsupportedPrecision(f"{GGUF_NAME} does not load back into the architecture "
+                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    _copy_extras(source, out)
+    return {"quantizer": "llama.cpp", "made_from": made_from, "served_as": f"{GGUF_NAME} (llama_cpp engine); safetensors of its "
+            "dequantized weights for transformers", "gguf_file": GGUF_NAME, "tensor_types": tensor_types(out / GGUF_NAME)}
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors of each GGML type the file holds (llama.cpp mixes types within a K-quant)."""
+    from gguf import GGUFReader
+
+    counts: dict[str, int] = {}
+    for tensor in GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    return dict(sorted(counts.items()))

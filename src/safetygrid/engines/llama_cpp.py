@@ -1,0 +1,117 @@
+"""The llama.cpp engine (llama-cpp-python) for GGUF precisions: the model loaded once, every prompt x
+sample of a cell generated one after another with the GGUF's own chat template.
+
+Each request sets its own seed (METRICS.md's seed(p, s), folded to llama.cpp's 32-bit seed), so a
+sample is reproducible and paired across cells; at T = 0 llama.cpp's sampler is greedy. Sampling is
+plain temperature (+ top_p): llama.cpp's default top_k/min_p filters are switched off so that the
+engine samples the same distribution as the other engines. Consecutive samples of a prompt reuse its
+evaluated prefix (llama-cpp-python keeps the last prompt's KV cache). The cell's kv entry maps to
+llama.cpp's K/V cache types (``{dtype: q8_0}``, ``{dtype: q4_0}``, ``{dtype: f16}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from . import GENERATION_COLUMNS, LLAMA_CPP_KV_DTYPES, EngineUnavailable, Request, Settings
+
+log = logging.getLogger(__name__)
+
+# kv dtype -> ggml type id (ggml.h: GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q8_0 = 8)
+LLAMA_CPP_KV_TYPES = dict(zip(LLAMA_CPP_KV_DTYPES, (1, 8, 2)))
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp reads this seed as "pick one at random"
+
+
+def kv_cache_types(kv: Mapping[str, Any]) -> dict[str, Any]:
+    """``Llama`` keyword arguments for a kv entry: {} for full precision (llama.cpp's f16 cache)."""
+    if not kv:
+        return {}
+    if set(kv) == {"dtype"} and kv["dtype"] in LLAMA_CPP_KV_TYPES:
+        ggml_type = LLAMA_CPP_KV_TYPES[str(kv["dtype"])]
+        # a quantized V cache needs flash attention in llama.cpp
+        return {"type_k": ggml_type, "type_v": ggml_type, "flash_attn": True}
+    raise EngineUnavailable(f"llama.cpp has no KV-cache setting for {dict(kv)}; it takes {{dtype: q8_0}}, "
+                            "{dtype: q4_0} or {dtype: f16}")
+
+
+def llama_seed(seed: int) -> int:
+    """A 64-bit seed(p, s) folded into llama.cpp's uint32 seed, never its 'random' sentinel."""
+    return int(seed) % LLAMA_DEFAULT_SEED
+
+
+def gguf_file(checkpoint: str | Path) -> Path:
+    path = Path(checkpoint)
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.gguf"))
+    if not found:
+        raise EngineUnavailable(
+            f"{checkpoint} holds no .gguf file: engine llama_cpp serves GGUF precisions made with llama.cpp "
+            "installed in the quantize environment (make envs-llamacpp); serve this precision with engine: hf")
+    return found[0]
+
+
+class LlamaCppEngine:
+    name = "llama_cpp"
+
+    def __init__(self, checkpoint: str, options: Mapping[str, Any] | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.options = dict(options or {})
+
+    def _llm(self, settings: Settings) -> Any:
+        path = gguf_file(self.checkpoint)
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"engine 'llama_cpp' is not installed in this environment ({exc}); run `make envs-llamacpp` "
+                "(builds llama-cpp-python once and caches the wheel) or serve this precision with engine: hf") from None
+        return Llama(model_path=str(path), n_ctx=int(self.options.get("n_ctx", 2048)),
+                     n_batch=int(self.options.get("n_batch", 512)),
+                     n_threads=int(self.options.get("n_threads", 0)) or (os.cpu_count() or 1),
+                     n_gpu_layers=int(self.options.get("n_gpu_layers", -1 if settings.device.startswith("cuda") else 0)),
+                     seed=0, chat_format="chat_template.default", verbose=False,
+                     **kv_cache_types(settings.kv or {}))
+
+    def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
+        kv_cache_types(settings.kv or {})  # refuse an unsupported kv before the model load
+        started = time.time()
+        llm = self._llm(settings)
+        if "tokenizer.chat_template" not in llm.metadata:
+            raise EngineUnavailable(f"{gguf_file(self.checkpoint)} has no tokenizer.chat_template; llama_cpp "
+                                    "cannot render the prompts as the model was trained to read them")
+        log.info("llama.cpp loaded %s in %.1f s", gguf_file(self.checkpoint), time.time() - started)
+        n_ctx = llm.n_ctx()
+        rows = []
+        generating, n_tokens = time.time(), 0
+        step = max(1, len(requests) // 10)
+        for i, r in enumerate(requests, start=1):
+            messages = ([{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else [])
+            messages.append({"role": "user", "content": r.text})
+            try:
+                out = llm.create_chat_completion(
+                    messages=messages, temperature=settings.temperature, top_p=settings.top_p, top_k=0,
+                    min_p=0.0, typical_p=1.0, repeat_penalty=1.0, seed=llama_seed(r.seed),
+                    max_tokens=settings.max_new_tokens)
+            except ValueError as exc:
+                if "context window" in str(exc) or "exceed" in str(exc):
+                    raise EngineUnavailable(f"prompt {r.prompt_id} with max_new_tokens={settings.max_new_tokens} does "
+                                            f"not fit n_ctx={n_ctx}; raise the model's llama_cpp.n_ctx: {exc}") from exc
+                raise
+            usage, choice = out["usage"], out["choices"][0]
+            n_tokens += usage["completion_tokens"]
+            rows.append({"prompt_id": r.prompt_id, "sample": r.sample, "seed": r.seed,
+                         "temperature": settings.temperature, "engine": self.name,
+                         "response": (choice["message"]["content"] or "").strip(),
+                         "n_prompt_tokens": usage["prompt_tokens"], "n_tokens": usage["completion_tokens"],
+                         "finish_reason": "length" if choice["finish_reason"] == "length" else "stop"})
+            if i % step == 0 or i == len(requests):
+                elapsed = time.time() - generating
+                log.info("%d/%d responses, %.1f generated tokens/s", i, len(requests), n_tokens / max(elapsed, 1e-9))
+        return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
