@@ -59,7 +59,9 @@ def run(python: Path, args: list[str]) -> tuple[float, str]:
     result = subprocess.run([str(python), *args], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args[:2])} failed:\n{result.stderr[-2000:]}")
-    return time.perf_counter() - started, result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    # engines log to stdout too (vLLM at shutdown): the result is the last line that is our JSON
+    lines = [line for line in result.stdout.splitlines() if line.startswith('{"seconds"')]
+    return time.perf_counter() - started, lines[-1] if lines else ""
 
 
 def gguf_checkpoint(checkpoint: Path, directory: Path) -> Path:
