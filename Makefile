@@ -17,6 +17,9 @@ PYTEST_ARGS ?=
 # pip prints one warning per package for index folders that this machine's config names but that
 # hold nothing; they are noise
 QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+# byte-compiling every module of torch, transformers and vLLM at install costs about a minute per
+# environment on 2 cores; Python compiles what is imported on first use instead
+PIP_INSTALL := pip install -q --no-compile
 
 .PHONY: demo test test-fast envs envs-vllm envs-llamacpp clean
 
@@ -24,8 +27,8 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 define make_env
 	@echo ">> environment $(1): $(2)"
 	$(PYTHON) -m venv $(1)
-	$(1)/bin/pip install -q -r $(2) 2>&1 | $(QUIET_PIP)
-	$(1)/bin/pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	$(1)/bin/$(PIP_INSTALL) -r $(2) 2>&1 | $(QUIET_PIP)
+	$(1)/bin/$(PIP_INSTALL) --no-deps -e . 2>&1 | $(QUIET_PIP)
 	touch $(1)/.installed
 endef
 
@@ -38,32 +41,34 @@ $(QUANTIZE_ENV)/.installed: envs/quantize.txt pyproject.toml
 $(VLLM_ENV)/.installed: envs/vllm.txt pyproject.toml
 	@echo ">> environment $(VLLM_ENV): envs/vllm.txt + $(VLLM_PACKAGE)"
 	$(PYTHON) -m venv $(VLLM_ENV)
-	$(VLLM_ENV)/bin/pip install -q -r envs/vllm.txt "$(VLLM_PACKAGE)" 2>&1 | $(QUIET_PIP)
+	$(VLLM_ENV)/bin/$(PIP_INSTALL) -r envs/vllm.txt "$(VLLM_PACKAGE)" 2>&1 | $(QUIET_PIP)
 	$(VLLM_ENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>&1 | $(QUIET_PIP)
-	$(VLLM_ENV)/bin/pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
+	$(VLLM_ENV)/bin/$(PIP_INSTALL) --no-deps -e . 2>&1 | $(QUIET_PIP)
 	touch $(VLLM_ENV)/.installed
 
 envs: $(VENV)/.installed $(QUANTIZE_ENV)/.installed
 
-$(LLAMA_CPP_CACHE)/.built: | $(VENV)/.installed
+# its own throwaway venv for pip, so the compile starts at once, beside the environments' installs
+$(LLAMA_CPP_CACHE)/.built:
 	@echo ">> llama-cpp-python $(LLAMA_CPP_VERSION): compiling once for this machine into $(LLAMA_CPP_CACHE) (about 6 min on 2 cores)"
 	rm -rf $(LLAMA_CPP_CACHE).partial && mkdir -p $(LLAMA_CPP_CACHE).partial/convert
-	$(VENV)/bin/pip download -q --no-deps --no-binary :all: -d $(LLAMA_CPP_CACHE).partial \
+	$(PYTHON) -m venv $(LLAMA_CPP_CACHE).partial/pip
+	$(LLAMA_CPP_CACHE).partial/pip/bin/pip download -q --no-deps --no-binary :all: -d $(LLAMA_CPP_CACHE).partial \
 		llama-cpp-python==$(LLAMA_CPP_VERSION) 2>&1 | $(QUIET_PIP)
-	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(VENV)/bin/pip wheel -q --no-deps \
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(LLAMA_CPP_CACHE).partial/pip/bin/pip wheel -q --no-deps \
 		-w $(LLAMA_CPP_CACHE).partial/wheels $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz 2>&1 | $(QUIET_PIP)
 	tar -xzf $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_CPP_CACHE).partial/convert \
 		--strip-components=3 $(addprefix llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/,convert_hf_to_gguf.py conversion gguf-py)
-	rm -rf $(LLAMA_CPP_CACHE) && mv $(LLAMA_CPP_CACHE).partial $(LLAMA_CPP_CACHE)
+	rm -rf $(LLAMA_CPP_CACHE).partial/pip $(LLAMA_CPP_CACHE) && mv $(LLAMA_CPP_CACHE).partial $(LLAMA_CPP_CACHE)
 	touch $@
 
 # the engine runs in the main environment; llama.cpp's converter and quantizer in the quantize one
 $(VENV)/.llamacpp: $(LLAMA_CPP_CACHE)/.built $(VENV)/.installed
-	$(VENV)/bin/pip install -q $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP)
+	$(VENV)/bin/$(PIP_INSTALL) $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP)
 	touch $@
 
 $(QUANTIZE_ENV)/.llamacpp: $(LLAMA_CPP_CACHE)/.built $(QUANTIZE_ENV)/.installed
-	$(QUANTIZE_ENV)/bin/pip install -q $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP)
+	$(QUANTIZE_ENV)/bin/$(PIP_INSTALL) $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP)
 	rm -rf $(QUANTIZE_ENV)/share/llama.cpp && mkdir -p $(QUANTIZE_ENV)/share
 	cp -r $(LLAMA_CPP_CACHE)/convert $(QUANTIZE_ENV)/share/llama.cpp
 	touch $@
@@ -73,15 +78,22 @@ envs-llamacpp: $(VENV)/.llamacpp $(QUANTIZE_ENV)/.llamacpp
 # the demo runs on the HF engine; the tests run vLLM and llama.cpp cells too
 envs-vllm: $(VLLM_ENV)/.installed
 
-demo: envs
+# the environments are built side by side (pip installs and the llama.cpp compile leave each
+# other room on 2 cores); --output-sync keeps each one's output together
+PARALLEL_MAKE := $(MAKE) --no-print-directory -j 4 --output-sync=target
+
+demo:
+	$(PARALLEL_MAKE) envs
 	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
 	@echo ">> report: results/report/index.html   tables: results/tables/"
 
-test: envs envs-vllm envs-llamacpp
+test:
+	$(PARALLEL_MAKE) envs envs-vllm envs-llamacpp
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # skips the end-to-end workflow tests (minutes); CI runs everything
-test-fast: envs
+test-fast:
+	$(PARALLEL_MAKE) envs
 	$(VENV)/bin/python -m pytest -m "not workflow and not slurm and not vllm and not llamacpp" $(PYTEST_ARGS)
 
 clean:

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_support import copy_workflow, snakemake, snakemake_command, table_differences
+from workflow_support import MODEL, copy_workflow, snakemake, snakemake_command, table_differences
 
 pytestmark = pytest.mark.workflow
 
 N_PROMPTS = 9  # config/ci.yaml: 6 harmful + 3 benign
+JUDGES = ("refusal_prefix", "harmbench_cls", "shieldgemma")  # config/ci.yaml
+SEEDED_PRECISION = "fp32"
 STAGES = ("generations", "judgements", "votes")
 
 
@@ -25,10 +27,10 @@ def _expected_rows(path: Path) -> int:
     return N_PROMPTS * (1 if temperature == 0 else 2)
 
 
-def _in_progress_generation(results: Path) -> Path | None:
-    """A generate job that has started (its log exists) and not finished (no output), once at
-    least one other cell has finished: a kill then lands in the middle of the generation stage."""
-    finished = list((results / "generations").rglob("*.parquet"))
+def _in_progress_generation(results: Path, seeded: set[Path]) -> Path | None:
+    """A generate job that has started (its log exists) and not finished (no output), once this run
+    has finished at least one other cell: a kill then lands in the middle of the generation stage."""
+    finished = set((results / "generations").rglob("*.parquet")) - seeded
     if not finished:
         return None
     for log in (results / "logs" / "generate").rglob("*.log"):
@@ -45,16 +47,21 @@ def _finished_outputs(results: Path) -> dict[Path, int]:
 def test_killed_run_resumes_to_the_same_tables(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     workdir = copy_workflow(tmp_path_factory.mktemp("resume"))
     results = workdir / "results"
-    # the CI run's prompts, sources and checkpoints (mtimes kept), so the run reaches generation soon
+    # the CI run's prompts, sources and checkpoints (mtimes kept), so the run reaches generation
+    # soon, and its finished fp32 cells: this run generates, judges and votes the GPTQ cells
     for stage in ("prompts", "sources", "models"):
         shutil.copytree(ci_run / "results" / stage, results / stage)
+    for stage in ("generations", "votes", "quality", *(f"judgements/{judge}" for judge in JUDGES)):
+        shutil.copytree(ci_run / "results" / stage / MODEL / SEEDED_PRECISION, results / stage / MODEL / SEEDED_PRECISION)
+    seeded = set(_finished_outputs(results))
+    assert len(seeded) == 2 * (2 + len(JUDGES))
 
     run = subprocess.Popen(snakemake_command(workdir, "--cores", "2"), start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 900
     interrupted = None
     while interrupted is None and run.poll() is None and time.monotonic() < deadline:
-        interrupted = _in_progress_generation(results)
+        interrupted = _in_progress_generation(results, seeded)
         time.sleep(0.2)
     os.killpg(run.pid, signal.SIGKILL)  # snakemake and the job it is running, at once
     run.wait()
@@ -63,7 +70,7 @@ def test_killed_run_resumes_to_the_same_tables(ci_run: Path, tmp_path_factory: p
 
     # every file that looks finished is complete
     survivors = _finished_outputs(results)
-    assert survivors, "nothing had finished before the kill"
+    assert set(survivors) > seeded, "this run finished nothing before the kill"
     for path in survivors:
         assert len(pd.read_parquet(path)) == _expected_rows(path), path
 

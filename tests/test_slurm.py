@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def submitted_rule(comment: str) -> str:
 
 def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm-grid"))
+    # the CI run's prompts and fetched model (mtimes kept): both are local rules, never submitted
+    for stage in ("prompts", "sources"):
+        shutil.copytree(ci_run / "results" / stage, workdir / "results" / stage)
     with contextlib.ExitStack() as stack:
         try:
             env = stack.enter_context(one_node_cluster(tmp_path_factory.mktemp("slurm-cluster")))

@@ -11,10 +11,10 @@ from typing import Any
 from .io import atomic_dir, write_json
 from .sources import SourceError, fetch_file, parse_pypi
 
-# Chat models end a turn with one of these; some GGUF conversions record only the document end
-# as eos, so generation would run on past the answer without them.
 # a GGUF source is kept beside the checkpoint made from it, under this name
 SOURCE_GGUF = "source.gguf"
+# Chat models end a turn with one of these; some GGUF conversions record only the document end
+# as eos, so generation would run on past the answer without them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
@@ -37,25 +37,41 @@ def checkpoint_sha256(directory: Path) -> str:
     return h.hexdigest()
 
 
-def _load_gguf(path: Path):  # type: ignore[no-untyped-def]
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+class GGUFWeightsMismatch(ValueError):
+    """A GGUF's dequantized weights do not fit the architecture they are loaded into."""
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+
+def model_from_gguf(path: Path, config: Any = None):  # type: ignore[no-untyped-def]
+    """The weights of the GGUF file ``path``, dequantized by transformers (which also undoes
+    llama.cpp's q/k row permutation), in a model built from ``config`` (the GGUF's own when None).
+    A model built from a plain config carries no GGUF loading state into save_pretrained, so it
+    saves as a normal checkpoint."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    if config is None:
         config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
-    except Exception as exc:  # gguf raises many kinds on a truncated or corrupt file
-        raise SourceError(f"{path.name}: not a readable GGUF model ({type(exc).__name__}: {exc})") from exc
-    # A model built from the plain config carries no GGUF loading state into save_pretrained.
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise SourceError(f"{path.name}: weights do not match the architecture "
-                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise GGUFWeightsMismatch(f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     if config.tie_word_embeddings:
         model.tie_weights()
+    return model
+
+
+def _load_gguf(path: Path):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = model_from_gguf(path)
+    except GGUFWeightsMismatch as exc:
+        raise SourceError(f"{path.name}: weights do not match the architecture ({exc})") from exc
+    except Exception as exc:  # gguf raises many kinds on a truncated or corrupt file
+        raise SourceError(f"{path.name}: not a readable GGUF model ({type(exc).__name__}: {exc})") from exc
     return model, tokenizer
 
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..models import SOURCE_GGUF
+from ..models import SOURCE_GGUF, GGUFWeightsMismatch, model_from_gguf
 from . import UnsupportedPrecision
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,7 @@ GGUF_NAME = "model.gguf"
 def _with_llama_cpp(source: Path, out: Path, type_name: str) -> dict[str, Any]:
     """``model.gguf`` as llama.cpp makes it (served by the llama_cpp engine), and beside it the
     same weights dequantized to safetensors (for transformers: the hf engine and perplexity)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from .llama_cpp import convert_to_gguf, missing_reason, quantize_gguf
 
@@ -138,16 +137,12 @@ def _with_llama_cpp(source: Path, out: Path, type_name: str) -> dict[str, Any]:
         quantize_gguf(f32, out / GGUF_NAME, type_name)
         f32.unlink()
         made_from = "convert_hf_to_gguf.py --outtype f32"
-    # transformers dequantizes the GGUF (undoing llama.cpp's q/k row permutation); the weights go
-    # into a model built from the source's own config, so the checkpoint matches the baseline's
-    loaded = AutoModelForCausalLM.from_pretrained(out, gguf_file=GGUF_NAME, dtype=torch.float32)
-    config = AutoConfig.from_pretrained(source)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise UnsupportedPrecision(f"{GGUF_NAME} does not load back into the architecture "
-                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    # the weights go into a model built from the source's own config, so the checkpoint matches
+    # the baseline's
+    try:
+        model = model_from_gguf(out / GGUF_NAME, AutoConfig.from_pretrained(source))
+    except GGUFWeightsMismatch as exc:
+        raise UnsupportedPrecision(f"{GGUF_NAME} does not load back into the architecture ({exc})") from exc
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(source).save_pretrained(out)
     _copy_extras(source, out)
