@@ -17,9 +17,9 @@ PYTEST_ARGS ?=
 # pip prints one warning per package for index folders that this machine's config names but that
 # hold nothing; they are noise
 QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
-# byte-compiling every module of torch, transformers and vLLM at install costs about a minute per
-# environment on 2 cores; Python compiles what is imported on first use instead
-PIP_INSTALL := pip install -q --no-compile
+# pip byte-compiles at install on purpose: where PYTHONDONTWRITEBYTECODE is set (as on this CI),
+# --no-compile would make every process compile torch and transformers from source again
+PIP_INSTALL := pip install -q
 
 .PHONY: demo test test-fast envs envs-vllm envs-llamacpp clean
 

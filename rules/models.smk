@@ -53,6 +53,8 @@ rule measure_quality:
         chunk=config["quality"]["chunk"],
         max_tokens=config["quality"]["max_tokens"],
         device=config["generation"]["device"],
+        # a cell served by llama.cpp is measured through llama.cpp (its GGUF and its KV cache)
+        engine=lambda w: engine_of(w.model, w.precision),
     log:
         f"{RESULTS}/logs/measure_quality/{{model}}/{{precision}}/{{kv}}.log",
     benchmark:

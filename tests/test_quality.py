@@ -32,3 +32,14 @@ def test_quantized_kv_cache_costs_perplexity(tiny_checkpoint):
                       kv={"bits": 2, "backend": "quanto", "group_size": 8, "residual_length": 0})
     assert int2["perplexity"] != pytest.approx(fp["perplexity"], rel=1e-6)
     assert int2["kv"]["bits"] == 2
+
+
+def test_a_kv_cache_no_perplexity_engine_holds_is_nan_with_the_reason(tiny_checkpoint):
+    fp8 = perplexity(tiny_checkpoint, TEXT, device="cpu", kv={"dtype": "fp8"}, engine="vllm")
+    assert math.isnan(fp8["perplexity"]) and fp8["engine"] is None
+    assert "transformers has no fp8 KV cache" in fp8["reason"]
+    # llama.cpp measures the precision's .gguf, which a transformers checkpoint lacks
+    q8 = perplexity(tiny_checkpoint, TEXT, device="cpu", kv={"dtype": "q8_0"}, engine="llama_cpp")
+    assert math.isnan(q8["perplexity"]) and "has no .gguf file" in q8["reason"]
+    measured = perplexity(tiny_checkpoint, TEXT, device="cpu", engine="vllm")
+    assert measured["engine"] == "transformers" and "reason" not in measured

@@ -48,10 +48,15 @@ def test_killed_run_resumes_to_the_same_tables(ci_run: Path, tmp_path_factory: p
     workdir = copy_workflow(tmp_path_factory.mktemp("resume"))
     results = workdir / "results"
     # the CI run's prompts, sources and checkpoints (mtimes kept), so the run reaches generation
-    # soon, and its finished fp32 cells: this run generates, judges and votes the GPTQ cells
-    for stage in ("prompts", "sources", "models"):
+    # soon, and its finished fp32 cells: this run generates, judges and votes the GPTQ cells. Their
+    # benchmark files come too: a rule's benchmark is one of its outputs, and a missing one reruns it
+    for stage in ("prompts", "sources", "models", *(f"benchmarks/{rule}" for rule in ("prepare_prompts",
+                                                                                     "fetch_model", "quantize"))):
         shutil.copytree(ci_run / "results" / stage, results / stage)
-    for stage in ("generations", "votes", "quality", *(f"judgements/{judge}" for judge in JUDGES)):
+    per_cell = ("generations", "votes", "quality", *(f"judgements/{judge}" for judge in JUDGES),
+                *(f"benchmarks/{rule}" for rule in ("generate", "vote", "measure_quality")),
+                *(f"benchmarks/judge/{judge}" for judge in JUDGES))
+    for stage in per_cell:
         shutil.copytree(ci_run / "results" / stage / MODEL / SEEDED_PRECISION, results / stage / MODEL / SEEDED_PRECISION)
     seeded = set(_finished_outputs(results))
     assert len(seeded) == 2 * (2 + len(JUDGES))

@@ -29,8 +29,9 @@ def submitted_rule(comment: str) -> str:
 
 def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm-grid"))
-    # the CI run's prompts and fetched model (mtimes kept): both are local rules, never submitted
-    for stage in ("prompts", "sources"):
+    # the CI run's prompts and fetched model (mtimes kept, benchmark files too): both are local
+    # rules, never submitted
+    for stage in ("prompts", "sources", "benchmarks/prepare_prompts", "benchmarks/fetch_model"):
         shutil.copytree(ci_run / "results" / stage, workdir / "results" / stage)
     with contextlib.ExitStack() as stack:
         try:

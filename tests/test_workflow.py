@@ -272,6 +272,12 @@ def test_gguf_precision_runs_on_llama_cpp_and_unsupported_kv_is_recorded(ci_run:
     by_engine = skipped[skipped["kv"] == "q8"]
     assert sorted(by_engine["precision"]) == ["fp32", "gptq-w4a16"]
     assert by_engine["reason"].str.contains("engine hf has no KV-cache setting").all()
+    # the llama.cpp cells' perplexity is measured through llama.cpp, the q8_0 cache included
+    quality = pd.read_parquet(results / "tables" / "quality.parquet").set_index(["precision", "kv"])
+    for kv in ("fp", "q8"):
+        row = quality.loc[("gguf-q4_k_m", kv)]
+        assert row["engine"] == "llama_cpp" and 1.0 < row["perplexity"] < 1000 and row["note"] is None, row
+    assert (quality.loc[[("fp32", "fp"), ("gptq-w4a16", "fp")], "engine"] == "transformers").all()
     cells = pd.read_parquet(results / "tables" / "cells.parquet")
     assert {("gguf-q4_k_m", "fp"), ("gguf-q4_k_m", "q8")} <= set(zip(cells.precision, cells.kv))
     assert not ((cells.precision != "gguf-q4_k_m") & (cells.kv == "q8")).any()

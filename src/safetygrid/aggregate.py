@@ -65,7 +65,8 @@ def skipped_precisions(checkpoints: Sequence[str | Path],
     return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
 
 
-QUALITY_COLUMNS = ["model", "precision", "kv", "perplexity", "mean_nll", "n_tokens", "perplexity_ratio"]
+QUALITY_COLUMNS = ["model", "precision", "kv", "perplexity", "mean_nll", "n_tokens", "engine", "note",
+                   "perplexity_ratio"]
 
 
 def quality_table(paths: Sequence[str | Path], baseline: Mapping[str, str]) -> pd.DataFrame:
@@ -75,7 +76,10 @@ def quality_table(paths: Sequence[str | Path], baseline: Mapping[str, str]) -> p
         path = Path(path)
         result = json.loads(path.read_text())
         rows.append({"model": path.parent.parent.name, "precision": path.parent.name, "kv": path.stem,
-                     **{k: result[k] for k in ("perplexity", "mean_nll", "n_tokens")}})
+                     **{k: result[k] for k in ("perplexity", "mean_nll", "n_tokens")},
+                     # results written before the engine was recorded were all measured by transformers
+                     "engine": result.get("engine", "transformers" if result.get("n_tokens") else None),
+                     "note": result.get("reason")})
     table = pd.DataFrame(rows, columns=QUALITY_COLUMNS[:-1])
     base = table[(table["precision"] == baseline["precision"]) & (table["kv"] == baseline["kv"])]
     base = base.set_index("model")["perplexity"]

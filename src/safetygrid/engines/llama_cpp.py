@@ -45,6 +45,11 @@ def llama_seed(seed: int) -> int:
     return int(seed) % LLAMA_DEFAULT_SEED
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (a SLURM job's allocation, not the node's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def gguf_file(checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
     if path.is_file():
@@ -74,7 +79,7 @@ class LlamaCppEngine:
                 "(builds llama-cpp-python once and caches the wheel) or serve this precision with engine: hf") from None
         return Llama(model_path=str(path), n_ctx=int(self.options.get("n_ctx", 2048)),
                      n_batch=int(self.options.get("n_batch", 512)),
-                     n_threads=int(self.options.get("n_threads", 0)) or (os.cpu_count() or 1),
+                     n_threads=int(self.options.get("n_threads", 0)) or available_cpus(),
                      n_gpu_layers=int(self.options.get("n_gpu_layers", -1 if settings.device.startswith("cuda") else 0)),
                      seed=0, chat_format="chat_template.default", verbose=False,
                      **kv_cache_types(settings.kv or {}))

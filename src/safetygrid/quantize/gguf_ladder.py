@@ -113,7 +113,8 @@ GGUF_NAME = "model.gguf"
 
 def _with_llama_cpp(source: Path, out: Path, type_name: str) -> dict[str, Any]:
     """``model.gguf`` as llama.cpp makes it (served by the llama_cpp engine), and beside it the
-    same weights dequantized to safetensors (for transformers: the hf engine and perplexity)."""
+    same weights dequantized to safetensors (for transformers: the hf engine, where the precision
+    asks for it)."""
     from transformers import AutoConfig, AutoTokenizer
 
     from .llama_cpp import convert_to_gguf, missing_reason, quantize_gguf
