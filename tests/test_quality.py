@@ -40,6 +40,6 @@ def test_a_kv_cache_no_perplexity_engine_holds_is_nan_with_the_reason(tiny_check
     assert "transformers has no fp8 KV cache" in fp8["reason"]
     # llama.cpp measures the precision's .gguf, which a transformers checkpoint lacks
     q8 = perplexity(tiny_checkpoint, TEXT, device="cpu", kv={"dtype": "q8_0"}, engine="llama_cpp")
-    assert math.isnan(q8["perplexity"]) and "has no .gguf file" in q8["reason"]
+    assert math.isnan(q8["perplexity"]) and "holds no .gguf file" in q8["reason"]
     measured = perplexity(tiny_checkpoint, TEXT, device="cpu", engine="vllm")
     assert measured["engine"] == "transformers" and "reason" not in measured

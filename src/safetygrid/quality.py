@@ -19,7 +19,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, QuantizedCache
 
 from .engines.hf import kv_cache_options, resolve_device
-from .engines.llama_cpp import available_cpus, gguf_file, kv_cache_types
+from .engines import EngineUnavailable
+from .engines.llama_cpp import available_cpus, kv_cache_types, load_llama
 
 
 def make_cache(model: Any, kv: Mapping[str, Any]) -> Any:
@@ -57,27 +58,15 @@ def _nll_transformers(checkpoint: str | Path, ids: list[int], kv: Mapping[str, A
     return total_nll
 
 
-def _llama_cpp_unavailable(checkpoint: str | Path) -> str | None:
-    """Why llama.cpp cannot measure this checkpoint here, or None."""
-    if not list(Path(checkpoint).glob("*.gguf")):
-        return f"{checkpoint} has no .gguf file for llama.cpp (a GGUF precision made with llama.cpp has one)"
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError as exc:
-        return f"llama_cpp is not installed in this environment ({exc}); run `make envs-llamacpp`"
-    return None
-
-
 def _nll_llama_cpp(checkpoint: str | Path, ids: list[int], kv: Mapping[str, Any], device: str, chunk: int) -> float:
     """llama.cpp decodes the text in batches of ``chunk`` tokens into its (quantized) cache and keeps
     the logits of every position."""
     import numpy as np
-    from llama_cpp import Llama
     from scipy.special import log_softmax
 
-    llm = Llama(model_path=str(gguf_file(checkpoint)), n_ctx=len(ids), n_batch=chunk, n_ubatch=chunk,
-                logits_all=True, n_threads=available_cpus(), seed=0, verbose=False,
-                n_gpu_layers=-1 if resolve_device(device).startswith("cuda") else 0, **kv_cache_types(kv))
+    llm = load_llama(checkpoint, n_ctx=len(ids), n_batch=chunk, n_ubatch=chunk, logits_all=True,
+                     n_threads=available_cpus(), n_gpu_layers=-1 if resolve_device(device).startswith("cuda") else 0,
+                     **kv_cache_types(kv))
     llm.eval(ids)
     logp = log_softmax(np.asarray(llm.scores[:len(ids) - 1], dtype=np.float64), axis=-1)
     return float(-logp[np.arange(len(ids) - 1), ids[1:]].sum())
@@ -92,19 +81,21 @@ def perplexity(checkpoint: str | Path, text: str, *, kv: Mapping[str, Any] | Non
     ids = AutoTokenizer.from_pretrained(checkpoint)(text, add_special_tokens=False)["input_ids"][:max_tokens]
     if len(ids) < 2:
         raise ValueError("the quality text has fewer than 2 tokens")
+
+    def missing(reason: str) -> dict[str, Any]:
+        return {"perplexity": math.nan, "mean_nll": math.nan, "n_tokens": 0, "chunk": chunk, "kv": kv,
+                "engine": None, "seconds": round(time.time() - started, 1), "reason": reason}
+
     if engine == "llama_cpp":
-        reason = _llama_cpp_unavailable(checkpoint)
+        try:
+            measured_with, total_nll = "llama_cpp", _nll_llama_cpp(checkpoint, ids, kv, device, chunk)
+        except EngineUnavailable as exc:  # no .gguf, or llama_cpp not installed here
+            return missing(str(exc))
     elif "dtype" in kv:
         # vLLM's fp8 cache has no transformers equivalent, and a full-precision cache must not be
         # measured under this kv's name
-        reason = f"transformers has no {kv['dtype']} KV cache, and perplexity through engine {engine} is not built"
-    else:
-        reason = None
-    if reason:
-        return {"perplexity": math.nan, "mean_nll": math.nan, "n_tokens": 0, "chunk": chunk, "kv": kv,
-                "engine": None, "seconds": round(time.time() - started, 1), "reason": reason}
-    if engine == "llama_cpp":
-        measured_with, total_nll = "llama_cpp", _nll_llama_cpp(checkpoint, ids, kv, device, chunk)
+        return missing(f"transformers has no {kv['dtype']} KV cache, and perplexity through engine {engine} "
+                       "is not built")
     else:
         measured_with, total_nll = "transformers", _nll_transformers(checkpoint, ids, kv, dtype, device, chunk)
     mean_nll = total_nll / (len(ids) - 1)

@@ -62,6 +62,19 @@ def gguf_file(checkpoint: str | Path) -> Path:
     return found[0]
 
 
+def load_llama(checkpoint: str | Path, **params: Any) -> Any:
+    """llama-cpp-python's ``Llama`` on the checkpoint's .gguf file; EngineUnavailable, naming the
+    fix, where there is no .gguf or no llama_cpp."""
+    path = gguf_file(checkpoint)
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"engine 'llama_cpp' is not installed in this environment ({exc}); run `make envs-llamacpp` "
+            "(builds llama-cpp-python once and caches the wheel) or serve this precision with engine: hf") from None
+    return Llama(model_path=str(path), seed=0, verbose=False, **params)
+
+
 class LlamaCppEngine:
     name = "llama_cpp"
 
@@ -70,19 +83,11 @@ class LlamaCppEngine:
         self.options = dict(options or {})
 
     def _llm(self, settings: Settings) -> Any:
-        path = gguf_file(self.checkpoint)
-        try:
-            from llama_cpp import Llama
-        except ImportError as exc:
-            raise EngineUnavailable(
-                f"engine 'llama_cpp' is not installed in this environment ({exc}); run `make envs-llamacpp` "
-                "(builds llama-cpp-python once and caches the wheel) or serve this precision with engine: hf") from None
-        return Llama(model_path=str(path), n_ctx=int(self.options.get("n_ctx", 2048)),
-                     n_batch=int(self.options.get("n_batch", 512)),
-                     n_threads=int(self.options.get("n_threads", 0)) or available_cpus(),
-                     n_gpu_layers=int(self.options.get("n_gpu_layers", -1 if settings.device.startswith("cuda") else 0)),
-                     seed=0, chat_format="chat_template.default", verbose=False,
-                     **kv_cache_types(settings.kv or {}))
+        return load_llama(self.checkpoint, n_ctx=int(self.options.get("n_ctx", 2048)),
+                          n_batch=int(self.options.get("n_batch", 512)),
+                          n_threads=int(self.options.get("n_threads", 0)) or available_cpus(),
+                          n_gpu_layers=int(self.options.get("n_gpu_layers", -1 if settings.device.startswith("cuda") else 0)),
+                          chat_format="chat_template.default", **kv_cache_types(settings.kv or {}))
 
     def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
         kv_cache_types(settings.kv or {})  # refuse an unsupported kv before the model load
