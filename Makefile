@@ -10,9 +10,16 @@ CORES ?= 2
 # llama-cpp-python ships only as source: it is compiled once per machine (a cold build takes about
 # 6 minutes on 2 cores) and the wheel, with llama.cpp's GGUF converter, is kept outside the clone
 LLAMA_CPP_VERSION ?= 0.3.36
-LLAMA_CPP_CACHE ?= $(HOME)/.cache/safetygrid/llama-cpp-python-$(LLAMA_CPP_VERSION)
-LLAMA_CPP_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+# Portable build: GGML_NATIVE=OFF compiles for x86-64 with AVX2/FMA/F16C (llama.cpp's non-native
+# defaults) and leaves AVX-512 and the AMX backend off. A native build on an Intel AMX machine
+# repacks SmolLM2's quantized tensors for AMX and segfaults (Q8_0, Q4_K_M, Q6_K), and a wheel
+# built natively on one machine may not run on another of this kind.
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+	-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+# the cache key holds the build options: a wheel built with other options is never reused
+LLAMA_CPP_BUILD_KEY := $(shell printf '%s' '$(LLAMA_CPP_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+LLAMA_CPP_CACHE ?= $(HOME)/.cache/safetygrid/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_CPP_BUILD_KEY)
 PYTEST_ARGS ?=
 # pip prints one warning per package for index folders that this machine's config names but that
 # hold nothing; they are noise
@@ -59,6 +66,7 @@ $(LLAMA_CPP_CACHE)/.built:
 		-w $(LLAMA_CPP_CACHE).partial/wheels $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz 2>&1 | $(QUIET_PIP)
 	tar -xzf $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_CPP_CACHE).partial/convert \
 		--strip-components=3 $(addprefix llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/,convert_hf_to_gguf.py conversion gguf-py)
+	printf '%s\n' '$(LLAMA_CPP_CMAKE_ARGS)' > $(LLAMA_CPP_CACHE).partial/cmake_args.txt
 	rm -rf $(LLAMA_CPP_CACHE).partial/pip $(LLAMA_CPP_CACHE) && mv $(LLAMA_CPP_CACHE).partial $(LLAMA_CPP_CACHE)
 	touch $@
 

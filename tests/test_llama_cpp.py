@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from components import component_unavailable
 
 from safetygrid.engines import (EngineUnavailable, Request, Settings, cell_engine, cell_unsupported_reason,
                                 kv_unsupported_reason, make_engine)
@@ -74,7 +75,43 @@ def _quantize_env_has_llama_cpp() -> None:
     probe = "from safetygrid.quantize.llama_cpp import missing_reason; print(missing_reason() or '')"
     result = subprocess.run([str(QUANTIZE_PYTHON), "-c", probe], capture_output=True, text=True)
     if result.returncode != 0 or result.stdout.strip():
-        pytest.fail(f"llama.cpp is not usable in .venvs/quantize (make envs-llamacpp): {result.stdout}{result.stderr}")
+        component_unavailable(f"llama.cpp is not usable in .venvs/quantize (make envs-llamacpp): "
+                              f"{result.stdout}{result.stderr}")
+
+
+def cpu_flags() -> str:
+    """The instruction-set extensions a native llama.cpp build would use (what differs between the
+    machines this runs on: AMD without AVX-512, Intel with AVX-512 and AMX)."""
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    wanted = [f for f in sorted(flags) if f.startswith(("avx", "amx")) or f in ("fma", "f16c")]
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    return f"{model}: {' '.join(wanted) or 'no AVX'}"
+
+
+SMOKE = """
+import sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=128, verbose=False, seed=1)
+out = llm.create_completion("Hello", max_tokens=8, temperature=0.0)
+print(repr(out["choices"][0]["text"]))
+"""
+
+
+def run_gguf_in_subprocess(path: Path, type_name: str) -> str:
+    """Load and run one GGUF file in a child process, so a native crash (a segfault in a CPU
+    backend) fails the calling test with the type and the CPU named instead of killing pytest."""
+    result = subprocess.run([sys.executable, "-c", SMOKE, str(path)], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        how = f"killed by signal {-result.returncode}" if result.returncode < 0 else f"exit code {result.returncode}"
+        tail = "\n".join(result.stderr.strip().splitlines()[-8:])
+        pytest.fail(f"llama.cpp crashed on the {type_name} file ({how}) on {cpu_flags()}; the llama.cpp wheel must "
+                    f"be built portably (Makefile: LLAMA_CPP_CMAKE_ARGS). stderr:\n{tail}", pytrace=False)
+    return result.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +131,12 @@ for t in sys.argv[3:]:
     types = ["F32", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
     source = ci_run / "results" / "sources" / MODEL / "source.gguf"
     subprocess.run([str(QUANTIZE_PYTHON), "-c", script, str(source), str(out), *types], check=True, capture_output=True)
-    return {t: out / f"{t}.gguf" for t in types}
+    files = {t: out / f"{t}.gguf" for t in types}
+    # every type (and the packaged Q4_1 source) runs in a child first: the tests below load them in
+    # this process, where a native crash would end the whole suite
+    for type_name, path in {**files, "Q4_1 (packaged source)": source}.items():
+        print(f"{type_name} on {cpu_flags()}: {run_gguf_in_subprocess(path, type_name)}")
+    return files
 
 
 def _linear_weights(path: Path) -> dict[str, np.ndarray]:
@@ -162,7 +204,7 @@ def test_llama_cpp_engine_renders_the_gguf_template_and_reproduces_seeded_sample
 
 
 @needs_llama_cpp
-def test_perplexity_through_llama_cpp_caches_matches_transformers_on_the_same_weights(ci_run: Path) -> None:
+def test_perplexity_through_llama_cpp_caches_matches_transformers_on_the_same_weights(ci_run: Path, ladder) -> None:
     """SmolLM2's fetched checkpoint holds the packaged GGUF and its weights dequantized to
     safetensors: the same weights. llama.cpp with its default (f16) cache gives transformers'
     perplexity (other kernels: measured 0.5 % apart on 511 tokens, 0.9 % on 256); a q8_0 cache

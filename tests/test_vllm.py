@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from components import component_unavailable
 
 from safetygrid.engines import EngineUnavailable, Request, Settings, make_engine
 from safetygrid.generate import generate_cell
@@ -71,7 +72,7 @@ def _run_vllm(checkpoint: Path, prompts: Path, out: Path, temperature: float, k:
 @pytest.fixture(scope="module")
 def vllm_python() -> Path:
     if not VLLM_PYTHON.exists():
-        pytest.skip(f"{VLLM_PYTHON} not found: `make envs-vllm` builds the vLLM environment (make test does)")
+        component_unavailable(f"{VLLM_PYTHON} not found: `make envs-vllm` builds the vLLM environment (make test does)")
     return VLLM_PYTHON
 
 

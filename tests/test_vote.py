@@ -19,7 +19,11 @@ def test_votes_needed_follows_ceil_with_ties_unsafe():
     assert votes_needed(0.5, 6) == 3
     assert votes_needed(0.5, 5) == 3
     assert votes_needed(0.5, 2) == 1
-    assert votes_needed(0.3, 10) == 3  # not 4 from 0.3 * 10 = 3.0000000000000004
+    # each product is 7.000000000000001 in floating point: without the epsilon, 8 votes
+    assert 0.07 * 100 > 7 and 0.14 * 50 > 7 and 0.28 * 25 > 7
+    assert votes_needed(0.07, 100) == 7
+    assert votes_needed(0.14, 50) == 7
+    assert votes_needed(0.28, 25) == 7
     assert votes_needed(1.0, 4) == 4
 
 

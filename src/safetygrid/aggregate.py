@@ -65,6 +65,16 @@ def skipped_precisions(checkpoints: Sequence[str | Path],
     return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
 
 
+def precision_quantizers(checkpoints: Sequence[str | Path]) -> pd.DataFrame:
+    """Which tool made each (model, precision): ``quantizer: auto`` records its choice in status.json."""
+    rows = []
+    for directory in checkpoints:
+        status = json.loads((Path(directory) / "status.json").read_text())
+        quantizer = status.get("quantizer", (status.get("details") or {}).get("quantizer"))
+        rows.append({"model": Path(directory).parent.name, "precision": Path(directory).name, "quantizer": quantizer})
+    return pd.DataFrame(rows, columns=["model", "precision", "quantizer"])
+
+
 QUALITY_COLUMNS = ["model", "precision", "kv", "perplexity", "mean_nll", "n_tokens", "engine", "note",
                    "perplexity_ratio"]
 
@@ -125,6 +135,7 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
     quality_rows = quality_table(quality, baseline)
     cells = cells.merge(quality_rows[["model", "precision", "kv", "perplexity", "perplexity_ratio"]],
                         on=["model", "precision", "kv"], how="left")
+    cells = cells.merge(precision_quantizers(checkpoints), on=["model", "precision"], how="left")
     cells["judges"] = ",".join(judges)
     table = contrasts(draws, baseline_precision=baseline["precision"], baseline_kv=baseline["kv"], level=level)
     write_parquet(cells, out.cells)

@@ -39,21 +39,17 @@ def _apply(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> dic
     """Write the precision's checkpoint into ``out``; return details for status.json."""
     if method == "none":
         _link_or_copy(source, out)
-        return {}
+        return {"quantizer": None}
     if method in ("gptq", "awq"):
         from .llmcompressor import compress
 
         compress(method, source, out, spec)
-        return {"format": "compressed-tensors"}
+        return {"quantizer": "llm-compressor", "format": "compressed-tensors"}
     if method == "gguf":
         from .gguf_ladder import quantize_checkpoint
 
         return quantize_checkpoint(source, out, spec)
     raise UnsupportedPrecision(f"unknown method {method!r}")
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
 def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,14 +63,12 @@ def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -
         try:
             status["details"] = _apply(method, source, tmp, spec)
         except UnsupportedPrecision as exc:
-            status.update(supported=False, reason=str(exc))
-        except (ValueError, RuntimeError, NotImplementedError, AssertionError, TypeError) as exc:
-            if _is_out_of_memory(exc):
-                raise  # transient: the job fails and is retried with more memory, nothing is recorded
-            # llm-compressor reports an architecture it cannot handle through these; keep the
-            # reason and the trace so the report can say why the cell is missing.
-            status.update(supported=False, reason=f"{type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc())
+            # only the documented reasons a method cannot handle a model are raised as this (a group
+            # size that does not divide a width, a type the quantizer lacks, an architecture the
+            # converter does not know); any other exception is a bug or a broken install and fails
+            # the job with its traceback, so it can never turn into a result
+            status.update(supported=False, reason=str(exc), traceback=traceback.format_exc())
+        status["quantizer"] = (status.get("details") or {}).get("quantizer")
         if not status["supported"]:
             for path in list(tmp.iterdir()):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -121,7 +121,9 @@ def _with_llama_cpp(source: Path, out: Path, type_name: str) -> dict[str, Any]:
 
     reason = missing_reason()
     if reason:
-        raise UnsupportedPrecision(f"{type_name} with llama.cpp: {reason}")
+        # the config asked for llama.cpp (auto would have picked the gguf package): a broken
+        # install, not a property of the model
+        raise RuntimeError(f"{type_name} with quantizer: llama.cpp, but {reason}")
     original = source / SOURCE_GGUF
     if original.exists():
         # the model came as a GGUF: llama.cpp requantizes that file, whose tokenizer metadata is the

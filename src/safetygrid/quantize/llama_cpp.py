@@ -64,4 +64,4 @@ def quantize_gguf(in_file: Path, out_file: Path, type_name: str, threads: int = 
     params.allow_requantize = allow_requantize
     code = llama_cpp.llama_model_quantize(str(in_file).encode(), str(out_file).encode(), params)
     if code != 0 or not out_file.exists():
-        raise UnsupportedPrecision(f"llama.cpp's quantizer failed on {type_name} (return code {code}); its log is above")
+        raise RuntimeError(f"llama.cpp's quantizer failed on {type_name} (return code {code}); its log is above")
