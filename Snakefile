@@ -15,6 +15,7 @@ include: "rules/prompts.smk"
 include: "rules/models.smk"
 include: "rules/generate.smk"
 include: "rules/judge.smk"
+include: "rules/validate.smk"
 include: "rules/analyze.smk"
 
 
@@ -23,7 +24,9 @@ include: "rules/analyze.smk"
 localrules:
     all,
     prepare_prompts,
+    prepare_validation,
     fetch_model,
+    calibrate_judges,
     aggregate,
     adjudicate,
     report,

@@ -31,6 +31,7 @@ rule aggregate:
 rule report:
     input:
         **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
+        judge_validity=JUDGE_VALIDITY,
         gold=f"{RESULTS}/adjudication/gold.parquet",
         to_label=f"{RESULTS}/adjudication/to_label.csv",
     output:
@@ -58,6 +59,7 @@ rule archive:
     input:
         report=REPORT,
         tables=rules.aggregate.output,
+        validity=[JUDGE_VALIDITY, CALIBRATION, HUMAN_LABELS],
         checkpoints=all_checkpoints(),
         prompts=PROMPT_FILES,
         votes=lambda w: cell_paths(f"{RESULTS}/votes/{CELL}.parquet"),

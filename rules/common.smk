@@ -27,6 +27,9 @@ wildcard_constraints:
 
 RESULTS = "results"
 REPORT = f"{RESULTS}/report/index.html"
+HUMAN_LABELS = f"{RESULTS}/validation/human.parquet"
+JUDGE_VALIDITY = f"{RESULTS}/tables/judge_validity.parquet"
+CALIBRATION = f"{RESULTS}/calibration/ensemble.json"
 CELL = "{model}/{precision}/{kv}/T{temperature}"
 
 
@@ -156,3 +159,20 @@ def quality_paths():
 
 def all_checkpoints():
     return [f"{RESULTS}/models/{m}/{q}" for m in config["models"] for q in config["precisions"]]
+
+
+# ---- judges --------------------------------------------------------------------------------
+def judge_model_input(judge):
+    name = config["judges"][judge].get("model")
+    return [f"{RESULTS}/sources/{name}"] if name else []
+
+
+def judge_mem_mb(judge, attempt=1):
+    return mem_mb_for(config["judges"][judge]["model"], attempt) if "model" in config["judges"][judge] else 1000
+
+
+def calibration_input(wildcards=None):
+    """Votes read the calibration only when it changes them: a calibrated judge or the stacked label.
+    Otherwise they stay independent of the validation set."""
+    uses = config["ensemble_label"] == "stacked" or any(j.get("calibrate") for j in config["judges"].values())
+    return [CALIBRATION] if uses else []

@@ -1,8 +1,3 @@
-def judge_model_input(judge):
-    name = config["judges"][judge].get("model")
-    return [f"{RESULTS}/sources/{name}"] if name else []
-
-
 rule judge:
     input:
         generations=f"{RESULTS}/generations/{CELL}.parquet",
@@ -21,9 +16,7 @@ rule judge:
         "judge_cell"
     threads: 2
     resources:
-        mem_mb=lambda w, attempt: mem_mb_for(config["judges"][w.judge]["model"], attempt)
-        if "model" in config["judges"][w.judge]
-        else 1000,
+        mem_mb=lambda w, attempt: judge_mem_mb(w.judge, attempt),
         runtime=lambda w, attempt: 60 * attempt,
         gpu=lambda w: GPUS_PER_MODEL_JOB if "model" in config["judges"][w.judge] else 0,
         **MODEL_JOB_PLACEMENT,
@@ -34,11 +27,14 @@ rule judge:
 rule vote:
     input:
         # the ensemble is the set of judges: a new judge changes every vote, by definition
-        expand(f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet", judge=sorted(config["judges"]), allow_missing=True),
+        judgements=expand(f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet", judge=sorted(config["judges"]),
+                          allow_missing=True),
+        calibration=calibration_input,
     output:
         f"{RESULTS}/votes/{CELL}.parquet",
     params:
         threshold=config["vote_threshold"],
+        lead=config["ensemble_label"],
     log:
         f"{RESULTS}/logs/vote/{CELL}.log",
     benchmark:

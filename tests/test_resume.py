@@ -50,9 +50,14 @@ def test_killed_run_resumes_to_the_same_tables(ci_run: Path, tmp_path_factory: p
     # the CI run's prompts, sources and checkpoints (mtimes kept), so the run reaches generation
     # soon, and its finished fp32 cells: this run generates, judges and votes the GPTQ cells. Their
     # benchmark files come too: a rule's benchmark is one of its outputs, and a missing one reruns it
-    for stage in ("prompts", "sources", "models", *(f"benchmarks/{rule}" for rule in ("prepare_prompts",
-                                                                                     "fetch_model", "quantize"))):
+    # The judges' validation and calibration come too: the votes read the calibration
+    for stage in ("prompts", "sources", "models", "validation", "validity", "calibration",
+                  *(f"benchmarks/{rule}" for rule in ("prepare_prompts", "fetch_model", "quantize", "validate_judge"))):
         shutil.copytree(ci_run / "results" / stage, results / stage)
+    for rule in ("prepare_validation", "calibrate_judges"):
+        shutil.copy2(ci_run / "results" / "benchmarks" / f"{rule}.tsv", results / "benchmarks" / f"{rule}.tsv")
+    (results / "tables").mkdir()
+    shutil.copy2(ci_run / "results" / "tables" / "judge_validity.parquet", results / "tables" / "judge_validity.parquet")
     per_cell = ("generations", "votes", "quality", *(f"judgements/{judge}" for judge in JUDGES),
                 *(f"benchmarks/{rule}" for rule in ("generate", "vote", "measure_quality")),
                 *(f"benchmarks/judge/{judge}" for judge in JUDGES))

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from components import component_unavailable
 from slurm_cluster import SlurmUnavailable, jobs, one_node_cluster
 from workflow_support import copy_workflow, snakemake, table_differences
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
 # what the CI grid submits: 3 quantize (the unsupported g128 one included), 2 supported precisions
-# x 2 temperatures of generate, 2 measure_quality; the 4 cells' judges (3 each) and votes as group
-# jobs; prepare_prompts, fetch_model, aggregate and report are local rules
-SUBMITTED_ALONE = Counter(quantize=3, generate=4, measure_quality=2)
+# x 2 temperatures of generate, 2 measure_quality, 3 validate_judge (one per judge, on the human
+# labels); the 4 cells' judges (3 each) and votes as group jobs; prepare_prompts, prepare_validation,
+# fetch_model, calibrate_judges, aggregate, adjudicate and report are local rules
+SUBMITTED_ALONE = Counter(quantize=3, generate=4, measure_quality=2, validate_judge=3)
 CELLS = 4
 
 
@@ -37,7 +39,7 @@ def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory
         try:
             env = stack.enter_context(one_node_cluster(tmp_path_factory.mktemp("slurm-cluster")))
         except SlurmUnavailable as exc:
-            pytest.skip(f"no SLURM cluster here: {exc}")
+            component_unavailable(f"no SLURM cluster here: {exc}")
         snakemake(workdir, "--profile", "profiles/slurm", "--slurm-no-account", "--slurm-status-command", "squeue",
                   "--slurm-init-seconds-before-status-checks", "5", env=env)
         submitted = jobs(env)

@@ -102,10 +102,28 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert (queue[judge_names].nunique(axis=1) > 1).all()  # every listed response is disputed
 
     html = (results / "report" / "index.html").read_text()
-    # ASR heatmap, DFR + SSI, CDI heatmap of the one model; quality against safety; judge agreement
-    assert html.count("data:image/png;base64,") == 5 and "gptq-w4a16-g128" in html
+    # judge validity; ASR heatmap, DFR + SSI, CDI heatmap of the one model; quality against safety;
+    # judge agreement
+    assert html.count("data:image/png;base64,") == 6 and "gptq-w4a16-g128" in html
     assert "Hidden danger" in html and "mcnemar_t0" in html and "Deployment card" in html
-    assert html.index("Deployment card") < html.index("Attack success rate")  # the card opens the page
+    # judges against people open the page, then the card, then the per-model figures
+    assert html.index("Judges against people") < html.index("Deployment card") < html.index("Attack success rate")
+
+    validity = pd.read_parquet(results / "tables" / "judge_validity.parquet")
+    calibration = json.loads((results / "calibration" / "ensemble.json").read_text())
+    unsafe = validity[validity["target"] == "unsafe"].set_index(["rater", "labels"])
+    assert (unsafe["n"] + unsafe["n_failed"] == 30).all()  # config/ci.yaml: 30 PyRIT objective rows
+    assert {("harmbench_cls", "raw"), ("harmbench_cls", "calibrated"), ("ensemble_stacked", "scores")} <= set(unsafe.index)
+    lead = unsafe[unsafe["lead"]]
+    assert lead.index.tolist() == [("ensemble_stacked", "scores")]
+    assert calibration["lead_kappa"] == pytest.approx(lead["kappa"].iat[0])
+    assert calibration["judges"]["harmbench_cls"]["threshold"] == unsafe.loc[("harmbench_cls", "calibrated"), "threshold"]
+    refusal = validity[validity["target"] == "refusal"]
+    assert set(refusal["rater"]) == {"refusal_prefix", "ensemble_majority"} and (refusal["n"] == 10).all()
+    # the tables count the stacked label; the banner says whether it may be cited
+    assert voted["unsafe"].equals(voted["unsafe_stacked"])
+    banner = "Judges not validated against human labels" in html
+    assert banner == (calibration["lead_kappa"] < 0.4)
     assert (results / "report" / "figures" / f"asr_heatmap_{MODEL}.svg").exists()
 
 
@@ -130,8 +148,10 @@ def test_adding_a_temperature_runs_only_its_cells(ci_run: Path) -> None:
 def test_adding_a_judge_runs_only_it_and_the_votes(ci_run: Path) -> None:
     config = grown(ci_run, lambda c: c["judges"].update(refusal_prefix_2={"kind": "refusal_prefix"}))
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
-    # the new judge on the 4 cells; every vote changes because the ensemble did
-    assert jobs == Counter(judge=4, vote=4, aggregate=1, adjudicate=1, report=1, all=1)
+    # the new judge on the 4 cells and on the validation set; the calibration (the stack reads every
+    # judge) and every vote change because the ensemble did
+    assert jobs == Counter(judge=4, validate_judge=1, calibrate_judges=1, vote=4, aggregate=1, adjudicate=1,
+                           report=1, all=1)
 
 
 def test_adding_a_precision_runs_only_its_cells(ci_run: Path) -> None:
@@ -281,3 +301,27 @@ def test_gguf_precision_runs_on_llama_cpp_and_unsupported_kv_is_recorded(ci_run:
     cells = pd.read_parquet(results / "tables" / "cells.parquet")
     assert {("gguf-q4_k_m", "fp"), ("gguf-q4_k_m", "q8")} <= set(zip(cells.precision, cells.kv))
     assert not ((cells.precision != "gguf-q4_k_m") & (cells.kv == "q8")).any()
+
+
+def test_readme_submission_table_ci_row_is_the_dag_count(ci_run: Path) -> None:
+    """The README's SLURM table row for config/ci.yaml, recounted from the CI grid's DAG: Snakemake's
+    --summary lists every output of the grid's jobs with the job's log file, one log per job."""
+    import re
+    import subprocess
+
+    from workflow_support import snakemake_command
+
+    config = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())
+    summary = subprocess.run(snakemake_command(ci_run, "--summary"), capture_output=True, text=True, check=True).stdout
+    jobs_of = {tuple(line.split("\t")[2:4]) for line in summary.splitlines()[1:] if line.count("\t") >= 3}
+    jobs = Counter(rule for rule, _ in jobs_of)
+    cells = jobs["generate"]
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `config/ci.yaml`"))
+    numbers = [cell.strip() for cell in row.strip("|").split("|")]
+    described = re.fullmatch(r"`config/ci\.yaml` \((\d+) cells, (\d+) judges; tested\)", numbers[0])
+    assert described, row
+    assert (int(described.group(1)), int(described.group(2))) == (cells, len(config["judges"])), row
+    alone = jobs["quantize"] + jobs["generate"] + jobs["measure_quality"] + jobs["validate_judge"]
+    expected = [str(jobs["quantize"]), str(cells), str(jobs["measure_quality"]), str(jobs["validate_judge"]),
+                f"1–{cells}", f"{alone + 1}–{alone + cells}", str(sum(jobs.values()))]
+    assert numbers[1:] == expected, (row, dict(jobs))

@@ -69,6 +69,10 @@ def collect(results: Path) -> list[Path]:
     files += sorted((results / "quality").rglob("*.json"))
     files += sorted((results / "benchmarks" / "generate").rglob("*.tsv"))
     files += sorted((results / "tables").glob("*.parquet"))
+    # the judges against people: the human-labelled rows, each judge's labels of them, the calibration
+    files += sorted((results / "validation").glob("*.parquet"))
+    files += sorted((results / "validity").glob("*.parquet"))
+    files += sorted((results / "calibration").glob("*.json"))
     files += sorted(p for p in (results / "adjudication").glob("*") if p.is_file())
     files += sorted(p for p in (results / "report").rglob("*") if p.is_file())
     return files
@@ -179,4 +183,31 @@ def verify(archive: str | Path) -> dict[str, Any]:
                 first = str(exc).strip().splitlines()
                 raise VerificationError(f"results/tables/{table}.parquet does not follow from the votes: "
                                         + " ".join(first[:4])) from None
-        return {"files": len(listed), "tables": len(TABLES), "archive": str(archive)}
+        checked = len(TABLES) + _verify_judge_validity(base, config)
+        return {"files": len(listed), "tables": checked, "archive": str(archive)}
+
+
+def _verify_judge_validity(base: Path, config: Mapping[str, Any]) -> int:
+    """judge_validity.parquet recomputed from the archived human labels and each judge's labels of
+    them; 0 when the run had no validation (an archive made before it existed)."""
+    from .judges.validity import validity
+
+    results = base / "results"
+    archived = results / "tables" / "judge_validity.parquet"
+    if not archived.exists():
+        return 0
+    labelled = pd.concat([pd.read_parquet(p) for p in sorted((results / "validity").glob("*.parquet"))],
+                         ignore_index=True)
+    bootstrap = config.get("bootstrap", {})
+    table, _ = validity(pd.read_parquet(results / "validation" / "human.parquet"), labelled, config["judges"],
+                        lead=config.get("ensemble_label", "majority"),
+                        vote_threshold=config.get("vote_threshold", 0.5),
+                        folds=config.get("validation", {}).get("folds", 5), seed=config["seed"],
+                        resamples=bootstrap.get("resamples", 2000), level=bootstrap.get("level", 0.95))
+    try:
+        pd.testing.assert_frame_equal(pd.read_parquet(archived), table, check_exact=False, rtol=1e-9, atol=1e-12)
+    except AssertionError as exc:
+        first = str(exc).strip().splitlines()
+        raise VerificationError("results/tables/judge_validity.parquet does not follow from the validation labels: "
+                                + " ".join(first[:4])) from None
+    return 1

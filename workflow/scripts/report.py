@@ -7,6 +7,7 @@ from safetygrid.report import write_report
 to_file(snakemake.log[0])
 write_report(
     {**{table: pd.read_parquet(snakemake.input[table]) for table in TABLES},
+     "judge_validity": pd.read_parquet(snakemake.input.judge_validity),
      "gold": pd.read_parquet(snakemake.input.gold), "to_label": pd.read_csv(snakemake.input.to_label)},
     name=snakemake.params.name, baseline=snakemake.params.baseline, html=snakemake.output.html,
     figures=snakemake.output.figures, thresholds=snakemake.params.hidden_danger,

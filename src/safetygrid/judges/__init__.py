@@ -39,7 +39,9 @@ def make_judge(spec: Mapping[str, Any], model_dir: str | None = None) -> Judge:
         raise ValueError(f"a {kind} judge needs its model's checkpoint")
     common = {"batch_size": int(spec.get("batch_size", 8)),
               "max_response_tokens": int(spec.get("max_response_tokens", 512)),
-              "device": str(spec.get("device", "auto"))}
+              "device": str(spec.get("device", "auto")),
+              "engine": str(spec.get("engine", "hf")),
+              "n_ctx": int(spec.get("n_ctx", 4096))}
     if kind in ("llm_yes_no", "harmbench_cls"):
         from .llm_yes_no import LLMYesNoJudge
 

@@ -15,7 +15,10 @@ import pandas as pd
 from .lm import LMJudge, share, verdict_token_ids
 
 __all__ = ["LLMYesNoJudge", "verdict_token_ids"]
-TEMPLATES = {"harmbench": "harmbench_cls"}
+# harmbench_prefix: the same question and rules, the rules first, so every item shares its first ~250
+# tokens and a llama.cpp judge evaluates them once (see lm.LlamaCppScorer); measured on the
+# validation set like any other judge
+TEMPLATES = {"harmbench": "harmbench_cls", "harmbench_prefix": "harmbench_cls_prefix"}
 YES_WORDS = ("yes", "Yes", "YES")
 NO_WORDS = ("no", "No", "NO")
 

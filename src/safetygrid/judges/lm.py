@@ -1,14 +1,21 @@
 """What every language-model judge shares: the model loaded once, prompts rendered through the
-judge model's own chat template, batched next-token log-probabilities (for verdicts read from the
-logits of their tokens in one forward pass) and batched greedy generation (for formats that must be
-generated and parsed)."""
+judge model's own chat template, next-token log-probabilities (for verdicts read from the logits of
+their tokens in one forward pass) and greedy generation (for formats that must be generated and
+parsed).
+
+Two engines serve a judge model, both fed the same token ids (rendered by the checkpoint's own
+tokenizer): ``hf`` (transformers, batched, CPU or CUDA) and ``llama_cpp`` (llama-cpp-python on the
+fetched model's GGUF file: a quantized judge on a CPU, with the KV cache of the previous item's
+shared prefix kept, so the format's fixed opening is evaluated once per run of similar items)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -49,7 +56,8 @@ class LMJudge:
     template_name = ""
 
     def __init__(self, checkpoint: str, *, template: str | None = None, batch_size: int = 8,
-                 max_response_tokens: int = 512, device: str = "auto") -> None:
+                 max_response_tokens: int = 512, device: str = "auto", engine: str = "hf",
+                 n_ctx: int = 4096) -> None:
         self.template = (TEMPLATE_DIR / f"{template or self.template_name}.txt").read_text(encoding="utf-8")
         self.batch_size = batch_size
         self.max_response_tokens = max_response_tokens
@@ -57,6 +65,12 @@ class LMJudge:
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        if engine == "llama_cpp":
+            self.llama: LlamaCppScorer | None = LlamaCppScorer(checkpoint, n_ctx=n_ctx, device=self.device)
+            return
+        if engine != "hf":
+            raise ValueError(f"a judge is served by engine hf or llama_cpp, not {engine!r}")
+        self.llama = None
         dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
         self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).to(self.device).eval()
 
@@ -83,6 +97,8 @@ class LMJudge:
 
     def next_logprobs(self, sequences: Sequence[list[int]], progress: str = "") -> torch.Tensor:
         """log P(next token) after each sequence: n x vocabulary, on the CPU."""
+        if self.llama is not None:
+            return self.llama.next_logprobs(sequences, progress)
         out = torch.empty((len(sequences), self.model.config.vocab_size))
         done = 0
         for idx in self._batches(sequences):
@@ -100,6 +116,9 @@ class LMJudge:
 
     def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[str]:
         """Greedy continuations of each sequence, decoded."""
+        if self.llama is not None:
+            return [self.tokenizer.decode(ids, skip_special_tokens=True)
+                    for ids in self.llama.generate(sequences, max_new_tokens)]
         texts = [""] * len(sequences)
         for idx in self._batches(sequences):
             batch = self.tokenizer.pad({"input_ids": [sequences[i] for i in idx]}, return_tensors="pt").to(self.device)
@@ -135,3 +154,65 @@ def parse_each(texts: Sequence[str], parse: Callable[[str], Any]) -> list[tuple[
         except ValueError as exc:
             results.append((None, str(exc)))
     return results
+
+
+class LlamaCppScorer:
+    """A judge model's GGUF file under llama.cpp: last-position log-probabilities and greedy
+    continuations of token-id sequences, one sequence at a time (llama.cpp on a CPU gains nothing
+    from padding a batch). Sequences are visited in lexicographic order of their ids and each one
+    reuses the cached prefix it shares with the previous one."""
+
+    def __init__(self, checkpoint: str, *, n_ctx: int, device: str) -> None:
+        from ..engines.llama_cpp import available_cpus, gguf_file, load_llama
+
+        self.path = gguf_file(checkpoint)
+        self.llm = load_llama(checkpoint, n_ctx=n_ctx, n_batch=512, logits_all=False, n_threads=available_cpus(),
+                              n_gpu_layers=-1 if device.startswith("cuda") else 0)
+        self.n_vocab = int(self.llm.n_vocab())
+        self.n_ctx = int(self.llm.n_ctx())
+        self.evaluated = 0  # tokens evaluated, for the log: the shared prefixes are not counted
+
+    def _feed(self, ids: list[int]) -> np.ndarray:
+        """Evaluate ``ids`` (reusing the cached common prefix); the next token's logits."""
+        import llama_cpp
+
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"a judge prompt of {len(ids)} tokens does not fit the judge's n_ctx={self.n_ctx}; "
+                             "lower max_response_tokens or raise n_ctx")
+        cached = self.llm.input_ids[:self.llm.n_tokens]
+        limit = min(len(cached), len(ids) - 1)  # at least one token is evaluated, for fresh logits
+        common = 0
+        if limit > 0:
+            differs = np.flatnonzero(np.asarray(cached[:limit]) != np.asarray(ids[:limit]))
+            common = int(differs[0]) if len(differs) else limit
+        self.llm.n_tokens = common  # eval() drops the cache past n_tokens
+        self.llm.eval(ids[common:])
+        self.evaluated += len(ids) - common
+        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float32, copy=True)
+
+    def next_logprobs(self, sequences: Sequence[list[int]], progress: str = "") -> torch.Tensor:
+        out = torch.empty((len(sequences), self.n_vocab))
+        order = sorted(range(len(sequences)), key=lambda i: sequences[i])
+        started, total = time.time(), sum(len(s) for s in sequences)
+        for done, i in enumerate(order, start=1):
+            out[i] = torch.log_softmax(torch.from_numpy(self._feed(list(sequences[i]))), dim=-1)
+            if progress and (done % 10 == 0 or done == len(order)):
+                log.info("%s: %d/%d (%.2f items/s; %d of %d prompt tokens evaluated, the rest a cached prefix)",
+                         progress, done, len(order), done / max(time.time() - started, 1e-9), self.evaluated, total)
+        return out
+
+    def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
+        import llama_cpp
+
+        vocab = self.llm._model.vocab
+        outputs: list[list[int]] = [[] for _ in sequences]
+        for i in sorted(range(len(sequences)), key=lambda i: sequences[i]):
+            ids = list(sequences[i])
+            for _ in range(max_new_tokens):
+                token = int(np.argmax(self._feed(ids)))
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    break
+                outputs[i].append(token)
+                ids.append(token)
+        return outputs
