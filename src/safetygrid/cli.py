@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -63,15 +64,26 @@ def _judge(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     config = load(args.config)
     judges = [j.strip() for j in args.judges.split(",") if j.strip()] if args.judges else None
+    calibration_file = Path(args.calibration or Path(args.results) / "calibration" / "ensemble.json")
+    chosen = judges or sorted(config["judges"])
+    needs = config["ensemble_label"] == "stacked" or any(config["judges"].get(j, {}).get("calibrate") for j in chosen)
+    if needs and not calibration_file.exists():
+        print(f"safetygrid judge: the config's ensemble uses calibration fitted on human labels, and "
+              f"{calibration_file} does not exist; run `snakemake {calibration_file}` first (or pass --calibration)",
+              file=sys.stderr)
+        return 2
+    calibration = json.loads(calibration_file.read_text()) if needs else None
     try:
-        table = judge_file(args.input, args.output, config, judges, sources=Path(args.results) / "sources")
+        table = judge_file(args.input, args.output, config, judges, sources=Path(args.results) / "sources",
+                           calibration=calibration)
     except (FileNotFoundError, ValueError) as exc:
         print(f"safetygrid judge: {exc}", file=sys.stderr)
         return 2
     ds = table["unsafe_ds"].astype("boolean")
     ds_text = f"{int(ds.sum())} by Dawid–Skene" if ds.notna().any() else "Dawid–Skene needs three judges"
     print(f"{args.output}: {len(table)} rows, {int(table['unsafe'].astype('boolean').sum())} unsafe by the "
-          f"ensemble ({ds_text}), {int((table['n_failed'] > 0).sum())} with a judge failure")
+          f"ensemble's {config['ensemble_label']} label ({ds_text}), {int((table['n_failed'] > 0).sum())} with a "
+          "judge failure")
     return 0
 
 
@@ -95,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judges", help="comma-separated judge names of the config (default: all)")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--results", default="results", help="judge models are fetched into RESULTS/sources")
+    p.add_argument("--calibration", help="calibrated thresholds and stack (default RESULTS/calibration/ensemble.json); "
+                   "read when a judge has calibrate: true or ensemble_label is stacked")
     p.set_defaults(func=_judge)
     p = sub.add_parser("verify", help="re-check an archive's checksums and recompute its tables")
     p.add_argument("archive")

@@ -101,8 +101,32 @@ def canonical(value: Any) -> Any:
     return value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a grid with two entries of one name
+    (a precision or judge listed twice, edited apart) must fail instead."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1}, first at line "
+                                  f"{seen[key] + 1})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_duplicate_keys(path: str | Path) -> None:
+    """Raise ConfigError naming the file, key and lines when a mapping repeats a key."""
+    try:
+        yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    check_duplicate_keys(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -2,8 +2,10 @@
 their ensemble, outside the workflow (someone else's generations, a red-team log, a gold set).
 
 Output: the input's columns, then per judge ``<judge>_unsafe``, ``<judge>_score``,
-``<judge>_refusal``, ``<judge>_error``, then the ensemble's ``unsafe``, ``refusal``, ``unsafe_ds``,
-``p_unsafe_ds``, ``n_unsafe``, ``n_judges``, ``n_failed`` (as in the vote files).
+``<judge>_refusal``, ``<judge>_error``, then the ensemble's ``unsafe`` (the config's
+``ensemble_label``, with calibrated thresholds where configured), ``refusal``, ``unsafe_majority``,
+``unsafe_ds``, ``p_unsafe_ds``, ``unsafe_stacked``, ``p_unsafe_stacked``, ``n_unsafe``, ``n_judges``,
+``n_failed`` (as in the vote files).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def judge_model_dir(config: Mapping[str, Any], judge: str, sources: Path) -> str
 
 
 def label_rows(rows: pd.DataFrame, config: Mapping[str, Any], judges: Sequence[str], *,
-               sources: str | Path = "results/sources") -> pd.DataFrame:
+               sources: str | Path = "results/sources", calibration: Mapping[str, Any] | None = None) -> pd.DataFrame:
     unknown = [j for j in judges if j not in config["judges"]]
     if unknown:
         raise ValueError(f"unknown judge(s) {unknown}; the config has {sorted(config['judges'])}")
@@ -74,16 +76,20 @@ def label_rows(rows: pd.DataFrame, config: Mapping[str, Any], judges: Sequence[s
         judgements.append(table)
         for column in ("unsafe", "score", "refusal", "error"):
             out[f"{judge}_{column}"] = table[column].to_numpy()
-    ensemble = vote(judgements, float(config.get("vote_threshold", 0.5)))
+    ensemble = vote(judgements, float(config.get("vote_threshold", 0.5)), calibration=calibration,
+                    lead=config.get("ensemble_label", "majority"))
     ensemble = ensemble.set_index("prompt_id").reindex(items["prompt_id"])
-    for column in ("unsafe", "refusal", "unsafe_ds", "p_unsafe_ds", "n_unsafe", "n_judges", "n_failed"):
+    for column in ("unsafe", "refusal", "unsafe_majority", "unsafe_ds", "p_unsafe_ds", "unsafe_stacked",
+                   "p_unsafe_stacked", "n_unsafe", "n_judges", "n_failed"):
         out[column] = ensemble[column].to_numpy()
     return out
 
 
 def judge_file(input_path: str | Path, output_path: str | Path, config: Mapping[str, Any],
-               judges: Sequence[str] | None = None, sources: str | Path = "results/sources") -> pd.DataFrame:
+               judges: Sequence[str] | None = None, sources: str | Path = "results/sources",
+               calibration: Mapping[str, Any] | None = None) -> pd.DataFrame:
     rows = read_rows(input_path)
-    labelled = label_rows(rows, config, list(judges or sorted(config["judges"])), sources=sources)
+    labelled = label_rows(rows, config, list(judges or sorted(config["judges"])), sources=sources,
+                          calibration=calibration)
     write_parquet(labelled, output_path)
     return labelled
