@@ -168,3 +168,14 @@ def test_ensemble_label_and_calibration_need_what_they_read(tmp_path):
     path.write_text(SMALLEST + "ensemble_label: stacked\nvalidation: {sets: {pyrit_objective: 0}}\n")
     with pytest.raises(ConfigError, match="stacked is fitted on human labels"):
         load(path)
+
+
+def test_every_key_has_a_description_and_config_readme_lists_them():
+    from pathlib import Path
+
+    from safetygrid.config import reference_markdown, reference_rows
+
+    undocumented = [key for key, _, _, description in reference_rows() if not description.split(") ")[-1].strip()]
+    assert undocumented == []
+    page = (Path(__file__).resolve().parents[1] / "config" / "README.md").read_text()
+    assert page.endswith(reference_markdown()), "config/README.md is stale: `safetygrid config-reference` prints it"

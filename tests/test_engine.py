@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from safetygrid.engines.hf import SeededSampler
+from safetygrid.engines.sampling import SeededSampler, counter_uniforms, draw, reference_uniform
 from safetygrid.generate import build_requests, generate_cell
 
 PROMPTS = pd.DataFrame({"prompt_id": ["a", "b", "c"],
@@ -104,3 +104,51 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_checkpoint, mon
     monkeypatch.setattr(HFEngine, "_generate_batch", staticmethod(no_memory))
     with pytest.raises(OutOfMemory, match="does not fit"):
         run(tiny_checkpoint, 0.0, 1, batch_size=2)
+
+
+def test_counter_uniforms_match_their_integer_specification():
+    seeds = [0, 1, 12345, 2**62 + 7, 2**63 - 1, 9_223_372_036_854_775_000]
+    for step in (0, 1, 17, 4095):
+        got = counter_uniforms(torch.tensor(seeds, dtype=torch.int64), step).tolist()
+        assert got == [reference_uniform(s, step) for s in seeds]
+    values = counter_uniforms(torch.arange(20000, dtype=torch.int64), 3)
+    assert 0 <= values.min() and values.max() < 1 and abs(values.mean().item() - 0.5) < 0.01
+
+
+def test_device_sampler_follows_softmax_at_temperature_chi_square():
+    """Chi-square goodness of fit of 20 000 seeded draws against softmax(logits / T) on a 6-token
+    vocabulary, at two temperatures: the draws follow the distribution the engine claims."""
+    from scipy.stats import chisquare
+
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    seeds = torch.arange(20000, dtype=torch.int64) * 7919
+    for temperature in (0.7, 1.3):
+        picks = draw(logits.repeat(len(seeds), 1), seeds, 5, temperature, 1.0)
+        observed = torch.bincount(picks, minlength=6).numpy()
+        probs = torch.softmax(logits.double() / temperature, dim=-1).numpy()
+        expected = probs / probs.sum() * len(seeds)
+        assert chisquare(observed, expected).pvalue > 0.001, (temperature, observed, expected)
+
+
+def test_top_p_keeps_exactly_the_nucleus():
+    probs = torch.tensor([[0.4, 0.25, 0.2, 0.1, 0.05]])
+    seeds = torch.arange(5000, dtype=torch.int64)
+    for top_p, nucleus_size in ((0.39, 1), (0.41, 2), (0.64, 2), (0.66, 3), (0.84, 3), (0.86, 4), (0.96, 5), (1.0, 5)):
+        picks = draw(torch.log(probs).repeat(len(seeds), 1), seeds, 0, 1.0, top_p)
+        assert set(picks.unique().tolist()) == set(range(nucleus_size)), top_p
+
+
+def test_a_requests_tokens_do_not_depend_on_its_batch_position_or_size():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 3, 40)  # 8 rows, 3 steps
+    seeds = [11, 22, 33, 44, 55, 66, 77, 88]
+
+    def run_rows(rows):
+        sampler = SeededSampler([seeds[r] for r in rows], 0.9, 0.95)
+        return torch.stack([sampler(None, logits[rows, t]).argmax(-1) for t in range(3)], dim=1)
+
+    everything = run_rows(list(range(8)))
+    for rows in ([3], [5, 3], [7, 6, 5, 4, 3, 2, 1, 0], [3, 0, 1]):
+        got = run_rows(rows)
+        for position, row in enumerate(rows):
+            assert torch.equal(got[position], everything[row]), (rows, row)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, load
+from .config import ConfigError, load, reference_markdown
 from .grid import iter_cells, samples_for
 
 
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", nargs="?", default="config.yaml")
         p.set_defaults(func=func)
+    p = sub.add_parser("config-reference", help="print the table of every config key (config/README.md)")
+    p.set_defaults(func=lambda args: print(reference_markdown(), end="") or 0)
     p = sub.add_parser("archive", help="write the archival package of a finished run")
     p.add_argument("config", nargs="?", default="config.yaml")
     p.add_argument("--results", default="results")

@@ -134,3 +134,60 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return validate(raw)
+
+
+def _resolve(schema: Mapping[str, Any], node: Any) -> Any:
+    if isinstance(node, dict) and "$ref" in node:
+        target: Any = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def reference_rows(schema: Mapping[str, Any] | None = None) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) of every key the schema knows, in schema order; ``<name>``
+    stands for a user-chosen entry name, and keys that only some kinds take say which."""
+    schema = schema or load_schema()
+    rows: list[tuple[str, str, str, str]] = []
+
+    def kind_of(node: Mapping[str, Any]) -> str:
+        if "enum" in node:
+            return " \\| ".join(str(v) for v in node["enum"])
+        kind = node.get("type", "oneOf" if "oneOf" in node else "")
+        return " or ".join(map(str, kind)) if isinstance(kind, list) else str(kind)
+
+    def walk(node: Any, path: str, only: str = "") -> None:
+        node = _resolve(schema, node)
+        if not isinstance(node, dict):
+            return
+        for key, sub in node.get("properties", {}).items():
+            sub = _resolve(schema, sub)
+            if not isinstance(sub, dict):
+                continue  # `key: true` re-admits a key described above
+            default = "" if "default" not in sub else yaml.safe_dump(sub["default"], default_flow_style=True).strip()
+            default = default.removesuffix("...").strip()
+            description = sub.get("description", "")
+            if isinstance(description, str):
+                description = " ".join(description.split())
+            rows.append((path + key, kind_of(sub), default, f"{only}{description}"))
+            walk(sub, f"{path}{key}.", only)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{path}<name>.", only)
+        for part in node.get("allOf", []):
+            condition = part.get("if", {}).get("properties", {})
+            label = ", ".join(f"{k} {v.get('const', '/'.join(map(str, v.get('enum', []))))}" for k, v in condition.items())
+            walk(part.get("then", {}), path, f"({label}) " if label else only)
+
+    walk(schema, "")
+    return rows
+
+
+def reference_markdown(schema: Mapping[str, Any] | None = None) -> str:
+    """The key reference table of config/README.md, made from the schema's descriptions."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, kind, default, description in reference_rows(schema):
+        cells = [f"`{key}`", kind, f"`{default}`" if default else "", description]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\\\\|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

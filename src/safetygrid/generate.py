@@ -17,12 +17,16 @@ def build_requests(prompts: pd.DataFrame, model: str, seed: int, k: int) -> list
 
 def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine: str, temperature: float,
                   k: int, seed: int, generation: Mapping[str, Any], precision: Mapping[str, Any],
-                  kv: Mapping[str, Any], engine_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+                  kv: Mapping[str, Any], engine_options: Mapping[str, Any] | None = None,
+                  batch_divisor: int = 1) -> pd.DataFrame:
     settings = Settings(
         temperature=float(temperature),
         max_new_tokens=int(generation["max_new_tokens"]),
         top_p=float(generation.get("top_p", 1.0)),
-        batch_size=int(generation.get("batch_size", 16)),
+        batch_size=generation.get("batch_size", 16) if generation.get("batch_size") == "auto"
+        else int(generation.get("batch_size", 16)),
+        batch_divisor=batch_divisor,
+        compile=bool(generation.get("compile", False)),
         device=str(generation.get("device", "auto")),
         system_prompt=generation.get("system_prompt"),
         dtype=precision.get("dtype"),

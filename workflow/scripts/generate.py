@@ -25,13 +25,14 @@ def main() -> None:
     cell = json.loads(args.cell)
     generation = dict(cell["generation"])
     if args.batch_divisor > 1:
-        generation["batch_size"] = max(1, int(generation.get("batch_size", 16)) // args.batch_divisor)
-        logging.getLogger("generate").warning("retry: batch size %d", generation["batch_size"])
+        logging.getLogger("generate").warning("retry: batch size %s divided by %d", generation.get("batch_size", 16),
+                                              args.batch_divisor)
     try:
         table = generate_cell(
             args.checkpoint, read_prompts(args.prompts), model=cell["model"], engine=cell["engine"],
             temperature=float(cell["temperature"]), k=cell["k"], seed=cell["seed"], generation=generation,
             precision=cell["precision"], kv=cell["kv"], engine_options=cell["engine_options"],
+            batch_divisor=args.batch_divisor,
         )
     except EngineUnavailable as exc:
         logging.getLogger("generate").error("cell %s (engine %s) cannot run: %s", cell.get("cell", cell["model"]),

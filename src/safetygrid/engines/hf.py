@@ -9,8 +9,10 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
 
+from ..logs import progress
+from .sampling import SeededSampler
 from . import GENERATION_COLUMNS, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,57 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EngineUnavailable(f"device {device!r} was asked for but torch sees no CUDA device")
     return device
+
+
+# "auto" on a CPU: big enough to keep the matmuls efficient, small enough to stay in cache-friendly sizes
+CPU_AUTO_BATCH = 64
+# the share of the device's free memory an "auto" batch plans to fill (the rest: allocator slack,
+# the sampler's per-row vocabulary buffers, prefill activations)
+AUTO_MEMORY_SHARE = 0.6
+
+
+def bytes_per_token(model: Any) -> int:
+    """KV-cache bytes one token holds in ``model`` (keys and values of every layer)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = torch.finfo(model.dtype).bits // 8
+    return 2 * config.num_hidden_layers * heads * head_dim * element
+
+
+def resolve_batch_size(batch_size: int | str, model: Any, device: str, n_rows: int, tokens_per_row: int) -> int:
+    """``batch_size`` itself, or for "auto" the largest batch whose KV cache, per-step activations
+    and sampler buffers fit in the device's free memory (the whole cell when it fits). Out of memory
+    still halves it (generate), so the estimate may be optimistic."""
+    if batch_size != "auto":
+        return int(batch_size)
+    if not device.startswith("cuda"):
+        return min(n_rows, CPU_AUTO_BATCH)
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    element = torch.finfo(model.dtype).bits // 8
+    # per row: its KV cache, one token's activations through the widest layer, and the sampler's
+    # float32 probabilities + float64 CDF over the vocabulary
+    per_row = (tokens_per_row * bytes_per_token(model)
+               + 4 * max(config.hidden_size, getattr(config, "intermediate_size", 0)) * element
+               + 20 * config.vocab_size)
+    return max(1, min(n_rows, int(free * AUTO_MEMORY_SHARE // per_row)))
+
+
+def forward_batch_size(batch_size: int | str, model: Any, device: str, n_rows: int, tokens_per_row: int,
+                       cpu_default: int = 8) -> int:
+    """Like :func:`resolve_batch_size` for one forward pass over whole sequences (a judge's): each
+    row holds its tokens' activations through the widest layer and their keys and values at once."""
+    if batch_size != "auto":
+        return int(batch_size)
+    if not device.startswith("cuda"):
+        return min(n_rows, cpu_default)
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    element = torch.finfo(model.dtype).bits // 8
+    widest = 8 * config.hidden_size + 3 * getattr(config, "intermediate_size", 4 * config.hidden_size)
+    per_row = tokens_per_row * (bytes_per_token(model) + widest * element)
+    return max(1, min(n_rows, int(free * AUTO_MEMORY_SHARE // per_row)))
 
 
 KV_BACKEND_MODULES = {"quanto": "optimum.quanto", "hqq": "hqq"}
@@ -46,36 +99,6 @@ def kv_cache_options(kv: Mapping[str, Any]) -> dict[str, Any]:
             "cache_config": {"backend": backend, "nbits": int(kv["bits"]),
                              "q_group_size": int(kv.get("group_size", 64)),
                              "residual_length": int(kv.get("residual_length", 128))}}
-
-
-class SeededSampler(LogitsProcessor):
-    """Draws each row's next token from its own generator, so a (prompt, sample) pair gets the same
-    tokens whatever batch it lands in, and the draw is reproducible from its seed.
-
-    It returns logits that are -inf everywhere but the drawn token; ``generate`` then runs greedy.
-    """
-
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
-        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-        self.temperature = temperature
-        self.top_p = top_p
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(scores.float().cpu() / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            # keep the smallest prefix whose mass reaches top_p (always at least the top token)
-            drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
-            sorted_probs[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        # inverse-CDF draw: one uniform per row from that row's generator (torch.multinomial per row
-        # costs milliseconds on a 50k vocabulary; this is one vectorised cumsum + search)
-        uniforms = torch.cat([torch.rand(1, 1, generator=g, dtype=torch.float64) for g in self.generators])
-        cdf = probs.double().cumsum(dim=-1)
-        cdf = cdf / cdf[:, -1:]
-        picks = torch.searchsorted(cdf, uniforms).clamp(max=probs.shape[-1] - 1).to(scores.device)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter(-1, picks, 0.0)
 
 
 class HFEngine:
@@ -106,9 +129,17 @@ class HFEngine:
                        key=lambda i: (-len(encoded[requests[i].prompt_id]), requests[i].prompt_id, requests[i].sample))
         rows: list[dict[str, Any]] = [{} for _ in requests]
         started, done_tokens, done = time.time(), 0, 0
-        batch_size = settings.batch_size
+        longest = max((len(ids) for ids in encoded.values()), default=1)
+        batch_size = max(1, resolve_batch_size(settings.batch_size, model, device, len(order),
+                                               longest + settings.max_new_tokens) // settings.batch_divisor)
+        log.info("batch size %d (%s)", batch_size, settings.batch_size)
+        if settings.compile and device.startswith("cuda") and not cache:
+            # transformers compiles the forward pass when the cache is static: fewer kernel launches per
+            # step, which is what bounds a small model's decoding on a GPU
+            cache = {"cache_implementation": "static"}
         config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
-                                  eos_token_id=sorted(eos_ids), pad_token_id=tokenizer.pad_token_id, **cache)
+                                  eos_token_id=sorted(eos_ids) or None, pad_token_id=tokenizer.pad_token_id, **cache)
+        bar = progress(len(order), "generate")
         while done < len(order):
             idx = order[done:done + batch_size]
             batch = [requests[i] for i in idx]
@@ -136,8 +167,10 @@ class HFEngine:
                     "finish_reason": "stop" if stop is not None else "length",
                 }
             done += len(idx)
+            bar.update(len(idx))
             elapsed = time.time() - started
             log.info("%d/%d responses, %.1f generated tokens/s", done, len(order), done_tokens / max(elapsed, 1e-9))
+        bar.close()
         return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
 
     @staticmethod

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from ..logs import progress
 from . import GENERATION_COLUMNS, LLAMA_CPP_KV_DTYPES, EngineUnavailable, Request, Settings
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class LlamaCppEngine:
         rows = []
         generating, n_tokens = time.time(), 0
         step = max(1, len(requests) // 10)
+        bar = progress(len(requests), "generate")
         for i, r in enumerate(requests, start=1):
             messages = ([{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else [])
             messages.append({"role": "user", "content": r.text})
@@ -121,7 +123,9 @@ class LlamaCppEngine:
                          "response": (choice["message"]["content"] or "").strip(),
                          "n_prompt_tokens": usage["prompt_tokens"], "n_tokens": usage["completion_tokens"],
                          "finish_reason": "length" if choice["finish_reason"] == "length" else "stop"})
+            bar.update(1)
             if i % step == 0 or i == len(requests):
                 elapsed = time.time() - generating
                 log.info("%d/%d responses, %.1f generated tokens/s", i, len(requests), n_tokens / max(elapsed, 1e-9))
+        bar.close()
         return pd.DataFrame(rows, columns=GENERATION_COLUMNS)

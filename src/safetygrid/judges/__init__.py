@@ -37,7 +37,8 @@ def make_judge(spec: Mapping[str, Any], model_dir: str | None = None) -> Judge:
         raise ValueError(f"unknown judge kind {kind!r}; known: {', '.join(JUDGE_KINDS)}")
     if model_dir is None:
         raise ValueError(f"a {kind} judge needs its model's checkpoint")
-    common = {"batch_size": int(spec.get("batch_size", 8)),
+    batch_size = spec.get("batch_size", 8)
+    common = {"batch_size": batch_size if batch_size == "auto" else int(batch_size),
               "max_response_tokens": int(spec.get("max_response_tokens", 512)),
               "device": str(spec.get("device", "auto")),
               "engine": str(spec.get("engine", "hf")),

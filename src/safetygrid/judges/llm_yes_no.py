@@ -33,7 +33,7 @@ class LLMYesNoJudge(LMJudge):
 
     def label(self, prompts: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         encoded = [self.encode(self.question(p, r)) for p, r in zip(prompts, responses)]
-        logp = self.next_logprobs(encoded, progress="judged")
+        logp = self.next_logprobs(encoded, progress_label="judged")
         score, mass = share(logp, self.yes_ids, self.no_ids)
         rows = []
         for s, m, row in zip(score.tolist(), mass.tolist(), logp):

@@ -11,7 +11,6 @@ shared prefix kept, so the format's fixed opening is evaluated once per run of s
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,7 +18,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..engines.hf import resolve_device
+from ..engines.hf import forward_batch_size, resolve_device
+from ..logs import progress
 
 log = logging.getLogger(__name__)
 TEMPLATE_DIR = Path("resources/judges")
@@ -55,7 +55,7 @@ class LMJudge:
 
     template_name = ""
 
-    def __init__(self, checkpoint: str, *, template: str | None = None, batch_size: int = 8,
+    def __init__(self, checkpoint: str, *, template: str | None = None, batch_size: int | str = 8,
                  max_response_tokens: int = 512, device: str = "auto", engine: str = "hf",
                  n_ctx: int = 4096) -> None:
         self.template = (TEMPLATE_DIR / f"{template or self.template_name}.txt").read_text(encoding="utf-8")
@@ -93,25 +93,28 @@ class LMJudge:
 
     def _batches(self, sequences: Sequence[list[int]]) -> list[list[int]]:
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        return [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        longest = len(sequences[order[0]]) if order else 1
+        size = forward_batch_size(self.batch_size, self.model, self.device, len(order), longest)
+        return [order[start:start + size] for start in range(0, len(order), size)]
 
-    def next_logprobs(self, sequences: Sequence[list[int]], progress: str = "") -> torch.Tensor:
+    def next_logprobs(self, sequences: Sequence[list[int]], progress_label: str = "") -> torch.Tensor:
         """log P(next token) after each sequence: n x vocabulary, on the CPU."""
         if self.llama is not None:
-            return self.llama.next_logprobs(sequences, progress)
+            return self.llama.next_logprobs(sequences, progress_label)
         out = torch.empty((len(sequences), self.model.config.vocab_size))
         done = 0
+        bar = progress(len(sequences), progress_label or "judge")
         for idx in self._batches(sequences):
             batch = self.tokenizer.pad({"input_ids": [sequences[i] for i in idx]}, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 # only the last position's logits: the vocabulary projection of every other position
                 # is a fifth of the forward pass on a small judge
-                logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+                logits = self.model(**batch, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
             logp = torch.log_softmax(logits, dim=-1).cpu()
             out[idx] = logp[:, :out.shape[1]]
             done += len(idx)
-            if progress:
-                log.info("%s: %d/%d", progress, done, len(sequences))
+            bar.update(len(idx))
+        bar.close()
         return out
 
     def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[str]:
@@ -191,15 +194,17 @@ class LlamaCppScorer:
         pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float32, copy=True)
 
-    def next_logprobs(self, sequences: Sequence[list[int]], progress: str = "") -> torch.Tensor:
+    def next_logprobs(self, sequences: Sequence[list[int]], progress_label: str = "") -> torch.Tensor:
         out = torch.empty((len(sequences), self.n_vocab))
         order = sorted(range(len(sequences)), key=lambda i: sequences[i])
-        started, total = time.time(), sum(len(s) for s in sequences)
-        for done, i in enumerate(order, start=1):
+        total, before = sum(len(s) for s in sequences), self.evaluated
+        bar = progress(len(order), progress_label or "judge")
+        for i in order:
             out[i] = torch.log_softmax(torch.from_numpy(self._feed(list(sequences[i]))), dim=-1)
-            if progress and (done % 10 == 0 or done == len(order)):
-                log.info("%s: %d/%d (%.2f items/s; %d of %d prompt tokens evaluated, the rest a cached prefix)",
-                         progress, done, len(order), done / max(time.time() - started, 1e-9), self.evaluated, total)
+            bar.update(1)
+        bar.close()
+        log.info("%s: %d items; %d of their %d prompt tokens evaluated, the rest a cached prefix",
+                 progress_label or "judge", len(order), self.evaluated - before, total)
         return out
 
     def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:

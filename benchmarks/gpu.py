@@ -1,0 +1,195 @@
+"""GPU throughput of the hf engine against plain transformers ``generate``, and of the judges'
+forward pass against the card's bf16 matmul peak. Throughput does not depend on the weights, so the
+models are random, built from a config on the GPU: only a tokenizer (with a chat template) is read.
+
+usage: python benchmarks/gpu.py --tokenizer DIR [--out results.jsonl] [--quick]
+Prints one line per figure, each with its ratio to plain ``generate`` on the same padded inputs.
+Targets (issue 16): engine >= 1.0x plain generate on every row; a 512-sequence SmolLM2 cell with
+``batch_size: auto`` >= 13 000 tokens/s; judges >= 60 % of the measured bf16 peak at their default
+batch on the Llama-3-8B shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from statistics import median
+
+import torch
+from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from safetygrid.engines import Request, Settings, chat_token_ids
+from safetygrid.engines.hf import HFEngine
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0),
+    "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),
+}
+NEW_TOKENS = 128
+
+
+def build(shape: str) -> LlamaForCausalLM:
+    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=4096, torch_dtype="bfloat16")
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    # random weights would stop at a random eos; every row runs to NEW_TOKENS in both paths
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def requests(tokenizer, n_prompts: int, k: int) -> list[Request]:  # type: ignore[no-untyped-def]
+    import csv
+
+    texts = [row["text"] for row in csv.DictReader(open(ROOT / "resources" / "prompts" / "benign.csv"))]
+    return [Request(f"p{i:03d}", s, 1000 * i + s, texts[i % len(texts)]) for i in range(n_prompts) for s in range(k)]
+
+
+def engine_rate(model, tokenizer, reqs, temperature: float, batch, compile: bool = False) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    engine = HFEngine("unused")
+    engine._load = lambda settings: (model, tokenizer, "cuda")  # type: ignore[method-assign]
+    settings = Settings(temperature=temperature, max_new_tokens=NEW_TOKENS, batch_size=batch, device="cuda",
+                        dtype="bfloat16", compile=compile)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    table = engine.generate(reqs, settings)
+    torch.cuda.synchronize()
+    return int(table["n_tokens"].sum()) / (time.perf_counter() - started), int(table["n_tokens"].sum())
+
+
+def plain_rate(model, tokenizer, reqs, temperature: float, batch: int) -> float:  # type: ignore[no-untyped-def]
+    """Plain ``generate`` over the same chat-templated, left-padded batches (do_sample, top_k=0 at T > 0)."""
+    encoded = [chat_token_ids(tokenizer, r.text, None) for r in reqs]
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=temperature > 0,
+                              temperature=temperature if temperature > 0 else None, top_k=0 if temperature > 0 else None,
+                              top_p=1.0, pad_token_id=0)
+    tokens = 0
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for start in range(0, len(encoded), batch):
+        inputs = tokenizer.pad({"input_ids": encoded[start:start + batch]}, return_tensors="pt").to("cuda")
+        with torch.inference_mode():
+            out = model.generate(**inputs, generation_config=config)
+        tokens += (out.shape[1] - inputs["input_ids"].shape[1]) * out.shape[0]
+    torch.cuda.synchronize()
+    return tokens / (time.perf_counter() - started)
+
+
+def matmul_peak() -> float:
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    return 10 * 2 * 8192 ** 3 / (time.perf_counter() - started) / 1e12
+
+
+def judge_rate(model, tokenizer, batch, n_items: int = 256, length: int = 400) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
+    """Items/s and TFLOP/s of the judges' forward pass (LMJudge.next_logprobs) on ``length``-token items."""
+    from safetygrid.judges.lm import LMJudge
+
+    judge = LMJudge.__new__(LMJudge)
+    judge.model, judge.tokenizer, judge.device, judge.llama, judge.batch_size = model, tokenizer, "cuda", None, batch
+    generator = torch.Generator().manual_seed(0)
+    items = [torch.randint(10, 40000, (length,), generator=generator).tolist() for _ in range(n_items)]
+    judge.next_logprobs(items[:16])  # warm-up
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    judge.next_logprobs(items)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    params = sum(p.numel() for p in model.parameters()) - model.config.vocab_size * model.config.hidden_size
+    flops = 2 * params * length * n_items  # the vocabulary projection runs for the last position only
+    used = judge._batches(items)
+    return n_items / seconds, flops / seconds / 1e12, len(used[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", required=True, help="a tokenizer folder with a chat template")
+    parser.add_argument("--out", default="")
+    parser.add_argument("--quick", action="store_true", help="fewer rows (a smoke run)")
+    parser.add_argument("--part", choices=["all", "generate", "compile", "judges"], default="all")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each figure (the median is reported)")
+    args = parser.parse_args()
+    models: dict[str, LlamaForCausalLM] = {}
+
+    def shaped(shape: str) -> LlamaForCausalLM:
+        if shape not in models:
+            models.clear()
+            torch.cuda.empty_cache()
+            models[shape] = build(shape)
+        return models[shape]
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, padding_side="left")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    lines = []
+
+    def report(record: dict) -> None:
+        record.update(device=torch.cuda.get_device_name(), torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
+        print(json.dumps(record), flush=True)
+        lines.append(record)
+
+    peak = matmul_peak()
+    report({"figure": "bf16 matmul peak", "tflops": round(peak, 1)})
+    rows = [("smollm2-135m", 64, 8, 64, 0.7), ("smollm2-135m", 64, 8, 512, 0.0), ("smollm2-135m", 64, 8, 512, 0.7),
+            ("llama-3-8b", 32, 4, 32, 0.7), ("llama-3-8b", 32, 4, 128, 0.7), ("llama-3-8b", 32, 4, 128, 0.0)]
+    if args.part in ("generate", "all"):
+        for shape, n_prompts, k, batch, temperature in rows[:2] if args.quick else rows:
+            model = shaped(shape)
+            reqs = requests(tokenizer, n_prompts, k)
+            engine_rate(model, tokenizer, reqs[:batch], temperature, batch)  # warm-up (kernels, allocator)
+            engines, plains = [], []
+            for repeat in range(args.repeat):
+                # alternate which runs first, so drift (clocks, allocator) does not favour one side
+                first_plain = repeat % 2 == 0
+                if first_plain:
+                    plains.append(plain_rate(model, tokenizer, reqs, temperature, batch))
+                engines.append(engine_rate(model, tokenizer, reqs, temperature, batch)[0])
+                if not first_plain:
+                    plains.append(plain_rate(model, tokenizer, reqs, temperature, batch))
+            engine, plain = median(engines), median(plains)
+            report({"figure": "generate", "shape": shape, "rows": len(reqs), "batch": batch, "T": temperature,
+                    "engine_tok_s": round(engine), "plain_tok_s": round(plain), "ratio": round(engine / plain, 2),
+                    "engine_runs": [round(x) for x in engines], "plain_runs": [round(x) for x in plains]})
+            if shape == "smollm2-135m" and batch == 512 and temperature == 0.7:
+                auto = median([engine_rate(model, tokenizer, reqs, temperature, "auto")[0] for _ in range(args.repeat)])
+                report({"figure": "generate, batch_size auto", "shape": shape, "rows": len(reqs), "T": temperature,
+                        "engine_tok_s": round(auto), "plain_tok_s": round(plain), "ratio": round(auto / plain, 2)})
+    if args.part in ("compile", "all"):
+        for shape, n_prompts, k, batch, temperature in [rows[2], rows[1], rows[4]]:
+            model = shaped(shape)
+            reqs = requests(tokenizer, n_prompts, k)
+            started = time.perf_counter()
+            engine_rate(model, tokenizer, reqs, temperature, batch, compile=True)  # compiles
+            warm = time.perf_counter() - started
+            compiled = median([engine_rate(model, tokenizer, reqs, temperature, batch, compile=True)[0]
+                               for _ in range(args.repeat)])
+            plain = plain_rate(model, tokenizer, reqs, temperature, batch)
+            report({"figure": "generate, static cache + compile", "shape": shape, "rows": len(reqs), "batch": batch,
+                    "T": temperature, "engine_tok_s": round(compiled), "plain_tok_s": round(plain),
+                    "ratio": round(compiled / plain, 2), "first_call_s": round(warm, 1)})
+    if args.part in ("judges", "all"):
+        model = shaped("llama-3-8b")
+        for batch in (8, 16, 32, 64, "auto"):
+            items_s, tflops, used = judge_rate(model, tokenizer, batch)
+            report({"figure": "judge forward", "shape": "llama-3-8b", "item_tokens": 400, "batch": batch,
+                    "batch_used": used, "items_s": round(items_s, 1), "tflops": round(tflops, 1),
+                    "share_of_peak": round(tflops / peak, 2)})
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    print(f"{platform.node()}: {len(lines)} figures")
+
+
+if __name__ == "__main__":
+    main()
