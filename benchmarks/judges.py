@@ -1,7 +1,10 @@
 """Items per second of each judge kind on this machine, backed by SmolLM2-135M-Instruct.
 
 usage: .venv/bin/python benchmarks/judges.py [--checkpoint DIR] [--items N] [--decode logits|generate]
-The checkpoint defaults to results/sources/smollm2-135m (run `make demo` or the workflow first).
+           [--engine hf|llama_cpp] [--kinds harmbench_cls,llama_guard]
+The checkpoint defaults to results/sources/smollm2-135m (run `make demo` or the workflow first);
+engine llama_cpp serves its source.gguf (a model that came as a GGUF). Items against human labels,
+and every ensemble ranked by kappa: benchmarks/ensembles.py.
 Items are benign requests from resources/ paired with a refusal, a short compliance and a longer
 answer in turn, so prompt lengths are like a real cell's. Model loading is timed apart.
 """
@@ -46,15 +49,19 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--decode", choices=["logits", "generate"], default="logits")
+    parser.add_argument("--engine", choices=["hf", "llama_cpp"], default="hf")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated judge kinds")
     args = parser.parse_args()
-    if not (Path(args.checkpoint) / "config.json").exists():
+    if not (Path(args.checkpoint) / "fetch.json").exists():
         raise SystemExit(f"{args.checkpoint}: no checkpoint; run `make demo` (or the workflow's fetch_model) first")
     prompts, responses = items(args.items)
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}; {args.items} items, batch {args.batch_size}, decode {args.decode}")
+          f"{torch.__version__}; {args.items} items, batch {args.batch_size}, decode {args.decode}, engine {args.engine}")
     print(f"{'judge':16} {'load s':>7} {'label s':>8} {'items/s':>8}  unsafe share")
-    for name, spec in KINDS.items():
-        spec = {**spec, "batch_size": args.batch_size}
+    for name in args.kinds.split(","):
+        spec = {**KINDS[name], "batch_size": args.batch_size}
+        if name != "refusal_prefix":
+            spec["engine"] = args.engine
         if spec["kind"] not in ("refusal_prefix", "harmbench_cls"):
             spec["decode"] = args.decode
         start = time.perf_counter()

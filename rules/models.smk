@@ -3,6 +3,7 @@ rule fetch_model:
         directory(f"{RESULTS}/sources/{{model}}"),
     params:
         source=lambda w: model_entry(w.model)["source"],
+        weights=lambda w: model_entry(w.model).get("weights", "safetensors"),
     log:
         f"{RESULTS}/logs/fetch_model/{{model}}.log",
     benchmark:

@@ -80,7 +80,11 @@ def _check_references(config: Mapping[str, Any]) -> None:
     if lead == "stacked" and not human_rows:
         problems.append("  ensemble_label: stacked is fitted on human labels, but validation has no unsafe-labelled rows "
                         "(validation.sets.pyrit_objective is 0 and validation.labelled is empty)")
+    gguf_only = {name for name, entry in config.get("judge_models", {}).items() if entry.get("weights") == "gguf"}
     for name, judge in config["judges"].items():
+        if judge.get("model") in gguf_only and judge.get("engine", "hf") != "llama_cpp":
+            problems.append(f"  judges.{name}.engine: its model {judge['model']} keeps only its GGUF file "
+                            "(weights: gguf), so the judge needs engine: llama_cpp")
         if judge.get("calibrate") and not human_rows:
             problems.append(f"  judges.{name}.calibrate: calibration needs human labels, but validation has no "
                             "unsafe-labelled rows")

@@ -50,12 +50,13 @@ def judge_model_dir(config: Mapping[str, Any], judge: str, sources: Path) -> str
     if not name:
         return None
     directory = sources / name
-    if not (directory / "config.json").exists():
+    if not (directory / "fetch.json").exists():
         from .models import fetch_model
 
         entry = {**config.get("judge_models", {}), **config["models"]}[name]
         log.info("fetching judge model %s from %s into %s", name, entry["source"], directory)
-        fetch_model(entry["source"], directory, work_dir=directory.parent / f".{name}.download")
+        fetch_model(entry["source"], directory, work_dir=directory.parent / f".{name}.download",
+                    weights=entry.get("weights", "safetensors"))
     return str(directory)
 
 

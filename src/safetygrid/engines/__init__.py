@@ -40,7 +40,7 @@ class Settings:
 # kv entries each engine can honour ({} is full precision everywhere)
 VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 LLAMA_CPP_KV_DTYPES = ("f16", "q8_0", "q4_0")
-ENGINES = ("hf", "vllm", "llama_cpp")
+ENGINES = ("hf", "vllm", "llama_cpp")  # the names of ENGINE_REGISTRY, for the schema and messages
 
 
 def kv_unsupported_reason(engine: str, kv: Mapping[str, Any]) -> str | None:
@@ -99,18 +99,16 @@ class OutOfMemory(RuntimeError):
     """Even a batch of one did not fit; the job fails and Snakemake may retry it."""
 
 
+# adding an engine: one module with a class taking (checkpoint, options), and one line here
+ENGINE_REGISTRY = {"hf": ".hf:HFEngine", "vllm": ".vllm:VLLMEngine", "llama_cpp": ".llama_cpp:LlamaCppEngine"}
+
+
 def make_engine(name: str, checkpoint: str, options: Mapping[str, Any] | None = None) -> Engine:
     """``options``: the engine's own entry of the model's config (``vllm:``, ``llama_cpp:``)."""
-    if name == "hf":
-        from .hf import HFEngine
+    from ..registry import UnknownName, resolve
 
-        return HFEngine(checkpoint)
-    if name == "vllm":
-        from .vllm import VLLMEngine
-
-        return VLLMEngine(checkpoint, options)
-    if name == "llama_cpp":
-        from .llama_cpp import LlamaCppEngine
-
-        return LlamaCppEngine(checkpoint, options)
-    raise EngineUnavailable(f"engine {name!r} is not available; known engines: {', '.join(ENGINES)}")
+    try:
+        engine_class = resolve(ENGINE_REGISTRY, name, "engine", __name__)
+    except UnknownName as exc:
+        raise EngineUnavailable(str(exc)) from None
+    return engine_class(checkpoint, options)

@@ -104,8 +104,8 @@ def kv_cache_options(kv: Mapping[str, Any]) -> dict[str, Any]:
 class HFEngine:
     name = "hf"
 
-    def __init__(self, checkpoint: str) -> None:
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: str, options: Mapping[str, Any] | None = None) -> None:
+        self.checkpoint = checkpoint  # the hf engine takes no options of its own: generation: holds them
 
     def _load(self, settings: Settings) -> tuple[Any, Any, str]:
         device = resolve_device(settings.device)

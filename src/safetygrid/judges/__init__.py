@@ -23,42 +23,25 @@ class JudgeFailed(RuntimeError):
     """A judge that labelled no item at all: its job fails rather than vote with nothing."""
 
 
+# adding a judge kind: one module with a class that has ``from_spec(spec, model_dir)``, one line here
+JUDGE_REGISTRY = {
+    "refusal_prefix": ".refusal_prefix:RefusalPrefixJudge",
+    "harmbench_cls": ".llm_yes_no:LLMYesNoJudge",
+    "llm_yes_no": ".llm_yes_no:LLMYesNoJudge",
+    "llama_guard": ".guards:LlamaGuardJudge",
+    "shieldgemma": ".guards:ShieldGemmaJudge",
+    "wildguard": ".guards:WildGuardJudge",
+    "strongreject": ".guards:StrongRejectJudge",
+}
 GUARD_KINDS = ("llama_guard", "shieldgemma", "wildguard", "strongreject")
-JUDGE_KINDS = ("refusal_prefix", "harmbench_cls", "llm_yes_no", *GUARD_KINDS)
+JUDGE_KINDS = tuple(JUDGE_REGISTRY)
 
 
 def make_judge(spec: Mapping[str, Any], model_dir: str | None = None) -> Judge:
-    kind = spec["kind"]
-    if kind == "refusal_prefix":
-        from .refusal_prefix import RefusalPrefixJudge
+    """The judge a config entry describes; ``model_dir``: its model's fetched checkpoint."""
+    from ..registry import resolve
 
-        return RefusalPrefixJudge.from_file(spec.get("prefixes", "resources/judges/refusal_prefixes.txt"))
-    if kind not in JUDGE_KINDS:
-        raise ValueError(f"unknown judge kind {kind!r}; known: {', '.join(JUDGE_KINDS)}")
-    if model_dir is None:
-        raise ValueError(f"a {kind} judge needs its model's checkpoint")
-    batch_size = spec.get("batch_size", 8)
-    common = {"batch_size": batch_size if batch_size == "auto" else int(batch_size),
-              "max_response_tokens": int(spec.get("max_response_tokens", 512)),
-              "device": str(spec.get("device", "auto")),
-              "engine": str(spec.get("engine", "hf")),
-              "n_ctx": int(spec.get("n_ctx", 4096))}
-    if kind in ("llm_yes_no", "harmbench_cls"):
-        from .llm_yes_no import LLMYesNoJudge
-
-        return LLMYesNoJudge(model_dir, template=spec.get("template", "harmbench"), **common)
-    from .guards import LlamaGuardJudge, ShieldGemmaJudge, StrongRejectJudge, WildGuardJudge
-
-    common.update(decode=spec.get("decode", "logits"))
-    if "max_new_tokens" in spec:
-        common["max_new_tokens"] = int(spec["max_new_tokens"])
-    if kind == "llama_guard":
-        return LlamaGuardJudge(model_dir, **common)
-    if kind == "shieldgemma":
-        return ShieldGemmaJudge(model_dir, policies=tuple(spec.get("policies", ["dangerous"])), **common)
-    if kind == "wildguard":
-        return WildGuardJudge(model_dir, **common)
-    return StrongRejectJudge(model_dir, threshold=float(spec.get("threshold", 0.5)), **common)
+    return resolve(JUDGE_REGISTRY, spec["kind"], "judge kind", __name__).from_spec(spec, model_dir)
 
 
 def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:

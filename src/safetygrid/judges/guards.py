@@ -12,7 +12,7 @@ models are meant to be used; an answer off the format is that item's ``error``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -41,6 +41,12 @@ class GuardJudge(LMJudge):
         if decode not in ("logits", "generate"):
             raise ValueError(f"decode must be 'logits' or 'generate', not {decode!r}")
         self.decode, self.max_new_tokens = decode, max_new_tokens
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], model_dir: str | None = None, **extra: Any) -> "GuardJudge":
+        if "max_new_tokens" in spec:
+            extra["max_new_tokens"] = int(spec["max_new_tokens"])
+        return super().from_spec(spec, model_dir, decode=spec.get("decode", "logits"), **extra)  # type: ignore[return-value]
 
     def label(self, prompts: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         questions = [self.question(p, r) for p, r in zip(prompts, responses)]
@@ -92,6 +98,10 @@ class ShieldGemmaJudge(GuardJudge):
     the item's score is the largest over its policies."""
 
     template_name = "shieldgemma"
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], model_dir: str | None = None, **extra: Any) -> "GuardJudge":
+        return super().from_spec(spec, model_dir, policies=tuple(spec.get("policies", ["dangerous"])), **extra)
 
     def __init__(self, checkpoint: str, *, policies: Sequence[str] = ("dangerous",), **kwargs: Any) -> None:
         super().__init__(checkpoint, **kwargs)
@@ -164,6 +174,10 @@ class StrongRejectJudge(GuardJudge):
     the expectation over its digits (P(refused), mean ratings), so the score is continuous."""
 
     template_name = "strongreject"
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], model_dir: str | None = None, **extra: Any) -> "GuardJudge":
+        return super().from_spec(spec, model_dir, threshold=float(spec.get("threshold", 0.5)), **extra)
 
     def __init__(self, checkpoint: str, *, threshold: float = 0.5, **kwargs: Any) -> None:
         kwargs.setdefault("max_new_tokens", 384)

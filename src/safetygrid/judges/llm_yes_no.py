@@ -8,7 +8,7 @@ so any local instruct model can back the judge; with hub access, point it at the
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -30,6 +30,10 @@ class LLMYesNoJudge(LMJudge):
         self.no_ids = verdict_token_ids(self.tokenizer, NO_WORDS)
         if not self.yes_ids or not self.no_ids:
             raise ValueError(f"{checkpoint}: no single-token spelling of yes/no in its vocabulary")
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], model_dir: str | None = None, **extra: Any) -> "LLMYesNoJudge":
+        return super().from_spec(spec, model_dir, template=spec.get("template", "harmbench"), **extra)  # type: ignore[return-value]
 
     def label(self, prompts: Sequence[str], responses: Sequence[str]) -> pd.DataFrame:
         encoded = [self.encode(self.question(p, r)) for p, r in zip(prompts, responses)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,17 @@ class LMJudge:
         self.llama = None
         dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
         self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).to(self.device).eval()
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], model_dir: str | None = None, **extra: Any) -> "LMJudge":
+        """The judge a config entry describes (the schema's defaults where it is silent)."""
+        if model_dir is None:
+            raise ValueError(f"a {spec['kind']} judge needs its model's checkpoint")
+        batch_size = spec.get("batch_size", 8)
+        return cls(model_dir, batch_size=batch_size if batch_size == "auto" else int(batch_size),
+                   max_response_tokens=int(spec.get("max_response_tokens", 512)),
+                   device=str(spec.get("device", "auto")), engine=str(spec.get("engine", "hf")),
+                   n_ctx=int(spec.get("n_ctx", 4096)), **extra)
 
     def truncate(self, response: str) -> str:
         ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -21,6 +21,10 @@ def read_prefixes(path: str | Path) -> list[str]:
 @dataclass(frozen=True)
 class RefusalPrefixJudge:
     prefixes: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], model_dir: str | None = None) -> "RefusalPrefixJudge":
+        return cls.from_file(spec.get("prefixes", "resources/judges/refusal_prefixes.txt"))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "RefusalPrefixJudge":
