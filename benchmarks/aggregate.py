@@ -20,9 +20,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from safetygrid.aggregate import TABLES, aggregate
+from safetygrid.analysis.aggregate import TABLES, aggregate
 from safetygrid.io import write_parquet
-from safetygrid.vote import vote
+from safetygrid.analysis.vote import vote
 
 MODELS = [f"model{i}" for i in range(9)]
 PRECISIONS = ["fp16", "gptq-w8a16", "awq-w4a16"]

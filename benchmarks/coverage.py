@@ -11,7 +11,7 @@ import argparse
 import itertools
 import time
 
-from safetygrid.simulate import asr_interval_coverage
+from safetygrid.analysis.simulate import asr_interval_coverage
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def run(python: Path, args: list[str]) -> tuple[float, str]:
 
 def gguf_checkpoint(checkpoint: Path, directory: Path) -> Path:
     """The checkpoint's source GGUF requantized to F32 by llama.cpp: the same weights the others serve."""
-    from safetygrid.models import SOURCE_GGUF
+    from safetygrid.models.fetch import SOURCE_GGUF
     from safetygrid.quantize.llama_cpp import quantize_gguf
 
     out = directory / "gguf"

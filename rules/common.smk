@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from safetygrid import config as sg_config
-from safetygrid.aggregate import TABLES as AGGREGATE_TABLES
+from safetygrid.analysis.aggregate import TABLES as AGGREGATE_TABLES
 from safetygrid.engines import cell_engine, cell_unsupported_reason
 from safetygrid.grid import iter_cells, samples_for
 
@@ -60,6 +60,13 @@ def model_entry(name):
     if entry is None:
         raise WorkflowError(f"{name} is neither an entry of models nor of judge_models")
     return entry
+
+
+def fetch_source(name):
+    entry = model_entry(name)
+    if entry.get("weights", "safetensors") == "safetensors":
+        return entry["source"]
+    return {"source": entry["source"], "weights": entry["weights"]}
 
 
 def params_b(name):

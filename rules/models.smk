@@ -2,8 +2,9 @@ rule fetch_model:
     output:
         directory(f"{RESULTS}/sources/{{model}}"),
     params:
-        source=lambda w: model_entry(w.model)["source"],
-        weights=lambda w: model_entry(w.model).get("weights", "safetensors"),
+        # a GGUF-only judge model's source carries its `weights: gguf`; every other source is the
+        # entry's own string, so models fetched before `weights` existed are not fetched again
+        source=lambda w: fetch_source(w.model),
     log:
         f"{RESULTS}/logs/fetch_model/{{model}}.log",
     benchmark:

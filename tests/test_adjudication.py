@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from safetygrid.adjudication import gold_agreement, read_gold, to_label
+from safetygrid.analysis.adjudication import gold_agreement, read_gold, to_label
 
 CELL = {"model": "m", "precision": "fp", "kv": "fp", "temperature": "0.0"}
 # judges a, b, c on five responses; None = the judge failed

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safetygrid.agreement import cohen, fleiss, judge_agreement, kappa_matrix
+from safetygrid.analysis.agreement import cohen, fleiss, judge_agreement, kappa_matrix
 
 CELL = {"model": "m", "precision": "fp", "kv": "fp", "temperature": "0.0"}
 

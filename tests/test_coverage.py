@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from safetygrid.simulate import asr_interval_coverage, synthetic_votes
+from safetygrid.analysis.simulate import asr_interval_coverage, synthetic_votes
 
 
 def test_synthetic_cells_have_the_asked_population_asr() -> None:

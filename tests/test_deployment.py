@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from safetygrid.deployment import deployment_card, rate
-from safetygrid.metrics import ModelDraws
+from safetygrid.analysis.deployment import deployment_card, rate
+from safetygrid.analysis.metrics import ModelDraws
 
 LIMITS = {"caution_pp": 5.0, "unsafe_pp": 10.0, "refusal_drop_pp": 10.0}
 

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from safetygrid.hidden_danger import classify, direction_split, hidden_danger_table
+from safetygrid.analysis.hidden_danger import classify, direction_split, hidden_danger_table
 
 BASELINE = {"precision": "fp", "kv": "fp"}
 

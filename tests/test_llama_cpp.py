@@ -272,7 +272,7 @@ def test_a_gguf_only_judge_model_is_served_by_llama_cpp(ci_run: Path, ladder, tm
     runs on it and scores as it does on the full checkpoint; the hf engine is refused at config load."""
     from safetygrid.config import ConfigError, validate
     from safetygrid.judges import make_judge
-    from safetygrid.models import fetch_model
+    from safetygrid.models.fetch import fetch_model
 
     source = ci_run / "results" / "sources" / MODEL / "source.gguf"
     out = tmp_path / "judge"

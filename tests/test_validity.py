@@ -13,7 +13,7 @@ from safetygrid.judges.calibration import cross_fit, fit_stack, fit_threshold, f
 from safetygrid.judges.validation import (LabelledSetError, pyrit_rows, read_commented_csv, read_labelled_file,
                                           stratified_pick)
 from safetygrid.judges.validity import auc, binary_validity, validity
-from safetygrid.vote import vote
+from safetygrid.analysis.vote import vote
 
 PYRIT_CSV = '''# dataset_version=1.1
 # a second comment line

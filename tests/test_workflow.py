@@ -224,7 +224,7 @@ def _repack(archive: Path, out: Path, change) -> Path:  # type: ignore[no-untype
 
 def _rehash(base: Path, name: str) -> None:
     """Update one manifest line, as a forger who knows the format would."""
-    from safetygrid.models import sha256_file
+    from safetygrid.models.fetch import sha256_file
 
     manifest = base / "MANIFEST.sha256"
     lines = [f"{sha256_file(base / name)}  {name}" if line.endswith(f"  {name}") else line
@@ -233,7 +233,7 @@ def _rehash(base: Path, name: str) -> None:
 
 
 def test_archive_verifies_and_tampering_fails(ci_run: Path, tmp_path: Path) -> None:
-    from safetygrid.archive import VerificationError, verify
+    from safetygrid.archive.package import VerificationError, verify
 
     snakemake(ci_run, "archive")
     archive = ci_run / "results" / "archive" / "ci.tar.gz"

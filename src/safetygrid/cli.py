@@ -30,8 +30,8 @@ def _cells(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
-    from .aggregate import cell_of
-    from .archive import write_archive
+    from .analysis.aggregate import cell_of
+    from .archive.package import write_archive
 
     config = load(args.config)
     votes_root = Path(args.results) / "votes"
@@ -45,7 +45,7 @@ def _archive(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .archive import VerificationError, verify
+    from .archive.package import VerificationError, verify
 
     try:
         summary = verify(args.archive)

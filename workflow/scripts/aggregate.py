@@ -1,4 +1,4 @@
-from safetygrid.aggregate import aggregate
+from safetygrid.analysis.aggregate import aggregate
 from safetygrid.logs import to_file
 
 to_file(snakemake.log[0])

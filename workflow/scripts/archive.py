@@ -1,4 +1,4 @@
-from safetygrid.aggregate import cell_of
+from safetygrid.analysis.aggregate import cell_of
 from safetygrid.archive import write_archive
 from safetygrid.logs import to_file
 

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from safetygrid.aggregate import TABLES
+from safetygrid.analysis.aggregate import TABLES
 from safetygrid.logs import to_file
 from safetygrid.report import write_report
 

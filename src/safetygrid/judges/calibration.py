@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..agreement import cohen
+from ..analysis.agreement import cohen
 
 
 def kappa(labels: np.ndarray, predicted: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from ..sources import download_wheel
+from ..models.sources import download_wheel
 
 PYRIT = "pyrit==1.1.0"
 PYRIT_OBJECTIVE_DIR = "pyrit/datasets/scorer_evals/objective/"

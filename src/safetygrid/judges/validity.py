@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ..dawid_skene import MIN_JUDGES, dawid_skene
-from ..stats import percentile_interval
+from ..analysis.dawid_skene import MIN_JUDGES, dawid_skene
+from ..analysis.stats import percentile_interval
 from .calibration import Stack, cross_fit, fit_stack, fit_threshold, fold_ids, kappa
 
 ENSEMBLES = {"majority": "ensemble_majority", "dawid_skene": "ensemble_dawid_skene", "stacked": "ensemble_stacked"}
@@ -106,7 +106,7 @@ def judge_features(scores: pd.DataFrame, labels: pd.DataFrame, label_judges: Seq
 
 
 def _majority(labels: np.ndarray, threshold: float) -> np.ndarray:
-    from ..vote import votes_needed
+    from ..analysis.vote import votes_needed
 
     labelled = (~np.isnan(labels)).sum(axis=1)
     unsafe = np.nansum(labels, axis=1)

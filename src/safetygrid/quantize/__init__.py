@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..io import atomic_dir, write_json
-from ..models import checkpoint_sha256
+from ..models.fetch import checkpoint_sha256
 
 
 class UnsupportedPrecision(Exception):

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..models import SOURCE_GGUF, GGUFWeightsMismatch, model_from_gguf
+from ..models.fetch import SOURCE_GGUF, GGUFWeightsMismatch, model_from_gguf
 from . import UnsupportedPrecision
 
 log = logging.getLogger(__name__)

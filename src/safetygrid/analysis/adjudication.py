@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .agreement import cohen
-from .io import atomic_path, write_parquet
+from ..io import atomic_path, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def adjudicate(*, prompts: Sequence[str], votes: Sequence[str], generations: Seq
                judgements: Sequence[str], gold: str | None, limit: int, to_label_out: str | Path,
                gold_out: str | Path) -> None:
     from .aggregate import read_cells
-    from .prompts import read_prompts
+    from ..prompts import read_prompts
 
     prompt_table = read_prompts(list(prompts))
     vote_table = read_cells(votes)

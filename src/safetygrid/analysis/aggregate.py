@@ -11,13 +11,13 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .grid import canonical_temperature
-from .io import write_parquet
+from ..grid import canonical_temperature
+from ..io import write_parquet
 from .agreement import judge_agreement
 from .deployment import deployment_card
 from .hidden_danger import direction_split, hidden_danger_table
 from .metrics import cell_metrics, contrasts
-from .prompts import read_prompts
+from ..prompts import read_prompts
 from .significance import significance_table
 
 log = logging.getLogger(__name__)

@@ -116,7 +116,7 @@ def _stacked(raw: pd.DataFrame, out: pd.DataFrame, stack: Mapping[str, Any] | No
     without scores); null without a fitted stack, or where no judge labelled the item."""
     if not stack:
         return np.full(len(out), np.nan), pd.array([None] * len(out), dtype="boolean")
-    from .judges.validity import stack_probability
+    from ..judges.validity import stack_probability
 
     failed = raw["error"].notna().to_numpy()
     index = pd.MultiIndex.from_frame(out[["prompt_id", "sample"]])

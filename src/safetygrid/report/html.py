@@ -9,11 +9,11 @@ from typing import Mapping
 
 import pandas as pd
 
-from . import __version__
-from .io import atomic_path
-from .agreement import kappa_matrix
-from .deployment import DEFAULT_THRESHOLDS
-from .judges.validity import TRUST_KAPPA
+from .. import __version__
+from ..io import atomic_path
+from ..analysis.agreement import kappa_matrix
+from ..analysis.deployment import DEFAULT_THRESHOLDS
+from ..judges.validity import TRUST_KAPPA
 from .plots import (agreement_matrix, asr_heatmap, cdi_heatmap, judge_validity, kv_retention, quality_vs_safety,
                     save, stability_by_temperature)
 

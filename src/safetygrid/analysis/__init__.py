@@ -1,0 +1,32 @@
+"""From votes to findings: the ensemble label of each response, every per-cell metric and contrast
+with its interval, the hypothesis tests, judge agreement and Dawid-Skene, hidden danger, the
+deployment card, the adjudication queue, and the aggregate step that writes results/tables/.
+
+Names are imported when first used (statsmodels and scipy load only where a step needs them):
+``from safetygrid.analysis import vote`` works, and so does ``safetygrid.analysis.vote.vote``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "vote": "vote", "votes_needed": "vote", "VOTE_COLUMNS": "vote",
+    "cell_metrics": "metrics", "contrasts": "metrics",
+    "wilson": "stats", "percentile_interval": "stats", "bootstrap_means": "stats",
+    "significance_table": "significance",
+    "judge_agreement": "agreement", "cohen": "agreement", "fleiss": "agreement", "kappa_matrix": "agreement",
+    "dawid_skene": "dawid_skene", "MIN_JUDGES": "dawid_skene",
+    "hidden_danger_table": "hidden_danger", "direction_split": "hidden_danger",
+    "deployment_card": "deployment",
+    "aggregate": "aggregate", "TABLES": "aggregate", "read_cells": "aggregate",
+    "adjudicate": "adjudication", "gold_agreement": "adjudication",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
