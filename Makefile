@@ -90,13 +90,15 @@ envs-vllm: $(VLLM_ENV)/.installed
 # other room on 2 cores); --output-sync keeps each one's output together
 PARALLEL_MAKE := $(MAKE) --no-print-directory -j 4 --output-sync=target
 
+# the demo's judges run on llama.cpp (a 1.5B GGUF judge on the CPU), so it builds that wheel too
 demo:
-	$(PARALLEL_MAKE) envs
+	$(PARALLEL_MAKE) envs envs-llamacpp
 	$(VENV)/bin/snakemake --profile local --cores $(CORES)
 	@echo ">> report: results/report/index.html   tables: results/tables/"
 
 test:
 	$(PARALLEL_MAKE) envs envs-vllm envs-llamacpp
+	@echo ">> testing on: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); AVX-512/AMX: $$(grep -ow 'avx512f\|amx_tile' /proc/cpuinfo | sort -u | xargs || true)"
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # skips the end-to-end workflow tests (minutes); CI runs everything
