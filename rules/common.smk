@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from safetygrid import config as sg_config
 from safetygrid.analysis.aggregate import TABLES as AGGREGATE_TABLES
 from safetygrid.engines import cell_engine, cell_unsupported_reason
+from safetygrid.engines.sampling import SAMPLER as HF_SAMPLER
 from safetygrid.grid import iter_cells, samples_for
 
 try:

@@ -8,6 +8,10 @@ def generate_settings(w):
         "precision": config["precisions"][w.precision], "kv": config["kv"][w.kv],
         "temperature": w.temperature, "k": samples_for(w.temperature, config),
         "generation": config.get("generation", {}), "seed": config["seed"],
+        # the hf engine's sampled cells name their sampler, so cells sampled with an earlier one are
+        # rerun (their draws would no longer pair with new cells'); greedy cells and other engines
+        # are untouched
+        **({"sampler": HF_SAMPLER} if engine == "hf" and float(w.temperature) > 0 else {}),
     }, sort_keys=True)
 
 

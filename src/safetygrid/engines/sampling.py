@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 from transformers import LogitsProcessor
 
+# recorded in every sampled hf cell's params: a change of sampler reruns those cells
+SAMPLER = "splitmix64-counter-inverse-cdf"
 GOLDEN = 0x9E3779B97F4A7C15
 MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
