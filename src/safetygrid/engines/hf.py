@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -35,46 +35,47 @@ AUTO_MEMORY_SHARE = 0.6
 
 def bytes_per_token(model: Any) -> int:
     """KV-cache bytes one token holds in ``model`` (keys and values of every layer)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = _text_config(model)
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     element = torch.finfo(model.dtype).bits // 8
     return 2 * config.num_hidden_layers * heads * head_dim * element
 
 
-def resolve_batch_size(batch_size: int | str, model: Any, device: str, n_rows: int, tokens_per_row: int) -> int:
-    """``batch_size`` itself, or for "auto" the largest batch whose KV cache, per-step activations
-    and sampler buffers fit in the device's free memory (the whole cell when it fits). Out of memory
-    still halves it (generate), so the estimate may be optimistic."""
-    if batch_size != "auto":
-        return int(batch_size)
-    if not device.startswith("cuda"):
-        return min(n_rows, CPU_AUTO_BATCH)
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    element = torch.finfo(model.dtype).bits // 8
-    # per row: its KV cache, one token's activations through the widest layer, and the sampler's
-    # float32 probabilities + float64 CDF over the vocabulary
-    per_row = (tokens_per_row * bytes_per_token(model)
-               + 4 * max(config.hidden_size, getattr(config, "intermediate_size", 0)) * element
-               + 20 * config.vocab_size)
-    return max(1, min(n_rows, int(free * AUTO_MEMORY_SHARE // per_row)))
+def _text_config(model: Any) -> Any:
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
 
 
-def forward_batch_size(batch_size: int | str, model: Any, device: str, n_rows: int, tokens_per_row: int,
-                       cpu_default: int = 8) -> int:
-    """Like :func:`resolve_batch_size` for one forward pass over whole sequences (a judge's): each
-    row holds its tokens' activations through the widest layer and their keys and values at once."""
+def _auto_batch(batch_size: int | str, device: str, n_rows: int, cpu_default: int, per_row: Callable[[], int]) -> int:
+    """``batch_size`` itself, or for "auto" as many rows of ``per_row()`` bytes as the device's free
+    memory holds (all ``n_rows`` when they fit; ``cpu_default`` on a CPU). An out-of-memory error
+    still halves the batch, so an optimistic estimate costs a retry, not the job."""
     if batch_size != "auto":
         return int(batch_size)
     if not device.startswith("cuda"):
         return min(n_rows, cpu_default)
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    element = torch.finfo(model.dtype).bits // 8
+    return max(1, min(n_rows, int(free * AUTO_MEMORY_SHARE // per_row())))
+
+
+def resolve_batch_size(batch_size: int | str, model: Any, device: str, n_rows: int, tokens_per_row: int) -> int:
+    """The generate batch: per row, its KV cache, one token's activations through the widest layer,
+    and the sampler's float32 probabilities and float64 CDF over the vocabulary."""
+    config, element = _text_config(model), torch.finfo(model.dtype).bits // 8
+    return _auto_batch(batch_size, device, n_rows, CPU_AUTO_BATCH, lambda: (
+        tokens_per_row * bytes_per_token(model)
+        + 4 * max(config.hidden_size, getattr(config, "intermediate_size", 0)) * element
+        + 20 * config.vocab_size))
+
+
+def forward_batch_size(batch_size: int | str, model: Any, device: str, n_rows: int, tokens_per_row: int,
+                       cpu_default: int = 8) -> int:
+    """A judge's batch for one forward pass over whole sequences: each row holds its tokens'
+    activations through the widest layer and their keys and values at once."""
+    config, element = _text_config(model), torch.finfo(model.dtype).bits // 8
     widest = 8 * config.hidden_size + 3 * getattr(config, "intermediate_size", 4 * config.hidden_size)
-    per_row = tokens_per_row * (bytes_per_token(model) + widest * element)
-    return max(1, min(n_rows, int(free * AUTO_MEMORY_SHARE // per_row)))
+    return _auto_batch(batch_size, device, n_rows, cpu_default,
+                       lambda: tokens_per_row * (bytes_per_token(model) + widest * element))
 
 
 KV_BACKEND_MODULES = {"quanto": "optimum.quanto", "hqq": "hqq"}
