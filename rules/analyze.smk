@@ -7,6 +7,7 @@ rule aggregate:
         timings=lambda w: cell_paths(f"{RESULTS}/benchmarks/generate/{CELL}.tsv"),
         quality=lambda w: quality_paths(),
         judgements=lambda w: judgement_paths(),
+        calibration=calibration_input,
     output:
         **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
     params:

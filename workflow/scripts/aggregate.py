@@ -1,4 +1,5 @@
 from safetygrid.analysis.aggregate import aggregate
+from safetygrid.io import read_json
 from safetygrid.logs import to_file
 
 to_file(snakemake.log[0])
@@ -9,5 +10,6 @@ aggregate(
     bootstrap=snakemake.params.bootstrap, hidden_danger=snakemake.params.hidden_danger,
     judgements=snakemake.input.judgements, deployment=snakemake.params.deployment,
     skipped_cells=snakemake.params.skipped_cells,
+    calibration=read_json(snakemake.input.calibration[0]) if snakemake.input.calibration else None,
     out=snakemake.output,
 )

@@ -19,6 +19,7 @@ from .hidden_danger import direction_split, hidden_danger_table
 from .metrics import cell_metrics, contrasts
 from ..prompts import read_prompts
 from .significance import significance_table
+from .vote import apply_thresholds
 
 log = logging.getLogger(__name__)
 # kv "*": the precision itself could not be made, so every kv setting of it is missing
@@ -121,7 +122,8 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
               baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any,
               hidden_danger: Mapping[str, float] | None = None, judgements: Sequence[str] = (),
               deployment: Mapping[str, float] | None = None,
-              skipped_cells: Sequence[Mapping[str, str]] = ()) -> None:
+              skipped_cells: Sequence[Mapping[str, str]] = (),
+              calibration: Mapping[str, Any] | None = None) -> None:
     prompt_table = read_prompts(list(prompts))
     skipped = skipped_precisions(checkpoints, skipped_cells)
     for row in skipped.itertuples():
@@ -150,6 +152,9 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
     write_parquet(hidden_danger_table(cells, table, baseline=baseline, thresholds=hidden_danger), out.hidden_danger)
     write_parquet(direction_split(cells, baseline=baseline), out.direction_split)
     write_parquet(deployment_card(draws, baseline=baseline, thresholds=deployment, level=level), out.deployment)
-    judge_rows = read_cells(judgements, columns=["prompt_id", "sample", "judge", "unsafe", "error"])
+    judge_rows = read_cells(judgements, columns=["prompt_id", "sample", "judge", "unsafe", "score", "error"])
+    # a calibrated judge agrees or disagrees with the others by the labels it votes with
+    thresholds = {j: c["threshold"] for j, c in (calibration or {}).get("judges", {}).items()}
+    judge_rows = apply_thresholds(judge_rows, thresholds).drop(columns="score")
     write_parquet(judge_agreement(judge_rows, vote_table), out.judges)
     log.info("%d cells, %d contrasts, %d skipped precisions", len(cells), len(table), len(skipped))

@@ -144,6 +144,7 @@ def _recompute_tables(base: Path, config: Mapping[str, Any], into: Path) -> Simp
     out = SimpleNamespace(**{t: str(into / f"{t}.parquet") for t in TABLES})
     cells = pd.read_csv(base / "cells.tsv", sep="\t", dtype=str)
     paths = [f"{r.model}/{r.precision}/{r.kv}/T{r.temperature}" for r in cells.itertuples()]
+    calibration = results / "calibration" / "ensemble.json"
     aggregate(
         checkpoints=[str(p.parent) for p in sorted((results / "models").glob("*/*/status.json"))],
         prompts=[str(p) for p in sorted((results / "prompts").glob("*.parquet"))],
@@ -156,6 +157,7 @@ def _recompute_tables(base: Path, config: Mapping[str, Any], into: Path) -> Simp
         judgements=[str(results / "judgements" / judge / f"{p}.parquet") for judge in sorted(config["judges"])
                     for p in paths],
         deployment=config.get("deployment_card"), out=out,
+        calibration=json.loads(calibration.read_text()) if calibration.exists() else None,
     )
     return out
 
