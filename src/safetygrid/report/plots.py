@@ -175,12 +175,13 @@ def judge_validity(validity: pd.DataFrame) -> plt.Figure:
                for lead, kind in zip(rows["lead"], rows["kind"])]
     ax.errorbar(kappa, y, xerr=np.nan_to_num(err), fmt="none", ecolor="#999", capsize=3)
     ax.scatter(kappa, y, c=colours, zorder=3)
-    for value, kind in ((0.4, "not citable below"), (0.6, "target")):
+    ax.set_ylim(len(rows) - 0.5, -1.1)  # top to bottom, with a line of room above for the labels
+    for value, kind, align in ((0.4, "not citable below 0.4", "right"), (0.6, "target 0.6", "left")):
         ax.axvline(value, color="#bbb", linestyle="--", linewidth=1)
-        ax.text(value, len(rows) - 0.4, f" {kind} {value:g}", fontsize=7, color="#777", va="bottom")
+        ax.text(value, -0.75, f" {kind} " if align == "left" else f"{kind} ", fontsize=7, color="#777",
+                ha=align, va="center")
     ax.axvline(0, color="#333", linewidth=0.8)
     ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
     ax.set_xlim(-0.4, 1)
     ax.set_xlabel("Cohen kappa against human labels (95% bootstrap interval)")
     ax.set_title("Judges against people (red: the label the tables count)", fontsize=10)
