@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -125,7 +126,8 @@ def fetch_model(source: Source | Mapping[str, Any], out_dir: str | Path, work_di
             raise SourceError(f"{source!r}: {what}")
         source_sha = sha256_file(gguf_path)
         if weights == "gguf":
-            return _keep_gguf(source, gguf_path, source_sha, parts, Path(out_dir), started)
+            downloaded = work_dir.resolve() in gguf_path.resolve().parents
+            return _keep_gguf(source, gguf_path, source_sha, parts, Path(out_dir), started, downloaded)
         model, tokenizer = _load_gguf(gguf_path)
     elif weights == "gguf":
         raise SourceError(f"{source!r}: weights: gguf keeps a GGUF source as it is, and this source is not a GGUF file")
@@ -156,20 +158,25 @@ def fetch_model(source: Source | Mapping[str, Any], out_dir: str | Path, work_di
 
 
 def _keep_gguf(source: Source, gguf_path: Path, source_sha: str, parts: list[dict[str, str]], out_dir: Path,
-               started: float) -> dict[str, Any]:
+               started: float, downloaded: bool) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    except Exception as exc:  # gguf raises many kinds on a truncated or corrupt file
-        raise SourceError(f"{gguf_path.name}: not a readable GGUF model ({type(exc).__name__}: {exc})") from exc
+    # read the tokenizer from a folder holding the GGUF alone: tokenizer files beside a local GGUF
+    # would otherwise be mixed into it
+    with tempfile.TemporaryDirectory(prefix="safetygrid-gguf-") as alone:
+        (Path(alone) / gguf_path.name).symlink_to(gguf_path.resolve())
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=gguf_path.name)
+        except Exception as exc:  # gguf raises many kinds on a truncated or corrupt file
+            raise SourceError(f"{gguf_path.name}: not a readable GGUF model ({type(exc).__name__}: {exc})") from exc
     if not tokenizer.chat_template:
         raise SourceError(f"{source!r}: the tokenizer has no chat template; safetygrid needs an instruct model")
     info = {"source": source, "source_sha256": source_sha, **({"parts": parts} if parts else {}),
             "weights": "gguf (kept as fetched; no safetensors: serve it with engine: llama_cpp)"}
     with atomic_dir(out_dir) as tmp:
         tokenizer.save_pretrained(tmp)
-        shutil.move(str(gguf_path), tmp / SOURCE_GGUF)
+        # a downloaded file is moved out of the work folder; a user's local file is copied, never moved
+        (shutil.move if downloaded else shutil.copyfile)(str(gguf_path), tmp / SOURCE_GGUF)
         info["seconds"] = round(time.time() - started, 1)
         write_json(info, tmp / "fetch.json")
     return info
