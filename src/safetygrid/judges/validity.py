@@ -204,12 +204,3 @@ def stack_probability(stack: Mapping[str, Any], scores: pd.DataFrame, labels: pd
     features = judge_features(scores.reindex(columns=model.judges), labels.reindex(columns=model.judges),
                               stack.get("label_judges", []))
     return model.probability(features)
-
-
-def trusted(calibration: Mapping[str, Any] | None) -> bool:
-    value = (calibration or {}).get("lead_kappa")
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value >= TRUST_KAPPA
-
-
-def lead_columns(lead: str) -> Sequence[str]:
-    return {"majority": ("unsafe_majority",), "dawid_skene": ("unsafe_ds",), "stacked": ("unsafe_stacked",)}[lead]
