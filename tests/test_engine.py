@@ -152,3 +152,31 @@ def test_a_requests_tokens_do_not_depend_on_its_batch_position_or_size():
         got = run_rows(rows)
         for position, row in enumerate(rows):
             assert torch.equal(got[position], everything[row]), (rows, row)
+
+
+def test_an_absent_batch_size_follows_the_device_the_job_runs_on(monkeypatch):
+    from types import SimpleNamespace
+
+    from safetygrid.engines.hf import (AUTO_MEMORY_SHARE, CPU_DEFAULT_BATCH, bytes_per_token, device_batch_default,
+                                       forward_batch_size, resolve_batch_size)
+
+    assert device_batch_default(None, "cuda:1", 16) == "auto"
+    assert device_batch_default(None, "cpu", 16) == 16
+    assert device_batch_default(4, "cuda", 16) == 4 and device_batch_default("auto", "cpu", 16) == "auto"
+    config = SimpleNamespace(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
+                             intermediate_size=128, vocab_size=1000)
+    model = SimpleNamespace(config=config, dtype=torch.float32)
+    assert resolve_batch_size(None, model, "cpu", 100, 50) == CPU_DEFAULT_BATCH
+    assert forward_batch_size(None, model, "cpu", 100, 50) == 8
+    free = 3 * 2 ** 20
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 8 * free))
+    per_row = 50 * bytes_per_token(model) + 4 * 128 * 4 + 20 * 1000
+    assert resolve_batch_size(None, model, "cuda", 10_000, 50) == int(free * AUTO_MEMORY_SHARE // per_row)
+    assert resolve_batch_size(None, model, "cuda", 3, 50) == 3  # the whole cell when it fits
+    assert resolve_batch_size(7, model, "cuda", 10_000, 50) == 7
+
+
+def test_a_cell_without_batch_size_generates_the_same_rows(tiny_checkpoint):
+    absent = generate_cell(str(tiny_checkpoint), PROMPTS, model="tiny", engine="hf", temperature=0.7, k=2, seed=11,
+                           generation={"max_new_tokens": 8, "device": "cpu"}, precision={}, kv={})
+    pd.testing.assert_frame_equal(absent, run(tiny_checkpoint, 0.7, 2, batch_size=16))

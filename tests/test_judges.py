@@ -60,3 +60,9 @@ def test_judge_table_shape():
     out = judge_table(make_judge({"kind": "refusal_prefix"}), "rp", gens, prompts)
     assert list(out.columns) == ["prompt_id", "sample", "judge", "unsafe", "score", "refusal", "raw", "error"]
     assert out["unsafe"].tolist() == [False, True, False] and (out["judge"] == "rp").all()
+
+
+def test_a_judge_without_batch_size_takes_eight_per_batch_on_a_cpu(tiny_checkpoint):
+    judge = LLMYesNoJudge.from_spec({"kind": "llm_yes_no", "device": "cpu"}, str(tiny_checkpoint))
+    assert judge.batch_size is None
+    assert [len(b) for b in judge._batches([[1, 2, 3]] * 20)] == [8, 8, 4]

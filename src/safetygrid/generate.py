@@ -15,6 +15,10 @@ def build_requests(prompts: pd.DataFrame, model: str, seed: int, k: int) -> list
             for row in prompts.itertuples() for s in range(k)]
 
 
+def _batch_size(value: Any) -> int | str | None:
+    return value if value in (None, "auto") else int(value)
+
+
 def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine: str, temperature: float,
                   k: int, seed: int, generation: Mapping[str, Any], precision: Mapping[str, Any],
                   kv: Mapping[str, Any], engine_options: Mapping[str, Any] | None = None,
@@ -23,8 +27,7 @@ def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine:
         temperature=float(temperature),
         max_new_tokens=int(generation["max_new_tokens"]),
         top_p=float(generation.get("top_p", 1.0)),
-        batch_size=generation.get("batch_size", 16) if generation.get("batch_size") == "auto"
-        else int(generation.get("batch_size", 16)),
+        batch_size=_batch_size(generation.get("batch_size")),
         batch_divisor=batch_divisor,
         compile=bool(generation.get("compile", False)),
         device=str(generation.get("device", "auto")),

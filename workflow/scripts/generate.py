@@ -25,8 +25,8 @@ def main() -> None:
     cell = json.loads(args.cell)
     generation = dict(cell["generation"])
     if args.batch_divisor > 1:
-        logging.getLogger("generate").warning("retry: batch size %s divided by %d", generation.get("batch_size", 16),
-                                              args.batch_divisor)
+        logging.getLogger("generate").warning("retry: batch size %s divided by %d",
+                                              generation.get("batch_size", "the device's default"), args.batch_divisor)
     try:
         table = generate_cell(
             args.checkpoint, read_prompts(args.prompts), model=cell["model"], engine=cell["engine"],

@@ -28,6 +28,8 @@ def resolve_device(device: str) -> str:
 
 # "auto" on a CPU: big enough to keep the matmuls efficient, small enough to stay in cache-friendly sizes
 CPU_AUTO_BATCH = 64
+# an absent batch_size on a CPU (on CUDA it means "auto"): the batch the CPU grids were measured with
+CPU_DEFAULT_BATCH = 16
 # the share of the device's free memory an "auto" batch plans to fill (the rest: allocator slack,
 # the sampler's per-row vocabulary buffers, prefill activations)
 AUTO_MEMORY_SHARE = 0.6
@@ -46,10 +48,21 @@ def _text_config(model: Any) -> Any:
     return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
 
 
-def _auto_batch(batch_size: int | str, device: str, n_rows: int, cpu_default: int, per_row: Callable[[], int]) -> int:
+def device_batch_default(batch_size: int | str | None, device: str, cpu_default: int) -> int | str:
+    """An absent batch size (None) follows the device the job runs on: "auto" on CUDA, where a
+    small fixed batch leaves most of the card idle, and ``cpu_default`` on a CPU. The config cannot
+    decide it: a grid is planned on one machine and its jobs may run on another."""
+    if batch_size is not None:
+        return batch_size
+    return "auto" if device.startswith("cuda") else cpu_default
+
+
+def _auto_batch(batch_size: int | str | None, device: str, n_rows: int, cpu_default: int,
+                per_row: Callable[[], int]) -> int:
     """``batch_size`` itself, or for "auto" as many rows of ``per_row()`` bytes as the device's free
     memory holds (all ``n_rows`` when they fit; ``cpu_default`` on a CPU). An out-of-memory error
     still halves the batch, so an optimistic estimate costs a retry, not the job."""
+    batch_size = device_batch_default(batch_size, device, cpu_default)
     if batch_size != "auto":
         return int(batch_size)
     if not device.startswith("cuda"):
@@ -58,17 +71,18 @@ def _auto_batch(batch_size: int | str, device: str, n_rows: int, cpu_default: in
     return max(1, min(n_rows, int(free * AUTO_MEMORY_SHARE // per_row())))
 
 
-def resolve_batch_size(batch_size: int | str, model: Any, device: str, n_rows: int, tokens_per_row: int) -> int:
+def resolve_batch_size(batch_size: int | str | None, model: Any, device: str, n_rows: int, tokens_per_row: int) -> int:
     """The generate batch: per row, its KV cache, one token's activations through the widest layer,
     and the sampler's float32 probabilities and float64 CDF over the vocabulary."""
     config, element = _text_config(model), torch.finfo(model.dtype).bits // 8
+    batch_size = device_batch_default(batch_size, device, CPU_DEFAULT_BATCH)
     return _auto_batch(batch_size, device, n_rows, CPU_AUTO_BATCH, lambda: (
         tokens_per_row * bytes_per_token(model)
         + 4 * max(config.hidden_size, getattr(config, "intermediate_size", 0)) * element
         + 20 * config.vocab_size))
 
 
-def forward_batch_size(batch_size: int | str, model: Any, device: str, n_rows: int, tokens_per_row: int,
+def forward_batch_size(batch_size: int | str | None, model: Any, device: str, n_rows: int, tokens_per_row: int,
                        cpu_default: int = 8) -> int:
     """A judge's batch for one forward pass over whole sequences: each row holds its tokens'
     activations through the widest layer and their keys and values at once."""
@@ -133,7 +147,8 @@ class HFEngine:
         longest = max((len(ids) for ids in encoded.values()), default=1)
         batch_size = max(1, resolve_batch_size(settings.batch_size, model, device, len(order),
                                                longest + settings.max_new_tokens) // settings.batch_divisor)
-        log.info("batch size %d (%s)", batch_size, settings.batch_size)
+        log.info("batch size %d (%s)", batch_size, "absent: the device's default" if settings.batch_size is None
+                 else settings.batch_size)
         if settings.compile and device.startswith("cuda") and not cache:
             # transformers compiles the forward pass when the cache is static: fewer kernel launches per
             # step, which is what bounds a small model's decoding on a GPU

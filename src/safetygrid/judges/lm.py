@@ -60,7 +60,7 @@ class LMJudge:
 
     template_name = ""
 
-    def __init__(self, checkpoint: str, *, template: str | None = None, batch_size: int | str = 8,
+    def __init__(self, checkpoint: str, *, template: str | None = None, batch_size: int | str | None = None,
                  max_response_tokens: int = 512, device: str = "auto", engine: str = "hf",
                  n_ctx: int = 4096) -> None:
         name = template or self.template_name
@@ -101,8 +101,8 @@ class LMJudge:
         """The judge a config entry describes (the schema's defaults where it is silent)."""
         if model_dir is None:
             raise ValueError(f"a {spec['kind']} judge needs its model's checkpoint")
-        batch_size = spec.get("batch_size", 8)
-        return cls(model_dir, batch_size=batch_size if batch_size == "auto" else int(batch_size),
+        batch_size = spec.get("batch_size")  # absent: auto on CUDA, 8 on a CPU
+        return cls(model_dir, batch_size=batch_size if batch_size in (None, "auto") else int(batch_size),
                    max_response_tokens=int(spec.get("max_response_tokens", 512)),
                    device=str(spec.get("device", "auto")), engine=str(spec.get("engine", "hf")),
                    n_ctx=int(spec.get("n_ctx", 4096)), **extra)
