@@ -2,11 +2,14 @@
 forward pass against the card's bf16 matmul peak. Throughput does not depend on the weights, so the
 models are random, built from a config on the GPU: only a tokenizer (with a chat template) is read.
 
-usage: python benchmarks/gpu.py --tokenizer DIR [--out results.jsonl] [--quick]
-Prints one line per figure, each with its ratio to plain ``generate`` on the same padded inputs.
+usage: python benchmarks/gpu.py --tokenizer DIR [--out results.jsonl] [--quick] [--repeat N]
+Prints one line per figure, each with its ratio to plain ``generate`` on the same padded inputs:
+the engine as configured by default (eager, dynamic cache) and with ``generation.cuda_graphs: true``
+(static cache, each decoding step a CUDA graph replay), and how many of the graph path's responses
+equal the default path's.
 Targets (issue 16): engine >= 1.0x plain generate on every row; a 512-sequence SmolLM2 cell with
 ``batch_size: auto`` >= 13 000 tokens/s; judges >= 60 % of the measured bf16 peak at their default
-batch on the Llama-3-8B shape.
+batch (absent: auto on CUDA) on the Llama-3-8B shape.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import argparse
 import json
 import platform
 import time
+import traceback
 from pathlib import Path
 from statistics import median
 
+import pandas as pd
 import torch
 from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -51,16 +56,37 @@ def requests(tokenizer, n_prompts: int, k: int) -> list[Request]:  # type: ignor
     return [Request(f"p{i:03d}", s, 1000 * i + s, texts[i % len(texts)]) for i in range(n_prompts) for s in range(k)]
 
 
-def engine_rate(model, tokenizer, reqs, temperature: float, batch, compile: bool = False) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def engine_run(model, tokenizer, reqs, temperature: float, batch, compile: bool = False,  # type: ignore[no-untyped-def]
+               cuda_graphs: bool = False) -> tuple[float, pd.DataFrame]:
+    """Generated tokens per second of one engine call, and its table."""
     engine = HFEngine("unused")
     engine._load = lambda settings: (model, tokenizer, "cuda")  # type: ignore[method-assign]
     settings = Settings(temperature=temperature, max_new_tokens=NEW_TOKENS, batch_size=batch, device="cuda",
-                        dtype="bfloat16", compile=compile)
+                        dtype="bfloat16", compile=compile, cuda_graphs=cuda_graphs)
     torch.cuda.synchronize()
     started = time.perf_counter()
     table = engine.generate(reqs, settings)
     torch.cuda.synchronize()
-    return int(table["n_tokens"].sum()) / (time.perf_counter() - started), int(table["n_tokens"].sum())
+    return int(table["n_tokens"].sum()) / (time.perf_counter() - started), table
+
+
+def engine_rate(model, tokenizer, reqs, temperature: float, batch, compile: bool = False,  # type: ignore[no-untyped-def]
+                cuda_graphs: bool = False) -> tuple[float, int]:
+    rate, table = engine_run(model, tokenizer, reqs, temperature, batch, compile, cuda_graphs)
+    return rate, int(table["n_tokens"].sum())
+
+
+def graph_replay_check(model, tokenizer, reqs, temperature: float) -> bool:  # type: ignore[no-untyped-def]
+    """The static decoder's tokens replayed from a CUDA graph equal its steps run eagerly on the
+    same batch: the capture records the step faithfully."""
+    from safetygrid.engines.static_decode import StaticDecoder
+
+    ids = [chat_token_ids(tokenizer, r.text, None) for r in reqs]
+    batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to("cuda")
+    seeds = [r.seed for r in reqs]
+    runs = [StaticDecoder(model, NEW_TOKENS, [], temperature=temperature, seeds=seeds, use_graph=graph)
+            .decode(batch["input_ids"], batch["attention_mask"]) for graph in (True, False)]
+    return bool(torch.equal(*runs))
 
 
 def plain_rate(model, tokenizer, reqs, temperature: float, batch: int) -> float:  # type: ignore[no-untyped-def]
@@ -84,6 +110,42 @@ def plain_rate(model, tokenizer, reqs, temperature: float, batch: int) -> float:
         tokens += new.shape[0] * new.shape[1]
     torch.cuda.synchronize()
     return tokens / (time.perf_counter() - started)
+
+
+def generate_row(model, tokenizer, reqs, batch: int, temperature: float, repeat: int, report,  # type: ignore[no-untyped-def]
+                 labels: dict) -> None:
+    """One row of the table: plain generate, the engine as configured by default, and the engine
+    with cuda_graphs, each ``repeat`` times in rotating order (medians reported)."""
+    # warm-up (kernels, allocator) of each path; the graph capture is checked on the first batch
+    engine_rate(model, tokenizer, reqs[:batch], temperature, batch)
+    engine_rate(model, tokenizer, reqs[:batch], temperature, batch, cuda_graphs=True)
+    replay_ok = graph_replay_check(model, tokenizer, reqs[:min(batch, 64)], temperature)
+    runs: dict[str, list[float]] = {"plain": [], "engine": [], "graphs": []}
+    tables = {}
+    order = ["plain", "engine", "graphs"]
+    for run in range(repeat):
+        # rotate which runs first, so drift (clocks, allocator) does not favour one side
+        for name in order[run % 3:] + order[:run % 3]:
+            if name == "plain":
+                runs[name].append(plain_rate(model, tokenizer, reqs, temperature, batch))
+            else:
+                rate, tables[name] = engine_run(model, tokenizer, reqs, temperature, batch, cuda_graphs=name == "graphs")
+                runs[name].append(rate)
+    engine, plain, graphs = (median(runs[name]) for name in ("engine", "plain", "graphs"))
+    same = float((tables["engine"]["response"] == tables["graphs"]["response"]).mean())
+    report({"figure": "generate", **labels, "rows": len(reqs), "batch": batch, "T": temperature,
+            "engine_tok_s": round(engine), "plain_tok_s": round(plain), "ratio": round(engine / plain, 2),
+            "graphs_tok_s": round(graphs), "graphs_ratio": round(graphs / plain, 2),
+            "paired_ratios": [round(e / p, 2) for e, p in zip(runs["engine"], runs["plain"])],
+            "graphs_same_responses": round(same, 3), "graph_replay_equals_eager": replay_ok,
+            **{f"{name}_runs": [round(x) for x in values] for name, values in runs.items()}})
+    if labels.get("shape") == "smollm2-135m" and batch == 512 and temperature == 0.7:
+        for graphed in (False, True):
+            auto = median([engine_rate(model, tokenizer, reqs, temperature, "auto", cuda_graphs=graphed)[0]
+                           for _ in range(repeat)])
+            report({"figure": "generate, batch_size auto" + (", cuda_graphs" if graphed else ""), **labels,
+                    "rows": len(reqs), "T": temperature, "engine_tok_s": round(auto), "plain_tok_s": round(plain),
+                    "ratio": round(auto / plain, 2)})
 
 
 def matmul_peak() -> float:
@@ -116,8 +178,9 @@ def judge_rate(model, tokenizer, batch, n_items: int = 256, length: int = 400) -
     judge.verdict_logprobs(items, verdicts)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    params = sum(p.numel() for p in model.parameters()) - model.config.vocab_size * model.config.hidden_size
-    flops = 2 * params * length * n_items  # the vocabulary projection runs for the last position only
+    # the decoder layers run on every token, the vocabulary projection on the last position only
+    layers = sum(p.numel() for p in model.model.layers.parameters())
+    flops = 2 * layers * length * n_items + 2 * model.lm_head.weight.numel() * n_items
     used = judge._batches(items)
     return n_items / seconds, flops / seconds / 1e12, len(used[0])
 
@@ -130,6 +193,7 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "generate", "compile", "judges"], default="all")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each figure (the median is reported)")
     parser.add_argument("--shape", choices=["all", *SHAPES], default="all", help="generate rows of this model shape only")
+    parser.add_argument("--rows", default="", help="comma-separated row numbers (1-6) of the generate table to run")
     args = parser.parse_args()
     models: dict[str, LlamaForCausalLM] = {}
 
@@ -153,30 +217,16 @@ def main() -> None:
     report({"figure": "bf16 matmul peak", "tflops": round(peak, 1)})
     rows = [("smollm2-135m", 64, 8, 64, 0.7), ("smollm2-135m", 64, 8, 512, 0.0), ("smollm2-135m", 64, 8, 512, 0.7),
             ("llama-3-8b", 32, 4, 32, 0.7), ("llama-3-8b", 32, 4, 128, 0.7), ("llama-3-8b", 32, 4, 128, 0.0)]
+    picked = {int(r) for r in args.rows.split(",") if r}
     if args.part in ("generate", "all"):
-        for shape, n_prompts, k, batch, temperature in rows[:2] if args.quick else rows:
-            if args.shape not in ("all", shape):
+        for number, (shape, n_prompts, k, batch, temperature) in enumerate(rows[:2] if args.quick else rows, 1):
+            if args.shape not in ("all", shape) or (picked and number not in picked):
                 continue
-            model = shaped(shape)
-            reqs = requests(tokenizer, n_prompts, k)
-            engine_rate(model, tokenizer, reqs[:batch], temperature, batch)  # warm-up (kernels, allocator)
-            engines, plains = [], []
-            for repeat in range(args.repeat):
-                # alternate which runs first, so drift (clocks, allocator) does not favour one side
-                first_plain = repeat % 2 == 0
-                if first_plain:
-                    plains.append(plain_rate(model, tokenizer, reqs, temperature, batch))
-                engines.append(engine_rate(model, tokenizer, reqs, temperature, batch)[0])
-                if not first_plain:
-                    plains.append(plain_rate(model, tokenizer, reqs, temperature, batch))
-            engine, plain = median(engines), median(plains)
-            report({"figure": "generate", "shape": shape, "rows": len(reqs), "batch": batch, "T": temperature,
-                    "engine_tok_s": round(engine), "plain_tok_s": round(plain), "ratio": round(engine / plain, 2),
-                    "engine_runs": [round(x) for x in engines], "plain_runs": [round(x) for x in plains]})
-            if shape == "smollm2-135m" and batch == 512 and temperature == 0.7:
-                auto = median([engine_rate(model, tokenizer, reqs, temperature, "auto")[0] for _ in range(args.repeat)])
-                report({"figure": "generate, batch_size auto", "shape": shape, "rows": len(reqs), "T": temperature,
-                        "engine_tok_s": round(auto), "plain_tok_s": round(plain), "ratio": round(auto / plain, 2)})
+            try:
+                generate_row(shaped(shape), tokenizer, requests(tokenizer, n_prompts, k), batch, temperature,
+                             args.repeat, report, {"row": number, "shape": shape})
+            except Exception:  # one failed row must not lose the others' figures
+                traceback.print_exc()
     if args.part in ("compile", "all"):
         for shape, n_prompts, k, batch, temperature in [rows[2], rows[1], rows[4]]:
             model = shaped(shape)
@@ -192,7 +242,7 @@ def main() -> None:
                     "ratio": round(compiled / plain, 2), "first_call_s": round(warm, 1)})
     if args.part in ("judges", "all"):
         model = shaped("llama-3-8b")
-        for batch in (8, 16, 32, 64, "auto"):
+        for batch in (None, 8, 16, 32, 64, "auto"):  # None: absent from the config (auto on CUDA)
             items_s, tflops, used = judge_rate(model, tokenizer, batch)
             report({"figure": "judge forward", "shape": "llama-3-8b", "item_tokens": 400, "batch": batch,
                     "batch_used": used, "items_s": round(items_s, 1), "tflops": round(tflops, 1),

@@ -85,11 +85,11 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row(tiny_checkpoint, mon
     real = HFEngine._generate_batch
     sizes = []
 
-    def small_memory(model, tokenizer, device, config, batch, encoded, settings):
+    def small_memory(model, tokenizer, device, config, batch, encoded, settings, decoder):
         sizes.append(len(batch))
         if len(batch) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, tokenizer, device, config, batch, encoded, settings)
+        return real(model, tokenizer, device, config, batch, encoded, settings, decoder)
 
     monkeypatch.setattr(HFEngine, "_generate_batch", staticmethod(small_memory))
     table = run(tiny_checkpoint, 1.0, 3, batch_size=8)
@@ -180,3 +180,74 @@ def test_a_cell_without_batch_size_generates_the_same_rows(tiny_checkpoint):
     absent = generate_cell(str(tiny_checkpoint), PROMPTS, model="tiny", engine="hf", temperature=0.7, k=2, seed=11,
                            generation={"max_new_tokens": 8, "device": "cpu"}, precision={}, kv={})
     pd.testing.assert_frame_equal(absent, run(tiny_checkpoint, 0.7, 2, batch_size=16))
+
+
+def test_a_device_step_counter_gives_the_same_draws_as_a_host_one():
+    seeds = torch.tensor([0, 7, 2**62 + 7, 2**63 - 1, 9_223_372_036_854_775_000], dtype=torch.int64)
+    for step in (0, 1, 17, 4095, 2**40):
+        assert torch.equal(counter_uniforms(seeds, torch.tensor(step)), counter_uniforms(seeds, step))
+
+
+def _padded_batch(checkpoint):
+    from transformers import AutoTokenizer
+
+    from safetygrid.engines import chat_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), padding_side="left")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    ids = [chat_token_ids(tokenizer, text, None) for text in PROMPTS["text"]]
+    return tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+
+
+@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (0.9, 1.0), (1.0, 0.8)])
+def test_static_decoder_matches_generate_with_a_static_cache(tiny_checkpoint, temperature, top_p):
+    """The graph decoder's steps, run eagerly on the CPU, give generate's tokens when generate uses
+    the same static cache and (at T > 0) the same seeded sampler."""
+    from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
+
+    from safetygrid.engines.static_decode import StaticDecoder
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = None  # every row runs its 12 tokens in both
+    batch = _padded_batch(tiny_checkpoint)
+    seeds = [101, 202, 303]
+    processors = LogitsProcessorList([SeededSampler(seeds, temperature, top_p)] if temperature > 0 else [])
+    config = GenerationConfig(max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0,
+                              cache_implementation="static")
+    with torch.inference_mode():
+        expected = model.generate(**batch, generation_config=config, logits_processor=processors)
+    expected = expected[:, batch["input_ids"].shape[1]:]
+    got = StaticDecoder(model, 12, [], temperature=temperature, top_p=top_p, seeds=seeds,
+                        use_graph=False).decode(batch["input_ids"], batch["attention_mask"])
+    assert torch.equal(got, expected)
+
+
+def test_static_decoder_stops_once_every_row_has_ended(tiny_checkpoint):
+    from transformers import AutoModelForCausalLM
+
+    from safetygrid.engines.static_decode import STOP_CHECK_EVERY, StaticDecoder
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
+    batch = _padded_batch(tiny_checkpoint)
+    full = StaticDecoder(model, 40, [], use_graph=False).decode(batch["input_ids"], batch["attention_mask"])
+    # an "end token" every row has produced by step 3: decoding stops at the next stop check
+    ends = {int(row[:4][-1]) for row in full}
+    stopped = StaticDecoder(model, 40, sorted(ends), use_graph=False).decode(batch["input_ids"],
+                                                                            batch["attention_mask"])
+    assert stopped.shape[1] == STOP_CHECK_EVERY and torch.equal(stopped, full[:, :STOP_CHECK_EVERY])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_a_cell_with_cuda_graphs_runs_the_static_decoder_and_keeps_its_rows(tiny_checkpoint, temperature, monkeypatch):
+    """On a CPU ``cuda_graphs: true`` runs the static decoder's steps eagerly: the engine's rows (end
+    tokens cut, finish reasons, text) are those of the dynamic-cache path on this tiny float32 model."""
+    from safetygrid.engines import static_decode
+
+    decoded = []
+    original = static_decode.StaticDecoder.decode
+    monkeypatch.setattr(static_decode.StaticDecoder, "decode",
+                        lambda self, *args: decoded.append(len(args[0])) or original(self, *args))
+    graphs = generate_cell(str(tiny_checkpoint), PROMPTS, model="tiny", engine="hf", temperature=temperature, k=2,
+                           seed=11, generation={**GEN, "cuda_graphs": True}, precision={}, kv={})
+    assert sum(decoded) == 6
+    pd.testing.assert_frame_equal(graphs, run(tiny_checkpoint, temperature, 2))

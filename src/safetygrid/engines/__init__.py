@@ -32,6 +32,7 @@ class Settings:
     batch_size: int | str | None = None
     batch_divisor: int = 1  # a retried job's batch is the (resolved) batch divided by this
     compile: bool = False  # hf engine on CUDA: a static KV cache and a compiled forward pass
+    cuda_graphs: bool = False  # hf engine: a static KV cache, each decoding step a CUDA graph replay on CUDA
     device: str = "auto"
     system_prompt: str | None = None
     dtype: str | None = None  # None: the engine's choice for the device

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from ..logs import progress
 from .sampling import SeededSampler
+from .static_decode import StaticDecoder
 from . import GENERATION_COLUMNS, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,13 @@ class HFEngine:
             # transformers compiles the forward pass when the cache is static: fewer kernel launches per
             # step, which is what bounds a small model's decoding on a GPU
             cache = {"cache_implementation": "static"}
+        # graphs need a static cache: a quantized one is dynamic, and compile already makes its own
+        graphs = settings.cuda_graphs and not cache and not settings.compile
+        if settings.cuda_graphs and not graphs:
+            log.warning("cuda_graphs ignored: %s", "compile: true" if settings.compile else "quantized KV cache")
+        decoder = (lambda batch: StaticDecoder(model, settings.max_new_tokens, sorted(eos_ids),
+                                               temperature=settings.temperature, top_p=settings.top_p,
+                                               seeds=[r.seed for r in batch])) if graphs else None
         config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
                                   eos_token_id=sorted(eos_ids) or None, pad_token_id=tokenizer.pad_token_id, **cache)
         bar = progress(len(order), "generate")
@@ -160,7 +168,8 @@ class HFEngine:
             idx = order[done:done + batch_size]
             batch = [requests[i] for i in idx]
             try:
-                new = self._generate_batch(model, tokenizer, device, config, batch, encoded, settings)
+                new = self._generate_batch(model, tokenizer, device, config, batch, encoded, settings,
+                                           decoder(batch) if decoder else None)
             except torch.OutOfMemoryError as exc:
                 # the longest prompts come first, so a batch that fits here fits for the rest too
                 if batch_size == 1:
@@ -193,10 +202,13 @@ class HFEngine:
 
     @staticmethod
     def _generate_batch(model: Any, tokenizer: Any, device: str, config: GenerationConfig, batch: Sequence[Request],
-                        encoded: Mapping[str, list[int]], settings: Settings) -> list[list[int]]:
+                        encoded: Mapping[str, list[int]], settings: Settings,
+                        decoder: StaticDecoder | None = None) -> list[list[int]]:
         """The new tokens of each request of one padded batch."""
         inputs = tokenizer.pad({"input_ids": [encoded[r.prompt_id] for r in batch]},
                                return_tensors="pt", padding=True).to(device)
+        if decoder is not None:
+            return decoder.decode(inputs["input_ids"], inputs["attention_mask"]).cpu().tolist()
         processors = LogitsProcessorList()
         if settings.temperature > 0:
             processors.append(SeededSampler([r.seed for r in batch], settings.temperature, settings.top_p))

@@ -43,9 +43,14 @@ def mix64(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shift_right(x, 31)
 
 
-def counter_uniforms(seeds: torch.Tensor, step: int) -> torch.Tensor:
-    """One float64 uniform in [0, 1) per row, a function of (seed, step) alone."""
-    increment = _signed(((step + 1) * GOLDEN) & MASK64)
+def counter_uniforms(seeds: torch.Tensor, step: int | torch.Tensor) -> torch.Tensor:
+    """One float64 uniform in [0, 1) per row, a function of (seed, step) alone. ``step`` may be a
+    0-d int64 tensor on the seeds' device (a captured CUDA graph reads it there at each replay):
+    int64 products wrap modulo 2**64, so both forms give the same bits."""
+    if isinstance(step, torch.Tensor):
+        increment = (step + 1) * _signed(GOLDEN)
+    else:
+        increment = _signed(((step + 1) * GOLDEN) & MASK64)
     bits = mix64(seeds + increment)
     return _shift_right(bits, 11).to(torch.float64) * (1.0 / (1 << 53))
 
@@ -70,7 +75,8 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
 
 
-def draw(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperature: float, top_p: float) -> torch.Tensor:
+def draw(logits: torch.Tensor, seeds: torch.Tensor, step: int | torch.Tensor, temperature: float,
+         top_p: float) -> torch.Tensor:
     """The next token of each row, on the logits' device."""
     probs = nucleus(torch.softmax(logits.float() / temperature, dim=-1), top_p)
     cdf = probs.double().cumsum(dim=-1)

@@ -143,6 +143,10 @@ class LMJudge:
             return self.scorer.verdict_logprobs(sequences, token_ids, progress_label)
         width = self.model.config.vocab_size if token_ids is None else len(token_ids)
         out = torch.empty((len(sequences), width))
+        columns = None if token_ids is None else torch.tensor(list(token_ids), device=self.device)
+        # the verdict columns stay on the device until the end: no batch waits for the previous one's
+        # copy to the host, so the GPU is never idle while the host pads the next batch
+        pending: list[tuple[list[int], torch.Tensor]] = []
         bar = progress(len(sequences), progress_label or "judge")
         for idx in self._batches(sequences):
             batch = self.tokenizer.pad({"input_ids": [sequences[i] for i in idx]}, return_tensors="pt").to(self.device)
@@ -150,9 +154,14 @@ class LMJudge:
                 # only the last position's logits: the vocabulary projection of every other position
                 # is a fifth of the forward pass on a small judge
                 logits = self.model(**batch, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
-            logp = torch.log_softmax(logits, dim=-1).cpu()
-            out[idx] = logp[:, :width] if token_ids is None else logp[:, list(token_ids)]
+                logp = torch.log_softmax(logits, dim=-1)
+            if columns is None:  # a whole vocabulary per row: to the host at once, not held on the device
+                out[idx] = logp[:, :width].cpu()
+            else:
+                pending.append((idx, logp.index_select(1, columns)))
             bar.update(len(idx))
+        for idx, picked in pending:
+            out[idx] = picked.cpu()
         bar.close()
         return out
 
