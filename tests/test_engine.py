@@ -251,3 +251,23 @@ def test_a_cell_with_cuda_graphs_runs_the_static_decoder_and_keeps_its_rows(tiny
                            seed=11, generation={**GEN, "cuda_graphs": True}, precision={}, kv={})
     assert sum(decoded) == 6
     pd.testing.assert_frame_equal(graphs, run(tiny_checkpoint, temperature, 2))
+
+
+def test_the_static_decoder_is_the_cuda_default_where_the_model_allows_it():
+    from types import SimpleNamespace
+
+    from transformers import Gemma3TextConfig, LlamaConfig
+
+    from safetygrid.engines import EngineUnavailable
+    from safetygrid.engines.hf import use_static_decoder
+
+    llama, gemma = SimpleNamespace(config=LlamaConfig()), SimpleNamespace(config=Gemma3TextConfig())
+    assert use_static_decoder(None, "cuda:0", llama, False, False)
+    assert not use_static_decoder(None, "cpu", llama, False, False)
+    assert use_static_decoder(True, "cpu", llama, False, False)  # asked for: the same steps, eagerly
+    assert not use_static_decoder(False, "cuda", llama, False, False)
+    assert not use_static_decoder(None, "cuda", gemma, False, False)  # sliding-window layers: eager decoding
+    assert not use_static_decoder(None, "cuda", llama, True, False)  # a quantized KV cache keeps its path
+    assert not use_static_decoder(True, "cuda", llama, False, True)  # compile makes its own static cache
+    with pytest.raises(EngineUnavailable, match="sliding_attention.*cuda_graphs: false"):
+        use_static_decoder(True, "cuda", gemma, False, False)

@@ -30,7 +30,7 @@ def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine:
         batch_size=_batch_size(generation.get("batch_size")),
         batch_divisor=batch_divisor,
         compile=bool(generation.get("compile", False)),
-        cuda_graphs=bool(generation.get("cuda_graphs", False)),
+        cuda_graphs=None if generation.get("cuda_graphs") is None else bool(generation["cuda_graphs"]),
         device=str(generation.get("device", "auto")),
         system_prompt=generation.get("system_prompt"),
         dtype=precision.get("dtype"),

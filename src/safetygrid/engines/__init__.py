@@ -32,7 +32,8 @@ class Settings:
     batch_size: int | str | None = None
     batch_divisor: int = 1  # a retried job's batch is the (resolved) batch divided by this
     compile: bool = False  # hf engine on CUDA: a static KV cache and a compiled forward pass
-    cuda_graphs: bool = False  # hf engine: a static KV cache, each decoding step a CUDA graph replay on CUDA
+    # hf engine: a static KV cache, each decoding step a CUDA graph replay on CUDA; None: on CUDA only
+    cuda_graphs: bool | None = None
     device: str = "auto"
     system_prompt: str | None = None
     dtype: str | None = None  # None: the engine's choice for the device

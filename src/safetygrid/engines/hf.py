@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from ..logs import progress
 from .sampling import SeededSampler
-from .static_decode import StaticDecoder
+from .static_decode import StaticDecoder, static_decode_unsupported
 from . import GENERATION_COLUMNS, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,27 @@ def kv_cache_options(kv: Mapping[str, Any]) -> dict[str, Any]:
                              "residual_length": int(kv.get("residual_length", 128))}}
 
 
+def use_static_decoder(requested: bool | None, device: str, model: Any, quantized_cache: bool, compile: bool) -> bool:
+    """Whether batches decode with :class:`StaticDecoder`: when asked (``generation.cuda_graphs``),
+    or, when the config is silent, on CUDA, where an eager step is bound by kernel launches. A
+    quantized KV cache is dynamic and ``compile`` makes its own static cache: both keep their path.
+    A model the static decoder cannot serve fails when it was asked for and is decoded eagerly when
+    it was not."""
+    if not (device.startswith("cuda") if requested is None else requested):
+        return False
+    if compile or quantized_cache:
+        if requested:
+            log.warning("cuda_graphs ignored: %s", "compile: true" if compile else "a quantized KV cache")
+        return False
+    reason = static_decode_unsupported(model)
+    if reason is None:
+        return True
+    if requested:
+        raise EngineUnavailable(f"generation.cuda_graphs: true, but {reason}; set cuda_graphs: false")
+    log.info("decoding with a dynamic cache: %s", reason)
+    return False
+
+
 class HFEngine:
     name = "hf"
 
@@ -154,10 +175,7 @@ class HFEngine:
             # transformers compiles the forward pass when the cache is static: fewer kernel launches per
             # step, which is what bounds a small model's decoding on a GPU
             cache = {"cache_implementation": "static"}
-        # graphs need a static cache: a quantized one is dynamic, and compile already makes its own
-        graphs = settings.cuda_graphs and not cache and not settings.compile
-        if settings.cuda_graphs and not graphs:
-            log.warning("cuda_graphs ignored: %s", "compile: true" if settings.compile else "quantized KV cache")
+        graphs = use_static_decoder(settings.cuda_graphs, device, model, bool(cache), settings.compile)
         decoder = (lambda batch: StaticDecoder(model, settings.max_new_tokens, sorted(eos_ids),
                                                temperature=settings.temperature, top_p=settings.top_p,
                                                seeds=[r.seed for r in batch])) if graphs else None

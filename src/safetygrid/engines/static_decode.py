@@ -9,10 +9,10 @@ writes at a device-side counter, the attention mask is a preallocated 4D tensor 
 a 4D mask as given) and every per-step input is updated in place, inside the graph.
 
 Unlike ``generation.compile`` nothing is compiled: the graph records the same eager kernels, so a
-capture costs one step (about a second per batch shape), not minutes. The attention reads the whole
-static cache under a mask rather than a growing one, so results can differ from the dynamic-cache
-path by rounding; the decode path is therefore part of a cell's params (``generation.cuda_graphs``).
-On a CPU the same steps run eagerly, which is how the tests check this code path.
+capture costs one step's time per batch shape, not minutes. The attention reads the whole static
+cache under a mask rather than a growing one, so results can differ from the dynamic-cache path by
+rounding, as they do between two batch sizes on a GPU. On a CPU the same steps run eagerly, which is
+how the tests check this code path against ``generate`` with a static cache.
 """
 
 from __future__ import annotations
@@ -26,6 +26,21 @@ from .sampling import draw
 
 # how often (in steps) the host asks whether every row has ended: each ask is a device sync
 STOP_CHECK_EVERY = 16
+
+
+def static_decode_unsupported(model: Any) -> str | None:
+    """Why ``model`` cannot decode with one full-length static cache and one 4D mask, or None. A
+    sliding-window layer keeps a window-sized cache and needs its own mask, and an encoder-decoder
+    has a second cache."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(model.config, "is_encoder_decoder", False):
+        return f"{model.config.model_type} is an encoder-decoder model"
+    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    if kinds != {"full_attention"}:
+        return f"{config.model_type} has {sorted(kinds - {'full_attention'})} layers"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return f"{config.model_type} attends within a sliding window of {config.sliding_window} tokens"
+    return None
 
 
 class StaticDecoder:
