@@ -28,7 +28,7 @@ class Settings:
     temperature: float
     max_new_tokens: int
     top_p: float = 1.0
-    # "auto": the largest batch the device's free memory holds; None: auto on CUDA, DEFAULT_BATCH on a CPU
+    # "auto": the largest batch the device's free memory holds; None: auto on CUDA, a fixed batch on a CPU
     batch_size: int | str | None = None
     batch_divisor: int = 1  # a retried job's batch is the (resolved) batch divided by this
     compile: bool = False  # hf engine on CUDA: a static KV cache and a compiled forward pass
