@@ -320,6 +320,19 @@ def test_archive_verifies_and_tampering_fails(ci_run: Path, tmp_path: Path) -> N
     with pytest.raises(VerificationError, match="cells.parquet: checksum differs"):
         verify(_repack(archive, tmp_path / "edited.tar.gz", edit_table))
 
+    def made_before_categories(base: Path) -> None:
+        """An archive of a run made before categories.parquet existed (by another commit)."""
+        (base / "VERSION").write_text("safetygrid 0.0.1\ncommit 0123abc\n")
+        _rehash(base, "VERSION")
+        (base / "results/tables/categories.parquet").unlink()
+        manifest = base / "MANIFEST.sha256"
+        manifest.write_text("".join(line + "\n" for line in manifest.read_text().splitlines()
+                                    if not line.endswith("  results/tables/categories.parquet")))
+
+    with pytest.raises(VerificationError, match=r"categories.parquet is missing \(the archive was made by "
+                                                r"safetygrid 0.0.1 at commit 0123abc.*`git checkout 0123abc`"):
+        verify(_repack(archive, tmp_path / "older.tar.gz", made_before_categories))
+
 
 @pytest.mark.llamacpp
 def test_gguf_precision_runs_on_llama_cpp_and_unsupported_kv_is_recorded(ci_run: Path) -> None:

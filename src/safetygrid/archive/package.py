@@ -168,6 +168,18 @@ def _recompute_tables(base: Path, config: Mapping[str, Any], into: Path) -> Simp
     return out
 
 
+def _made_by_other_code(base: Path) -> str:
+    """A hint for a table that does not follow: the archive's VERSION names a commit other than
+    this code's. Checksums mean the same in every version; tables are recomputed by this code, and
+    a table added since (or computed differently) cannot follow from an older run's files."""
+    recorded = dict(line.split(" ", 1) for line in (base / "VERSION").read_text().splitlines() if " " in line)
+    made, here = recorded.get("commit", "unknown"), _git_commit(Path(__file__).resolve().parents[3])
+    if made == here or made.startswith("unknown"):
+        return ""
+    return (f" (the archive was made by safetygrid {recorded.get('safetygrid', '?')} at commit {made}, and this "
+            f"is commit {here}: recompute with the code that made it, `git checkout {made.removesuffix('-dirty')}`)")
+
+
 def verify(archive: str | Path) -> dict[str, Any]:
     """Raise VerificationError at the first difference; return a summary when all is well."""
     with tempfile.TemporaryDirectory(prefix="safetygrid-verify-") as tmp:
@@ -178,21 +190,34 @@ def verify(archive: str | Path) -> dict[str, Any]:
             raise VerificationError("the archive must hold one top-level folder")
         base = tops[0]
         listed = _check_manifest(base)
-        config = json.loads((base / "config.resolved.json").read_text())
-        recomputed = _recompute_tables(base, config, Path(tmp) / "recomputed")
-        for table in TABLES:
-            archived = base / "results" / "tables" / f"{table}.parquet"
-            if not archived.exists():
-                raise VerificationError(f"results/tables/{table}.parquet is missing")
-            try:
-                pd.testing.assert_frame_equal(pd.read_parquet(archived), pd.read_parquet(getattr(recomputed, table)),
-                                              check_exact=False, rtol=1e-9, atol=1e-12)
-            except AssertionError as exc:
-                first = str(exc).strip().splitlines()
-                raise VerificationError(f"results/tables/{table}.parquet does not follow from the votes: "
-                                        + " ".join(first[:4])) from None
-        checked = len(TABLES) + _verify_judge_validity(base, config)
-        return {"files": len(listed), "tables": checked, "archive": str(archive)}
+        try:
+            return _verify_tables(base, Path(tmp), archive, len(listed))
+        except VerificationError as exc:
+            raise VerificationError(str(exc) + _made_by_other_code(base)) from None
+
+
+def _verify_tables(base: Path, tmp: Path, archive: str | Path, n_files: int) -> dict[str, Any]:
+    """Every table recomputed from the archived votes, labels and files, and compared."""
+    config = json.loads((base / "config.resolved.json").read_text())
+    try:
+        recomputed = _recompute_tables(base, config, tmp / "recomputed")
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        # an archive whose files this code does not read as it expects (another version's, often)
+        raise VerificationError(f"the tables cannot be recomputed from the archive's files: "
+                                f"{type(exc).__name__}: {exc}") from None
+    for table in TABLES:
+        archived = base / "results" / "tables" / f"{table}.parquet"
+        if not archived.exists():
+            raise VerificationError(f"results/tables/{table}.parquet is missing")
+        try:
+            pd.testing.assert_frame_equal(pd.read_parquet(archived), pd.read_parquet(getattr(recomputed, table)),
+                                          check_exact=False, rtol=1e-9, atol=1e-12)
+        except AssertionError as exc:
+            first = str(exc).strip().splitlines()
+            raise VerificationError(f"results/tables/{table}.parquet does not follow from the votes: "
+                                    + " ".join(first[:4])) from None
+    checked = len(TABLES) + _verify_judge_validity(base, config)
+    return {"files": n_files, "tables": checked, "archive": str(archive)}
 
 
 def _verify_judge_validity(base: Path, config: Mapping[str, Any]) -> int:
