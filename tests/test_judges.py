@@ -66,3 +66,27 @@ def test_a_judge_without_batch_size_takes_eight_per_batch_on_a_cpu(tiny_checkpoi
     judge = LLMYesNoJudge.from_spec({"kind": "llm_yes_no", "device": "cpu"}, str(tiny_checkpoint))
     assert judge.batch_size is None
     assert [len(b) for b in judge._batches([[1, 2, 3]] * 20)] == [8, 8, 4]
+
+
+def test_a_judge_out_of_memory_halves_its_batch_and_scores_every_item(tiny_checkpoint):
+    from safetygrid.engines import OutOfMemory
+
+    judge = LLMYesNoJudge(str(tiny_checkpoint), batch_size=8, device="cpu")
+    prompts = [f"question {i} " + "word " * i for i in range(11)]
+    responses = ["sure, step one"] * 11
+    expected = judge.label(prompts, responses)
+    real, sizes = judge.model.forward, []
+
+    def small_memory(*args, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        sizes.append(rows)
+        if rows > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    judge.model.forward = small_memory
+    pd.testing.assert_frame_equal(judge.label(prompts, responses), expected)
+    assert sizes[:3] == [8, 4, 2] and max(sizes[3:]) == 2 and sum(s for s in sizes if s <= 2) == 11
+    judge.model.forward = lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
+    with pytest.raises(OutOfMemory, match="one judge item of .* tokens does not fit"):
+        judge.label(prompts[:1], responses[:1])

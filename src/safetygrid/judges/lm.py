@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..engines import OutOfMemory
 from ..engines.hf import forward_batch_size, resolve_device
 from ..logs import progress
 
@@ -125,10 +126,35 @@ class LMJudge:
         return self.tokenizer(rendered + answer_prefix, add_special_tokens=False)["input_ids"]
 
     def _batches(self, sequences: Sequence[list[int]]) -> list[list[int]]:
+        """The planned batches: indices of ``sequences``, longest first, ``batch_size`` (or what
+        fits, for auto) at a time."""
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         longest = len(sequences[order[0]]) if order else 1
         size = forward_batch_size(self.batch_size, self.model, self.device, len(order), longest)
         return [order[start:start + size] for start in range(0, len(order), size)]
+
+    def _each_batch(self, sequences: Sequence[list[int]], run: Callable[[list[int]], None]) -> None:
+        """``run`` on each planned batch. Out of device memory, the batch size halves and the batch
+        is run again: the longest items come first, so a size that fits here fits for the rest. A
+        single item that does not fit fails, naming its length."""
+        planned = self._batches(sequences)
+        order = [i for idx in planned for i in idx]
+        size, done = len(planned[0]) if planned else 1, 0
+        while done < len(order):
+            idx = order[done:done + size]
+            try:
+                run(idx)
+            except torch.OutOfMemoryError as exc:
+                if size == 1:
+                    raise OutOfMemory(f"one judge item of {len(sequences[idx[0]])} tokens does not fit on "
+                                      f"{self.device}; give the judge max_response_tokens below "
+                                      f"{self.max_response_tokens} or a larger device") from exc
+                size = max(1, size // 2)
+                log.warning("out of memory on %s: judge batch size now %d", self.device, size)
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                continue
+            done += len(idx)
 
     def next_logprobs(self, sequences: Sequence[list[int]], progress_label: str = "") -> torch.Tensor:
         """log P(next token) after each sequence: n x vocabulary, on the CPU."""
@@ -148,7 +174,8 @@ class LMJudge:
         # copy to the host, so the GPU is never idle while the host pads the next batch
         pending: list[tuple[list[int], torch.Tensor]] = []
         bar = progress(len(sequences), progress_label or "judge")
-        for idx in self._batches(sequences):
+
+        def score(idx: list[int]) -> None:
             batch = self.tokenizer.pad({"input_ids": [sequences[i] for i in idx]}, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 # only the last position's logits: the vocabulary projection of every other position
@@ -160,6 +187,8 @@ class LMJudge:
             else:
                 pending.append((idx, logp.index_select(1, columns)))
             bar.update(len(idx))
+
+        self._each_batch(sequences, score)
         for idx, picked in pending:
             out[idx] = picked.cpu()
         bar.close()
@@ -172,7 +201,8 @@ class LMJudge:
             return [self.tokenizer.decode(ids, skip_special_tokens=True)
                     for ids in self.scorer.generate(sequences, max_new_tokens)]
         texts = [""] * len(sequences)
-        for idx in self._batches(sequences):
+
+        def continue_batch(idx: list[int]) -> None:
             batch = self.tokenizer.pad({"input_ids": [sequences[i] for i in idx]}, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
@@ -180,6 +210,8 @@ class LMJudge:
             for row, i in enumerate(idx):
                 texts[i] = self.tokenizer.decode(generated[row, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             log.info("generated %d/%d", sum(1 for t in texts if t), len(sequences))
+
+        self._each_batch(sequences, continue_batch)
         return texts
 
     def token_ids(self, words: Sequence[str], first_token: bool = False) -> list[int]:
