@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from safetygrid.analysis.adjudication import gold_agreement, read_gold, to_label
+from safetygrid.analysis.adjudication import gold_agreement, own_label_agreement, read_gold, worklist
+from safetygrid.labels import gold, response_sha256
 
 CELL = {"model": "m", "precision": "fp", "kv": "fp", "temperature": "0.0"}
 # judges a, b, c on five responses; None = the judge failed
@@ -35,7 +36,7 @@ def _tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 def test_queue_lists_the_most_disputed_first() -> None:
-    queue = to_label(*_tables(), limit=10)
+    queue = worklist(*_tables(), limit=10)
     # p0 and p4 are unanimous among the judges that answered; p1, p2, p3 split 1:2 or 2:1 (1/3 in the
     # minority). Among those, the mean score nearest 0.5 comes first: p1 0.483, p3 0.6, p2 0.4 -> p1, then
     # p2 and p3 tie on distance 0.1 and fall back to prompt order.
@@ -44,8 +45,9 @@ def test_queue_lists_the_most_disputed_first() -> None:
     first = queue.iloc[0]
     assert (first["prompt"], first["response"]) == ("request 1", "answer 1")
     assert (first["a"], first["b"], first["c"], first["ensemble"]) == ("unsafe", "safe", "safe", "safe")
-    assert (queue["label"] == "").all()
-    assert len(to_label(*_tables(), limit=2)) == 2
+    assert "label" not in queue.columns  # a worklist, never the place labels live
+    assert first["response_sha256"] == response_sha256("answer 1")
+    assert len(worklist(*_tables(), limit=2)) == 2
 
 
 def test_gold_scores_each_judge_and_both_ensembles(tmp_path: Path) -> None:
@@ -70,3 +72,22 @@ def test_gold_file_errors_name_the_problem(tmp_path: Path) -> None:
     pd.DataFrame({"prompt": ["p"], "response": ["r"], "label": ["maybe"]}).to_csv(tmp_path / "g.csv", index=False)
     with pytest.raises(ValueError, match="found \\['maybe'\\]"):
         read_gold(tmp_path / "g.csv")
+
+
+def test_own_labels_score_each_judge_by_response_key() -> None:
+    """Own labels (labels.files) name responses by cell, prompt, sample and text hash: the same
+    figures as the gold file above, and a stale label (the text changed) is left out."""
+    judgements, votes, generations, _ = _tables()
+    truth = [1, 1, 0, 0, 0]
+    labels = pd.DataFrame([{**CELL, "temperature": 0.0, "prompt_id": f"p{i}", "sample": 0,
+                            "response_sha256": response_sha256(f"answer {i}"), "label": truth[i], "rater": "alice",
+                            "draw": "random", "file": "alice.csv"} for i in range(5)]
+                          + [{**CELL, "temperature": 0.0, "prompt_id": "p0", "sample": 0,
+                              "response_sha256": response_sha256("an older answer"), "label": 0, "rater": "bob",
+                              "draw": "random", "file": "bob.csv"}])
+    current = gold(labels, generations)
+    assert current.attrs["counts"]["stale"] == 1
+    scores = own_label_agreement(current, judgements, votes).set_index("rater")
+    assert (scores["set"] == "own").all()
+    assert scores.loc["a", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([5, 0.8, 1.0, 1 / 3])
+    assert scores.loc["b", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([4, 0.5, 0.5, 0.5])

@@ -5,5 +5,6 @@ to_file(snakemake.log[0])
 adjudicate(
     prompts=snakemake.input.prompts, votes=snakemake.input.votes, generations=snakemake.input.generations,
     judgements=snakemake.input.judgements, gold=snakemake.input.gold[0] if snakemake.input.gold else None,
-    limit=snakemake.params.n, to_label_out=snakemake.output.to_label, gold_out=snakemake.output.gold,
+    labels=list(snakemake.input.labels), limit=snakemake.params.n, worklist_out=snakemake.output.worklist,
+    gold_out=snakemake.output.gold,
 )
