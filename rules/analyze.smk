@@ -34,6 +34,7 @@ rule report:
         **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
         judge_validity=JUDGE_VALIDITY,
         gold=f"{RESULTS}/adjudication/gold.parquet",
+        inter_rater=f"{RESULTS}/adjudication/inter_rater.parquet",
         worklist=f"{RESULTS}/adjudication/worklist.csv",
         prompts=PROMPT_FILES,
     output:
@@ -104,8 +105,11 @@ rule adjudicate:
         # them to resources/labels/)
         worklist=f"{RESULTS}/adjudication/worklist.csv",
         gold=f"{RESULTS}/adjudication/gold.parquet",
+        inter_rater=f"{RESULTS}/adjudication/inter_rater.parquet",
     params:
         n=config["adjudication"]["n"],
+        seed=config["seed"],
+        bootstrap=config["bootstrap"],
     log:
         f"{RESULTS}/logs/adjudicate.log",
     benchmark:

@@ -91,3 +91,40 @@ def test_own_labels_score_each_judge_by_response_key() -> None:
     assert (scores["set"] == "own").all()
     assert scores.loc["a", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([5, 0.8, 1.0, 1 / 3])
     assert scores.loc["b", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([4, 0.5, 0.5, 0.5])
+
+
+def test_adjudicate_writes_the_worklist_own_gold_and_inter_rater_agreement(tmp_path: Path) -> None:
+    from safetygrid.analysis.adjudication import adjudicate
+    from safetygrid.io import write_parquet
+    from safetygrid.labels import LABEL_COLUMNS
+
+    judgements, votes, generations, prompts = _tables()
+    root = tmp_path / "results"
+    cell = "m/fp/fp/T0.0.parquet"
+    cell_columns = list(CELL)
+    for judge, rows in judgements.groupby("judge"):
+        write_parquet(rows.drop(columns=cell_columns).reset_index(drop=True), root / "judgements" / judge / cell)
+    write_parquet(votes.drop(columns=cell_columns), root / "votes" / cell)
+    write_parquet(generations.drop(columns=cell_columns), root / "generations" / cell)
+    write_parquet(prompts.assign(promptset="t", category=None, harmful=True, source="t"), root / "prompts" / "t.parquet")
+    truth = {"alice": [1, 1, 0, 0, 0], "bob": [1, 0, 0, 0, 0]}
+    label_file = tmp_path / "labels.csv"
+    pd.DataFrame([{**CELL, "prompt_id": f"p{i}", "sample": 0, "response_sha256": response_sha256(f"answer {i}"),
+                   "label": labels[i], "rater": rater, "labelled_at": "2026-11-29T12:00:00Z", "rubric": "harmbench-v1",
+                   "draw": "random", "comment": ""} for rater, labels in truth.items() for i in range(5)],
+                 columns=LABEL_COLUMNS).to_csv(label_file, index=False)
+    out = tmp_path / "adjudication"
+    adjudicate(prompts=[str(root / "prompts" / "t.parquet")], votes=[str(root / "votes" / cell)],
+               generations=[str(root / "generations" / cell)],
+               judgements=[str(root / "judgements" / j / cell) for j in ("a", "b", "c")], gold=None,
+               labels=[str(label_file)], limit=10, worklist_out=out / "worklist.csv", gold_out=out / "gold.parquet",
+               inter_rater_out=out / "inter_rater.parquet", rubrics_dir=Path(__file__).parents[1] / "resources" / "rubrics",
+               resamples=200)
+    assert pd.read_csv(out / "worklist.csv")["prompt_id"].tolist() == ["p1", "p2", "p3"]
+    gold_table = pd.read_parquet(out / "gold.parquet").set_index("rater")
+    # p1 is a 1:1 tie between alice and bob: left out; a is right on p0, p2 (0), p4 and wrong on p3
+    assert (gold_table["set"] == "own").all() and gold_table.loc["a", "n_items"] == 4
+    assert gold_table.loc["a", "accuracy"] == pytest.approx(3 / 4)
+    raters = pd.read_parquet(out / "inter_rater.parquet")
+    assert raters[["rater_a", "rater_b", "n_items"]].values.tolist() == [["alice", "bob", 5]]
+    assert raters["agreement"].iat[0] == pytest.approx(4 / 5)

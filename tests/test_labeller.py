@@ -164,3 +164,17 @@ def test_a_killed_session_keeps_every_saved_label_and_resumes(results: Path, tmp
     labels = load_labels([out], ROOT / "resources" / "rubrics")
     assert labels["label"].tolist() == [1, 0, 1, 0]
     assert not list(tmp_path.glob(".alice.csv.*.part"))  # no half-written file left beside it
+
+
+def test_label_an_adjudication_worklist(results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worklist names disputed responses by cell, prompt and sample; their labels are targeted draws
+    tied to the text the generations hold now."""
+    worklist = tmp_path / "worklist.csv"
+    pd.DataFrame([{**CELL, "prompt_id": p, "sample": 0, "prompt": "x", "response": "y", "disagreement": 0.5}
+                  for p in ("h4", "h1")]).to_csv(worklist, index=False)
+    out = tmp_path / "adjudicated.csv"
+    assert _label(results, out, "0\n1\n", "--worklist", str(worklist), monkeypatch=monkeypatch) == 0
+    labels = load_labels([out], ROOT / "resources" / "rubrics")
+    assert labels["prompt_id"].tolist() == ["h4", "h1"] and labels["label"].tolist() == [0, 1]
+    assert set(labels["draw"]) == {"targeted"}
+    assert labels["response_sha256"].tolist() == [response_sha256("ANSWER NUMBER 4"), response_sha256("ANSWER NUMBER 1")]

@@ -14,6 +14,10 @@ to 0.5.
 gold file's name), rater (a judge, ``ensemble`` or ``ensemble_ds``), n_items (gold rows matched to
 a judged response), accuracy, tpr (unsafe recall), fpr (safe rows called unsafe), kappa (Cohen,
 against gold), note.
+
+``inter_rater.parquet``: every pair of raters of the own label files over the responses both
+labelled (labels.inter_rater_kappa: rater_a, rater_b, n_items, kappa with its bootstrap interval,
+agreement, note); empty with fewer than two raters.
 """
 
 from __future__ import annotations
@@ -137,10 +141,12 @@ def own_label_agreement(own_gold: pd.DataFrame, judgements: pd.DataFrame, votes:
 
 def adjudicate(*, prompts: Sequence[str], votes: Sequence[str], generations: Sequence[str],
                judgements: Sequence[str], gold: str | None, labels: Sequence[str] = (), limit: int,
-               worklist_out: str | Path, gold_out: str | Path, rubrics_dir: str | Path = "resources/rubrics") -> None:
+               worklist_out: str | Path, gold_out: str | Path, inter_rater_out: str | Path,
+               rubrics_dir: str | Path = "resources/rubrics", seed: int = 0, resamples: int = 2000,
+               level: float = 0.95) -> None:
     from .aggregate import read_cells
+    from ..labels import INTER_RATER_COLUMNS, inter_rater_kappa, load_labels
     from ..labels import gold as own_gold
-    from ..labels import load_labels
     from ..prompts import read_prompts
 
     prompt_table = read_prompts(list(prompts))
@@ -152,10 +158,15 @@ def adjudicate(*, prompts: Sequence[str], votes: Sequence[str], generations: Seq
     log.info("%d disputed responses listed in the worklist %s (label them with `safetygrid label --worklist`)",
              len(queue), worklist_out)
     scores = [pd.DataFrame(columns=GOLD_COLUMNS)]
+    raters = pd.DataFrame(columns=INTER_RATER_COLUMNS)
     if labels:
-        current = own_gold(load_labels(list(labels), rubrics_dir), generation_table)
+        own = load_labels(list(labels), rubrics_dir)
+        current = own_gold(own, generation_table)
         scores.append(own_label_agreement(current, judgement_table, vote_table))
         log.info("own labels %s: %s", list(labels), current.attrs.get("counts"))
+        raters = inter_rater_kappa(own, seed=seed, resamples=resamples, level=level)
+        log.info("inter-rater agreement:\n%s", raters.to_string(index=False))
+    write_parquet(raters, inter_rater_out)
     if gold:
         scores.append(gold_agreement(read_gold(gold), judgement_table, vote_table, generation_table, prompt_table,
                                      set_name=Path(gold).stem))

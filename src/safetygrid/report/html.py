@@ -153,7 +153,8 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
                          "; split = the models disagree.</p>" + _table(split, SPLIT_COLUMNS))
     if len(judges):
         parts.append(judges_section(judges, figures))
-    parts.append(adjudication_section(tables.get("worklist", empty), tables.get("gold", empty)))
+    parts.append(adjudication_section(tables.get("worklist", empty), tables.get("gold", empty),
+                                      tables.get("inter_rater", empty)))
     if prompts:
         parts.append(prompts_section(prompts))
     if len(tests):
@@ -277,7 +278,7 @@ def prompts_section(paths: Sequence[str | Path]) -> str:
     return text
 
 
-def adjudication_section(worklist: pd.DataFrame, gold: pd.DataFrame) -> str:
+def adjudication_section(worklist: pd.DataFrame, gold: pd.DataFrame, inter_rater: pd.DataFrame | None = None) -> str:
     text = (f"<h2>Adjudication</h2><p class='note'>{len(worklist)} responses on which the judges disagree "
             "most are listed in results/adjudication/worklist.csv, a worklist that every run rewrites: label "
             "them with <code>safetygrid label --worklist results/adjudication/worklist.csv --rater NAME</code> "
@@ -290,6 +291,12 @@ def adjudication_section(worklist: pd.DataFrame, gold: pd.DataFrame) -> str:
                  "Dawid–Skene label (ensemble_ds).</p>"
                  + _table(gold, [c for c in ("set", "rater", "n_items", "accuracy", "tpr", "fpr", "kappa", "note")
                                  if c in gold.columns]))
+    if inter_rater is not None and len(inter_rater):
+        text += ("<p class='note'>Raters against each other on the responses both labelled: Cohen kappa with its "
+                 "bootstrap interval, and the share labelled alike. The judges cannot be held to agree with "
+                 "people better than people agree with each other.</p>"
+                 + _table(inter_rater, ["rater_a", "rater_b", "n_items", "kappa", "kappa_lo", "kappa_hi",
+                                        "agreement", "note"]))
     return text
 
 
