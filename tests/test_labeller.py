@@ -178,3 +178,13 @@ def test_label_an_adjudication_worklist(results: Path, tmp_path: Path, monkeypat
     assert labels["prompt_id"].tolist() == ["h4", "h1"] and labels["label"].tolist() == [0, 1]
     assert set(labels["draw"]) == {"targeted"}
     assert labels["response_sha256"].tolist() == [response_sha256("ANSWER NUMBER 4"), response_sha256("ANSWER NUMBER 1")]
+
+
+def test_a_bad_row_in_the_label_file_is_named_before_labelling(results: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "alice.csv"
+    assert _label(results, out, "1\nq\n", monkeypatch=monkeypatch) == 0
+    out.write_text(out.read_text().replace(",1,alice,", ",yes,alice,"))  # a hand edit gone wrong
+    assert _label(results, out, "1\nq\n", monkeypatch=monkeypatch) == 2
+    assert f"{out} row 1: label must be 0 or 1, found 'yes'" in capsys.readouterr().err

@@ -132,7 +132,7 @@ def _label(args: argparse.Namespace) -> int:
         rubric_text, summary = read_rubric(args.rubric, args.rubrics)
         seed = load(args.config)["seed"] if args.cell and Path(args.config).exists() else 0
         queue = build_queue(results, cell=args.cell, worklist=args.worklist, show_judges=args.show_judges, seed=seed)
-        store = LabelStore(out)
+        store = LabelStore(out, args.rubrics)
     except (LabelError, FileNotFoundError) as exc:
         print(f"safetygrid label: {exc}", file=sys.stderr)
         return 2

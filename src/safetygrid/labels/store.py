@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from .files import LABEL_COLUMNS, LabelError
+from .files import LABEL_COLUMNS, RUBRICS_DIR, LabelError, read_label_file
 
 
 def response_key(row: Mapping[str, object]) -> tuple[str, ...]:
@@ -28,11 +28,12 @@ def response_key(row: Mapping[str, object]) -> tuple[str, ...]:
 class LabelStore:
     """The rows of one label file, in file order (the order they were saved)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, rubrics_dir: str | Path = RUBRICS_DIR) -> None:
         self.path = Path(path)
         self.columns = list(LABEL_COLUMNS)
         self.rows: list[dict[str, str]] = []
         if self.path.exists() and self.path.stat().st_size:
+            read_label_file(self.path, rubrics_dir)  # a hand-edited row that is wrong fails here, named
             with self.path.open(newline="", encoding="utf-8") as handle:
                 reader = csv.DictReader(handle)
                 missing = [c for c in LABEL_COLUMNS if c != "comment" and c not in (reader.fieldnames or [])]
