@@ -38,8 +38,11 @@ def test_loader_reads_a_good_file(tmp_path: Path) -> None:
     labels = load_labels([path], RUBRICS)
     assert len(labels) == 2 and labels["label"].tolist() == [1, 0]
     assert labels["temperature"].tolist() == [0.7, 0.7] and labels["sample"].dtype == "int64"
-    # a glob that matches nothing yet is no labels, not an error
+    # a glob that matches nothing yet is no labels, not an error; nor is a file with its header only
     assert load_labels([str(tmp_path / "none" / "*.csv")], RUBRICS).empty
+    header_only = load_labels([_write(tmp_path / "new.csv", [])], RUBRICS)
+    assert header_only.empty and gold(header_only, _responses()).empty
+    assert inter_rater_kappa(header_only).empty
 
 
 @pytest.mark.parametrize("change, message", [
@@ -167,13 +170,13 @@ def test_label_sample_is_seeded_and_stable() -> None:
 
 
 def test_label_sample_is_uniform() -> None:
-    """Each response is drawn with probability n / N: over 400 seeds, every one of 20 responses is
-    drawn 400 * 5/20 = 100 times, give or take sampling noise (binomial sd ~8.7)."""
-    generations = pd.DataFrame({"prompt_id": [f"h{i}" for i in range(20)], "sample": 0, "response": "x"})
+    """Each response is drawn with probability n / N: over 200 seeds, each of 10 responses is drawn
+    200 * 5/10 = 100 times, give or take sampling noise (binomial sd ~7; the band is 4 sd)."""
+    generations = pd.DataFrame({"prompt_id": [f"h{i}" for i in range(10)], "sample": 0, "response": "x"})
     votes = generations[["prompt_id", "sample"]].assign(n_unsafe=0, n_judges=1)
     counts = pd.Series(0, index=generations["prompt_id"])
-    for seed in range(400):
+    for seed in range(200):
         drawn = draw_label_sample(generations, votes, list(generations["prompt_id"]), CELL, seed=seed,
                                   random_per_cell=5, targeted_per_cell=0)
         counts[drawn["prompt_id"]] += 1
-    assert counts.sum() == 2000 and counts.between(100 - 35, 100 + 35).all(), counts.to_dict()
+    assert counts.sum() == 1000 and counts.between(100 - 28, 100 + 28).all(), counts.to_dict()

@@ -79,6 +79,9 @@ def inter_rater_kappa(labels: pd.DataFrame, *, seed: int = 0, resamples: int = 2
     Pairs that share no response are left out."""
     from ..judges.validity import binary_validity
 
+    if labels.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "n_items" else float if c.startswith(("kappa", "agr"))
+                                          else object) for c in INTER_RATER_COLUMNS})
     key = [*ITEM_COLUMNS, "response_sha256"]
     keyed = _keyed(labels).assign(_item=lambda f: f[key].astype(str).agg("\x1f".join, axis=1))
     wide = keyed.pivot_table(index="_item", columns="rater", values="label", aggfunc="first")
