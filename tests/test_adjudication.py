@@ -89,6 +89,7 @@ def test_own_labels_score_each_judge_by_response_key() -> None:
     assert current.attrs["counts"]["stale"] == 1
     scores = own_label_agreement(current, judgements, votes).set_index("rater")
     assert (scores["set"] == "own").all()
+    assert scores["note"].str.contains("5 of 6 labels current; 1 stale").all()  # stale labels are reported
     assert scores.loc["a", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([5, 0.8, 1.0, 1 / 3])
     assert scores.loc["b", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([4, 0.5, 0.5, 0.5])
 

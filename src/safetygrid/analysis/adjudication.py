@@ -132,11 +132,21 @@ def own_label_agreement(own_gold: pd.DataFrame, judgements: pd.DataFrame, votes:
     if own_gold.empty:
         return pd.DataFrame([{"set": "own", "rater": "ensemble", "n_items": 0, "accuracy": math.nan, "tpr": math.nan,
                               "fpr": math.nan, "kappa": math.nan,
-                              "note": "no current own label (every label stale, tied or of another run)"}],
-                            columns=GOLD_COLUMNS)
+                              "note": "no current own label. " + label_counts(own_gold)}], columns=GOLD_COLUMNS)
     keyed = own_gold.assign(temperature=own_gold["temperature"].map(canonical_temperature))
     keys = pd.MultiIndex.from_frame(keyed[ITEM])
-    return _score_raters(keys, keyed["human"].to_numpy(float), judgements, votes, "own")
+    table = _score_raters(keys, keyed["human"].to_numpy(float), judgements, votes, "own")
+    return table.assign(note=table["note"].map(lambda note: "; ".join(filter(None, [note, label_counts(own_gold)]))))
+
+
+def label_counts(own_gold: pd.DataFrame) -> str:
+    """What became of the labels (labels.gold's counts), for the note of every own row."""
+    counts = own_gold.attrs.get("counts")
+    if not counts:
+        return ""
+    return (f"{counts['matched']} of {counts['labels']} labels current; {counts['stale']} stale (the response "
+            f"changed since: not used), {counts['unmatched']} of responses not in this run, {counts['tied']} "
+            "responses with tied raters left out")
 
 
 def adjudicate(*, prompts: Sequence[str], votes: Sequence[str], generations: Sequence[str],
