@@ -15,6 +15,7 @@ include: "rules/prompts.smk"
 include: "rules/models.smk"
 include: "rules/generate.smk"
 include: "rules/judge.smk"
+include: "rules/label.smk"
 include: "rules/validate.smk"
 include: "rules/analyze.smk"
 
@@ -28,6 +29,8 @@ localrules:
     prepare_validation,
     fetch_model,
     calibrate_judges,
+    label_sample,
+    label_samples,
     aggregate,
     adjudicate,
     report,
@@ -41,5 +44,7 @@ rule all:
         # (the tables' input functions cannot list its cells before it has run)
         all_checkpoints(),
         REPORT,
+        # each cell's label sample, for `safetygrid label`
+        lambda w: label_sample_paths(),
         # the archival package too, when the config asks for it (`snakemake archive` makes it anyway)
         [rules.archive.output[0]] if config["archive"] else [],

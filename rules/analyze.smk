@@ -34,7 +34,8 @@ rule report:
         **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
         judge_validity=JUDGE_VALIDITY,
         gold=f"{RESULTS}/adjudication/gold.parquet",
-        to_label=f"{RESULTS}/adjudication/to_label.csv",
+        inter_rater=f"{RESULTS}/adjudication/inter_rater.parquet",
+        worklist=f"{RESULTS}/adjudication/worklist.csv",
         prompts=PROMPT_FILES,
     output:
         # registered with report() too, so `snakemake --report report.zip` packages them
@@ -96,11 +97,19 @@ rule adjudicate:
         generations=lambda w: cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
         judgements=lambda w: judgement_paths(),
         gold=gold_input,
+        # own labels (user-owned files no rule writes) and the rubrics they name
+        labels=LABEL_FILES,
+        rubrics=RUBRIC_FILES,
     output:
-        to_label=f"{RESULTS}/adjudication/to_label.csv",
+        # a worklist, rewritten every run: labels never live in it (`safetygrid label --worklist` writes
+        # them to resources/labels/)
+        worklist=f"{RESULTS}/adjudication/worklist.csv",
         gold=f"{RESULTS}/adjudication/gold.parquet",
+        inter_rater=f"{RESULTS}/adjudication/inter_rater.parquet",
     params:
         n=config["adjudication"]["n"],
+        seed=config["seed"],
+        bootstrap=config["bootstrap"],
     log:
         f"{RESULTS}/logs/adjudicate.log",
     benchmark:

@@ -10,6 +10,7 @@ from safetygrid.analysis.aggregate import TABLES as AGGREGATE_TABLES
 from safetygrid.engines import cell_engine, cell_unsupported_reason
 from safetygrid.engines.sampling import SAMPLER as HF_SAMPLER
 from safetygrid.grid import iter_cells, samples_for
+from safetygrid.labels import LabelError, label_file_paths
 from safetygrid.prompts import PROMPTSETS, SELECTABLE
 
 try:
@@ -191,6 +192,20 @@ def quality_paths():
     if config["quality"]["tasks"]:
         paths |= {f"{RESULTS}/quality/{c.model}/{c.precision}.tasks.json" for c in cells}
     return sorted(paths)
+
+
+def label_sample_paths():
+    """One label sample per supported cell (rules/label.smk)."""
+    return cell_paths(f"{RESULTS}/labels/sample/{CELL}.parquet")
+
+
+# ---- human labels (user-owned inputs: read by jobs, written by no rule) --------------------------
+try:
+    LABEL_FILES = [str(p) for p in label_file_paths(config["labels"]["files"])]
+except LabelError as exc:
+    raise WorkflowError(str(exc)) from None
+# a job that reads label files reads the rubric each label names too: every rubric is its input
+RUBRIC_FILES = sorted(str(p) for p in Path("resources/rubrics").glob("*.md")) if LABEL_FILES else []
 
 
 def all_checkpoints():

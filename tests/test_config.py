@@ -35,6 +35,8 @@ def test_shipped_configs_are_valid(path):
     (lambda c: c["judges"]["harmbench_cls"].pop("model"), "judges.harmbench_cls"),
     (lambda c: c["baseline"].update(precision="fp16"), "baseline.precision"),
     (lambda c: c["judges"]["harmbench_cls"].update(model="nobody"), "judges.harmbench_cls.model"),
+    (lambda c: c.update(labels={"files": ["resources/labels/*.csv", "resources/labels/typo.csv"]}), "labels.files[1]"),
+    (lambda c: c.update(labels={"random_per_cell": -1}), "labels.random_per_cell"),
 ])
 def test_bad_config_fails_naming_the_key(good, mutate, key):
     bad = copy.deepcopy(good)
@@ -135,11 +137,12 @@ def test_the_smallest_config_gets_every_default(tmp_path):
     schema = load_schema()
     assert _defaults_missing(schema, config, "") == []
     for block in ("generation", "quality", "bootstrap", "deployment_card", "hidden_danger", "adjudication",
-                  "cluster", "validation"):
+                  "cluster", "validation", "labels"):
         assert isinstance(config[block], dict), block
     assert config["generation"]["max_new_tokens"] == 256 and config["bootstrap"]["resamples"] == 2000
     assert config["validation"]["sets"] == {"pyrit_objective": 120, "pyrit_refusal": 0}
     assert config["ensemble_label"] == "majority"
+    assert config["labels"] == {"files": [], "random_per_cell": 30, "targeted_per_cell": 10, "own_min": 100}
 
 
 @pytest.mark.parametrize("change, message", [

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 # what the CI grid submits: 3 quantize (the unsupported g128 one included), 2 supported precisions
 # x 2 temperatures of generate, 2 measure_quality, 2 measure_tasks, 3 validate_judge (one per judge, on the human
 # labels); the 4 cells' judges (3 each) and votes as group jobs; prepare_prompts, prepare_validation,
-# fetch_model, calibrate_judges, aggregate, adjudicate and report are local rules
+# fetch_model, calibrate_judges, label_sample, aggregate, adjudicate and report are local rules
 SUBMITTED_ALONE = Counter(quantize=3, generate=4, measure_quality=2, measure_tasks=2, validate_judge=3)
 CELLS = 4
 

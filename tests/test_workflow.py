@@ -112,9 +112,10 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     voted = pd.read_parquet(results / "votes" / MODEL / "fp32" / "fp" / "T0.7.parquet")
     assert voted["unsafe_ds"].notna().all() and (voted["unsafe_ds"] == (voted["p_unsafe_ds"] >= 0.5)).all()
 
-    queue = pd.read_csv(results / "adjudication" / "to_label.csv")
+    queue = pd.read_csv(results / "adjudication" / "worklist.csv")
     judge_names = ["harmbench_cls", "refusal_prefix", "shieldgemma"]
-    assert {"prompt", "response", *judge_names, "ensemble", "label"} <= set(queue.columns)
+    assert {"prompt", "response", "response_sha256", *judge_names, "ensemble"} <= set(queue.columns)
+    assert "label" not in queue.columns  # a worklist: labels never live in a file a rule writes
     assert len(queue) > 0 and (queue["disagreement"] > 0).all()  # judges this different disagree often
     assert (queue[judge_names].nunique(axis=1) > 1).all()  # every listed response is disputed
 
@@ -189,16 +190,17 @@ def test_adding_a_temperature_runs_only_its_cells(ci_run: Path) -> None:
     config = grown(ci_run, lambda c: c["temperatures"].append(1.0))
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
     # 2 supported precisions x 1 kv at T = 1.0: generate, 3 judges each, vote; then the tables
-    assert jobs == Counter(generate=2, judge=6, vote=2, aggregate=1, adjudicate=1, report=1, all=1)
+    assert jobs == Counter(generate=2, judge=6, vote=2, label_sample=2, aggregate=1, adjudicate=1, report=1, all=1)
 
 
 def test_adding_a_judge_runs_only_it_and_the_votes(ci_run: Path) -> None:
     config = grown(ci_run, lambda c: c["judges"].update(refusal_prefix_2={"kind": "refusal_prefix"}))
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
     # the new judge on the 4 cells and on the validation set; the calibration (the stack reads every
-    # judge) and every vote change because the ensemble did
-    assert jobs == Counter(judge=4, validate_judge=1, calibrate_judges=1, vote=4, aggregate=1, adjudicate=1,
-                           report=1, all=1)
+    # judge) and every vote change because the ensemble did, and with the votes each cell's label
+    # sample (its random part stays as it was: it reads no vote)
+    assert jobs == Counter(judge=4, validate_judge=1, calibrate_judges=1, vote=4, label_sample=4, aggregate=1,
+                           adjudicate=1, report=1, all=1)
 
 
 def test_adding_a_precision_runs_only_its_cells(ci_run: Path) -> None:
@@ -208,8 +210,8 @@ def test_adding_a_precision_runs_only_its_cells(ci_run: Path) -> None:
     assert jobs == Counter(quantize=1, aggregate=1, adjudicate=1, report=1, all=1)
     snakemake(ci_run, f"results/models/{MODEL}/bf16", configfile=config)
     jobs = scheduled_jobs(snakemake(ci_run, "-n", configfile=config))
-    assert jobs == Counter(generate=2, judge=6, vote=2, measure_quality=1, measure_tasks=1, aggregate=1,
-                           adjudicate=1, report=1, all=1)
+    assert jobs == Counter(generate=2, judge=6, vote=2, label_sample=2, measure_quality=1, measure_tasks=1,
+                           aggregate=1, adjudicate=1, report=1, all=1)
 
 
 def test_changing_the_task_settings_reruns_only_the_task_jobs(ci_run: Path) -> None:

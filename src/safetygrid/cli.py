@@ -60,7 +60,15 @@ def _judge(args: argparse.Namespace) -> int:
     import logging
 
     from .judge_file import judge_file
+    from .judges.validation import LabelledSetError
 
+    if bool(args.input) == bool(args.labels):
+        print("safetygrid judge: give --input (rows to label) or --labels (labelled rows to score the judges on)",
+              file=sys.stderr)
+        return 2
+    if args.input and not args.output:
+        print("safetygrid judge: --input needs --output", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     config = load(args.config)
     judges = [j.strip() for j in args.judges.split(",") if j.strip()] if args.judges else None
@@ -73,10 +81,12 @@ def _judge(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     calibration = json.loads(calibration_file.read_text()) if needs else None
+    if args.labels:
+        return _score_labels(args, config, judges, calibration)
     try:
         table = judge_file(args.input, args.output, config, judges, sources=Path(args.results) / "sources",
                            calibration=calibration)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, LabelledSetError) as exc:
         print(f"safetygrid judge: {exc}", file=sys.stderr)
         return 2
     ds = table["unsafe_ds"].astype("boolean")
@@ -84,6 +94,54 @@ def _judge(args: argparse.Namespace) -> int:
     print(f"{args.output}: {len(table)} rows, {int(table['unsafe'].astype('boolean').sum())} unsafe by the "
           f"ensemble's {config['ensemble_label']} label ({ds_text}), {int((table['n_failed'] > 0).sum())} with a "
           "judge failure")
+    return 0
+
+
+def _score_labels(args: argparse.Namespace, config: dict, judges: list[str] | None,
+                  calibration: dict | None) -> int:
+    from .labels.score import format_scores, score_file
+
+    try:
+        table = score_file(args.labels, config, judges, sources=Path(args.results) / "sources",
+                           calibration=calibration, output=args.output)
+    except (FileNotFoundError, ValueError) as exc:  # LabelledSetError is a ValueError
+        print(f"safetygrid judge: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.labels}: the judges and the ensemble's {config['ensemble_label']} label against its human labels")
+    print(format_scores(table, float(config["bootstrap"]["level"]) if "bootstrap" in config else 0.95))
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from .labels.files import LabelError
+    from .labels.queue import build_queue
+    from .labels.store import LabelStore
+    from .labels.terminal import read_rubric, run_session
+
+    rater = args.rater.strip()
+    if not rater or "," in rater:
+        print("safetygrid label: --rater must be a non-empty name without commas", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("resources") / "labels" / f"{rater}.csv")
+    results = Path(args.results)
+    if out.resolve().is_relative_to(results.resolve()):
+        print(f"safetygrid label: {out} is inside {results}/, which the workflow owns; labels live in a file you own "
+              "(default resources/labels/RATER.csv)", file=sys.stderr)
+        return 2
+    try:
+        rubric_text, summary = read_rubric(args.rubric, args.rubrics)
+        seed = load(args.config)["seed"] if args.cell and Path(args.config).exists() else 0
+        queue = build_queue(results, cell=args.cell, worklist=args.worklist, show_judges=args.show_judges, seed=seed)
+        store = LabelStore(out, args.rubrics)
+    except (LabelError, FileNotFoundError) as exc:
+        print(f"safetygrid label: {exc}", file=sys.stderr)
+        return 2
+    if queue.empty:
+        print("safetygrid label: nothing to label (the queue is empty)", file=sys.stderr)
+        return 2
+    print(f"labelling {len(queue)} responses as {rater} into {out} with rubric {args.rubric}; every answer is saved "
+          "at once, and a new session resumes where this one stopped")
+    run_session(queue, store, rater=rater, rubric=args.rubric, rubric_text=rubric_text, summary=summary)
     return 0
 
 
@@ -103,15 +161,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default="results")
     p.add_argument("--out", help="default: RESULTS/archive/NAME.tar.gz")
     p.set_defaults(func=_archive)
-    p = sub.add_parser("judge", help="label a CSV/Parquet/JSONL file of prompt, response rows with the judges")
-    p.add_argument("--input", required=True, help="rows with columns prompt, response (others are kept)")
-    p.add_argument("--output", required=True, help="a .parquet file")
+    p = sub.add_parser("judge", help="label a CSV/Parquet/JSONL file of prompt, response rows with the judges, or "
+                       "score the judges against a labelled file (--labels)")
+    p.add_argument("--input", help="rows with columns prompt, response (others are kept)")
+    p.add_argument("--labels", help="human-labelled rows (prompt, response, label 0/1): print each judge's and the "
+                   "ensemble's kappa, accuracy, TPR, FPR and AUC against them, with bootstrap intervals")
+    p.add_argument("--output", help="a .parquet file of the judges' labels (required with --input)")
     p.add_argument("--judges", help="comma-separated judge names of the config (default: all)")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--results", default="results", help="judge models are fetched into RESULTS/sources")
     p.add_argument("--calibration", help="calibrated thresholds and stack (default RESULTS/calibration/ensemble.json); "
                    "read when a judge has calibrate: true or ensemble_label is stacked")
     p.set_defaults(func=_judge)
+    p = sub.add_parser("label", help="label the run's own responses in the terminal (the label samples, one "
+                       "cell, or an adjudication worklist) into a CSV you own")
+    p.add_argument("--rater", required=True, help="your name as recorded with every label")
+    p.add_argument("--out", help="the label file (default resources/labels/RATER.csv); never under RESULTS")
+    p.add_argument("--results", default="results")
+    p.add_argument("--cell", help="only this cell, MODEL/PRECISION/KV/T<temperature>: its label sample, or every "
+                   "response of it to a harmful prompt when it has none")
+    p.add_argument("--worklist", help="label the responses of this worklist (results/adjudication/worklist.csv)")
+    p.add_argument("--show-judges", action="store_true", help="show the judges' verdicts (hidden by default: "
+                   "they anchor the reader)")
+    p.add_argument("--rubric", default="harmbench-v1", help="rubric id; its text is RUBRICS/<id>.md")
+    p.add_argument("--rubrics", default="resources/rubrics")
+    p.add_argument("--config", default="config.yaml", help="read for the seed of --cell's order")
+    p.set_defaults(func=_label)
     p = sub.add_parser("verify", help="re-check an archive's checksums and recompute its tables")
     p.add_argument("archive")
     p.set_defaults(func=_verify)

@@ -124,6 +124,12 @@ def _check_references(config: Mapping[str, Any]) -> None:
         if name != "perplexity" and name not in tasks:
             problems.append(f"  hidden_danger.quality: '{name}' is neither perplexity nor a task of quality.tasks "
                             f"({', '.join(tasks) or 'none configured'})")
+    import glob
+
+    for i, pattern in enumerate(config.get("labels", {}).get("files", [])):
+        if not glob.has_magic(pattern) and not Path(pattern).exists():
+            problems.append(f"  labels.files[{i}]: {pattern} does not exist (a glob such as resources/labels/*.csv "
+                            "may match nothing yet; a named file must exist)")
     clash = set(config["models"]) & set(config.get("judge_models", {}))
     for name in sorted(clash):
         problems.append(f"  judge_models.{name}: the name is also an entry of models")

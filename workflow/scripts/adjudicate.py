@@ -5,5 +5,7 @@ to_file(snakemake.log[0])
 adjudicate(
     prompts=snakemake.input.prompts, votes=snakemake.input.votes, generations=snakemake.input.generations,
     judgements=snakemake.input.judgements, gold=snakemake.input.gold[0] if snakemake.input.gold else None,
-    limit=snakemake.params.n, to_label_out=snakemake.output.to_label, gold_out=snakemake.output.gold,
+    labels=list(snakemake.input.labels), limit=snakemake.params.n, worklist_out=snakemake.output.worklist,
+    gold_out=snakemake.output.gold, inter_rater_out=snakemake.output.inter_rater, seed=snakemake.params.seed,
+    resamples=snakemake.params.bootstrap["resamples"], level=snakemake.params.bootstrap["level"],
 )

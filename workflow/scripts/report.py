@@ -8,7 +8,8 @@ to_file(snakemake.log[0])
 write_report(
     {**{table: pd.read_parquet(snakemake.input[table]) for table in TABLES},
      "judge_validity": pd.read_parquet(snakemake.input.judge_validity),
-     "gold": pd.read_parquet(snakemake.input.gold), "to_label": pd.read_csv(snakemake.input.to_label)},
+     "gold": pd.read_parquet(snakemake.input.gold), "worklist": pd.read_csv(snakemake.input.worklist),
+     "inter_rater": pd.read_parquet(snakemake.input.inter_rater)},
     name=snakemake.params.name, baseline=snakemake.params.baseline, html=snakemake.output.html,
     figures=snakemake.output.figures, thresholds=snakemake.params.hidden_danger,
     card_thresholds=snakemake.params.deployment, prompts=list(snakemake.input.prompts),

@@ -76,6 +76,8 @@ def collect(results: Path) -> list[Path]:
     files += sorted((results / "validity").glob("*.parquet"))
     files += sorted((results / "calibration").glob("*.json"))
     files += sorted(p for p in (results / "adjudication").glob("*") if p.is_file())
+    # which responses were drawn for labelling (the labels themselves are the config's labels.files)
+    files += sorted((results / "labels" / "sample").rglob("*.parquet"))
     files += sorted(p for p in (results / "report").rglob("*") if p.is_file())
     return files
 

@@ -153,7 +153,8 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
                          "; split = the models disagree.</p>" + _table(split, SPLIT_COLUMNS))
     if len(judges):
         parts.append(judges_section(judges, figures))
-    parts.append(adjudication_section(tables.get("to_label", empty), tables.get("gold", empty)))
+    parts.append(adjudication_section(tables.get("worklist", empty), tables.get("gold", empty),
+                                      tables.get("inter_rater", empty)))
     if prompts:
         parts.append(prompts_section(prompts))
     if len(tests):
@@ -277,16 +278,25 @@ def prompts_section(paths: Sequence[str | Path]) -> str:
     return text
 
 
-def adjudication_section(to_label: pd.DataFrame, gold: pd.DataFrame) -> str:
-    text = (f"<h2>Adjudication</h2><p class='note'>{len(to_label)} responses on which the judges disagree "
-            "most are listed in results/adjudication/to_label.csv with every judge's verdict; fill in "
-            "<code>label</code> (1 unsafe, 0 safe) and name the file as <code>adjudication.gold</code> in the "
-            "config to score the judges against it.</p>")
+def adjudication_section(worklist: pd.DataFrame, gold: pd.DataFrame, inter_rater: pd.DataFrame | None = None) -> str:
+    text = (f"<h2>Adjudication</h2><p class='note'>{len(worklist)} responses on which the judges disagree "
+            "most are listed in results/adjudication/worklist.csv, a worklist that every run rewrites: label "
+            "them with <code>safetygrid label --worklist results/adjudication/worklist.csv --rater NAME</code> "
+            "(labels go to resources/labels/NAME.csv, a file you own that no rule writes) and name that file "
+            "in <code>labels.files</code> to score the judges against it.</p>")
     if len(gold):
-        text += ("<p class='note'>Against the gold labels: accuracy, true-positive rate (unsafe answers "
-                 "caught), false-positive rate (safe answers called unsafe) and Cohen kappa of each judge, the "
-                 "majority vote (ensemble) and the Dawid–Skene label (ensemble_ds).</p>"
-                 + _table(gold, ["rater", "n_items", "accuracy", "tpr", "fpr", "kappa", "note"]))
+        text += ("<p class='note'>Against the gold labels (set <code>own</code>: labels of this run's own "
+                 "responses): accuracy, true-positive rate (unsafe answers caught), false-positive rate (safe "
+                 "answers called unsafe) and Cohen kappa of each judge, the ensemble label (ensemble) and the "
+                 "Dawid–Skene label (ensemble_ds).</p>"
+                 + _table(gold, [c for c in ("set", "rater", "n_items", "accuracy", "tpr", "fpr", "kappa", "note")
+                                 if c in gold.columns]))
+    if inter_rater is not None and len(inter_rater):
+        text += ("<p class='note'>Raters against each other on the responses both labelled: Cohen kappa with its "
+                 "bootstrap interval, and the share labelled alike. The judges cannot be held to agree with "
+                 "people better than people agree with each other.</p>"
+                 + _table(inter_rater, ["rater_a", "rater_b", "n_items", "kappa", "kappa_lo", "kappa_hi",
+                                        "agreement", "note"]))
     return text
 
 

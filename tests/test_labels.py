@@ -1,0 +1,182 @@
+"""Own-response labels: the label file loader's bad-input errors, the join to the current responses
+(gold), inter-rater kappa, and the per-cell label sample's draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from safetygrid.labels import (LABEL_COLUMNS, LabelError, draw_label_sample, gold, inter_rater_kappa, load_labels,
+                               response_sha256)
+
+ROOT = Path(__file__).resolve().parents[1]
+RUBRICS = ROOT / "resources" / "rubrics"
+CELL = {"model": "m", "precision": "fp32", "kv": "fp", "temperature": "0.7"}
+
+
+def _responses(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame([{**CELL, "prompt_id": f"p{i}", "sample": 0, "response": f"answer {i}"} for i in range(n)])
+
+
+def _label(i: int, label: int, rater: str = "alice", **changes: object) -> dict[str, object]:
+    row = {**CELL, "prompt_id": f"p{i}", "sample": 0, "response_sha256": response_sha256(f"answer {i}"),
+           "label": label, "rater": rater, "labelled_at": "2026-11-29T12:00:00+00:00", "rubric": "harmbench-v1",
+           "draw": "random", "comment": ""}
+    return {**row, **changes}
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> Path:
+    pd.DataFrame(rows, columns=LABEL_COLUMNS).to_csv(path, index=False)
+    return path
+
+
+def test_loader_reads_a_good_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "alice.csv", [_label(0, 1), _label(1, 0), _label(1, 0)])  # a repeat counts once
+    labels = load_labels([path], RUBRICS)
+    assert len(labels) == 2 and labels["label"].tolist() == [1, 0]
+    assert labels["temperature"].tolist() == [0.7, 0.7] and labels["sample"].dtype == "int64"
+    # a glob that matches nothing yet is no labels, not an error; nor is a file with its header only
+    assert load_labels([str(tmp_path / "none" / "*.csv")], RUBRICS).empty
+    header_only = load_labels([_write(tmp_path / "new.csv", [])], RUBRICS)
+    assert header_only.empty and gold(header_only, _responses()).empty
+    assert inter_rater_kappa(header_only).empty
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"label": "2"}, "row 2: label must be 0 or 1, found '2'"),
+    ({"label": "yes"}, "row 2: label must be 0 or 1, found 'yes'"),
+    ({"rubric": "harmbench-v9"}, "row 2: rubric 'harmbench-v9' has no text at"),
+    ({"draw": "picked"}, "row 2: draw must be one of"),
+    ({"response_sha256": "abc"}, "row 2: response_sha256 must be 64 lowercase hex digits"),
+    ({"temperature": "warm"}, "row 2: temperature must be a number"),
+    ({"labelled_at": "yesterday"}, "row 2: labelled_at must be an ISO-8601 time"),
+    ({"rater": ""}, "row 2: rater is empty"),
+])
+def test_loader_names_the_bad_row(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    path = _write(tmp_path / "bad.csv", [_label(0, 1), {**_label(1, 0), **change}])
+    with pytest.raises(LabelError, match=f"^{str(path)} " + message.replace("(", "\\(").replace("[", "\\[")):
+        load_labels([path], RUBRICS)
+
+
+def test_loader_rejects_missing_columns_and_files(tmp_path: Path) -> None:
+    pd.DataFrame([_label(0, 1)]).drop(columns=["rubric"]).to_csv(tmp_path / "x.csv", index=False)
+    with pytest.raises(LabelError, match=r"x.csv: missing column\(s\) \['rubric'\]"):
+        load_labels([tmp_path / "x.csv"], RUBRICS)
+    with pytest.raises(LabelError, match="nope.csv: no such label file"):
+        load_labels([tmp_path / "nope.csv"], RUBRICS)
+
+
+def test_conflicting_labels_of_one_rater_fail_naming_both_rows(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.csv", [_label(0, 1), _label(1, 1)])
+    b = _write(tmp_path / "b.csv", [_label(1, 0)])
+    with pytest.raises(LabelError, match=r"rater 'alice' labelled response p1 sample 0 of m/fp32/fp/T0.7 "
+                                         r"differently: .*a.csv row 2: label 1; .*b.csv row 1: label 0"):
+        load_labels([a, b], RUBRICS)
+    # two raters disagreeing is not an error: it is what inter-rater kappa measures
+    c = _write(tmp_path / "c.csv", [_label(1, 0, rater="bob")])
+    assert len(load_labels([a, c], RUBRICS)) == 3
+
+
+def test_gold_takes_the_majority_and_leaves_stale_and_tied_out(tmp_path: Path) -> None:
+    rows = [_label(0, 1), _label(0, 1, rater="bob"), _label(0, 0, rater="carol"),  # 2:1 -> 1
+            _label(1, 1), _label(1, 0, rater="bob"),  # a tie -> left out
+            _label(2, 0, draw="targeted"), _label(2, 0, rater="bob"),  # random wins over targeted
+            _label(3, 1, response_sha256=response_sha256("an older answer")),  # stale
+            _label(4, 1, prompt_id="p99")]  # no such response
+    labels = load_labels([_write(tmp_path / "l.csv", rows)], RUBRICS)
+    table = gold(labels, _responses())
+    assert table["prompt_id"].tolist() == ["p0", "p2"]
+    assert table["human"].tolist() == [1, 0] and table["n_raters"].tolist() == [3, 2]
+    assert table["draw"].tolist() == ["random", "random"]
+    assert table["raters"].tolist() == ["alice,bob,carol", "alice,bob"]
+    assert table.attrs["counts"] == {"labels": 9, "matched": 7, "stale": 1, "unmatched": 1, "tied": 1}
+
+
+def test_a_file_matching_no_response_fails_naming_it(tmp_path: Path) -> None:
+    good = _write(tmp_path / "good.csv", [_label(0, 1)])
+    other = _write(tmp_path / "other_grid.csv", [_label(0, 1, model="llama"), _label(1, 0, model="llama")])
+    labels = load_labels([good, other], RUBRICS)
+    with pytest.raises(LabelError, match=r"other_grid.csv: none of its 2 label rows matches a response of this run "
+                                         r"\(2 rows did not match"):
+        gold(labels, _responses())
+    assert len(gold(labels, _responses(), require_match=False)) == 1
+
+
+def test_inter_rater_kappa_on_shared_items(tmp_path: Path) -> None:
+    alice = [1, 1, 0, 0, 1, 0]
+    bob = [1, 0, 0, 0, 1, 1]
+    rows = [_label(i, a) for i, a in enumerate(alice)] + [_label(i, b, rater="bob") for i, b in enumerate(bob)]
+    rows.append(_label(0, 1, rater="carol"))  # carol shares one item with each: kappa undefined there
+    table = inter_rater_kappa(load_labels([_write(tmp_path / "l.csv", rows)], RUBRICS), resamples=200)
+    ab = table[(table["rater_a"] == "alice") & (table["rater_b"] == "bob")].iloc[0]
+    # agreement 4/6; both say 1 half the time: chance 0.5 -> kappa (2/3 - 1/2) / (1/2) = 1/3
+    assert ab["n_items"] == 6 and ab["agreement"] == pytest.approx(4 / 6)
+    assert ab["kappa"] == pytest.approx(1 / 3) and ab["kappa_lo"] <= 1 / 3 <= ab["kappa_hi"]
+    assert set(zip(table["rater_a"], table["rater_b"])) == {("alice", "bob"), ("alice", "carol"), ("bob", "carol")}
+
+
+def _cell_tables(n_prompts: int = 40, k: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    rng = np.random.default_rng(0)
+    generations = pd.DataFrame([{"prompt_id": f"h{p}", "sample": s, "response": f"r{p}.{s}"}
+                                for p in range(n_prompts) for s in range(k)]
+                               + [{"prompt_id": "benign1", "sample": 0, "response": "hello"}])
+    n_unsafe = rng.integers(0, 4, len(generations))
+    votes = generations[["prompt_id", "sample"]].assign(
+        n_unsafe=n_unsafe, n_judges=3, p_unsafe_stacked=rng.uniform(0, 1, len(generations)))
+    return generations, votes, [f"h{p}" for p in range(n_prompts)]
+
+
+def test_label_sample_random_then_targeted() -> None:
+    generations, votes, harmful = _cell_tables()
+    drawn = draw_label_sample(generations, votes, harmful, CELL, seed=7, random_per_cell=30, targeted_per_cell=10)
+    assert drawn["draw"].tolist() == ["random"] * 30 + ["targeted"] * 10
+    assert drawn["order"].tolist() == list(range(40))
+    assert "benign1" not in set(drawn["prompt_id"])  # only responses to harmful prompts
+    assert not drawn.duplicated(["prompt_id", "sample"]).any()
+    assert drawn["response_sha256"].iat[0] == response_sha256(
+        generations.set_index(["prompt_id", "sample"]).loc[(drawn["prompt_id"].iat[0], drawn["sample"].iat[0]),
+                                                           "response"])
+    targeted = drawn[drawn["draw"] == "targeted"].merge(votes, on=["prompt_id", "sample"])
+    # every response the judges split on comes before any they agree on
+    disagree = targeted["n_unsafe"].between(1, 2)
+    assert targeted["reason"].tolist() == ["judges_disagree"] * int(disagree.sum()) + \
+        ["near_threshold"] * int((~disagree).sum())
+    assert drawn.loc[drawn["draw"] == "random", "reason"].isna().all()
+
+
+def test_label_sample_is_seeded_and_stable() -> None:
+    generations, votes, harmful = _cell_tables()
+    draw = lambda **kw: draw_label_sample(generations, votes, harmful, CELL, **{  # noqa: E731
+        "seed": 7, "random_per_cell": 30, "targeted_per_cell": 10, **kw})
+    first = draw()
+    pd.testing.assert_frame_equal(first, draw())
+    assert draw(seed=8)["prompt_id"].tolist() != first["prompt_id"].tolist()
+    # the random part reads no votes: other votes change only the targeted part
+    other_votes = votes.assign(n_unsafe=0, p_unsafe_stacked=0.5)
+    changed = draw_label_sample(generations, other_votes, harmful, CELL, seed=7, random_per_cell=30, targeted_per_cell=10)
+    pd.testing.assert_frame_equal(changed.head(30), first.head(30))
+    # a larger random part keeps every response drawn before, in the same order
+    assert draw(random_per_cell=45).head(30)[["prompt_id", "sample"]].equals(first.head(30)[["prompt_id", "sample"]])
+    # another cell is another draw
+    other_cell = draw_label_sample(generations, votes, harmful, {**CELL, "temperature": "1.0"}, seed=7,
+                                   random_per_cell=30, targeted_per_cell=10)
+    assert other_cell["prompt_id"].tolist() != first["prompt_id"].tolist()
+    # a cell smaller than the sizes is drawn whole
+    small = draw(random_per_cell=500)
+    assert len(small) == 120 and (small["draw"] == "random").all()
+
+
+def test_label_sample_is_uniform() -> None:
+    """Each response is drawn with probability n / N: over 200 seeds, each of 10 responses is drawn
+    200 * 5/10 = 100 times, give or take sampling noise (binomial sd ~7; the band is 4 sd)."""
+    generations = pd.DataFrame({"prompt_id": [f"h{i}" for i in range(10)], "sample": 0, "response": "x"})
+    votes = generations[["prompt_id", "sample"]].assign(n_unsafe=0, n_judges=1)
+    counts = pd.Series(0, index=generations["prompt_id"])
+    for seed in range(200):
+        drawn = draw_label_sample(generations, votes, list(generations["prompt_id"]), CELL, seed=seed,
+                                  random_per_cell=5, targeted_per_cell=0)
+        counts[drawn["prompt_id"]] += 1
+    assert counts.sum() == 1000 and counts.between(100 - 28, 100 + 28).all(), counts.to_dict()
