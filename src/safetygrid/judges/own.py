@@ -10,6 +10,8 @@ reads those columns; it never reads or writes a label file itself except through
 
 from __future__ import annotations
 
+import csv
+import glob
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +26,51 @@ OWN_SET = "own"
 def empty_gold() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float if c == "temperature" else "int64" if c in (
         "sample", "human", "n_raters") else object) for c in GOLD_COLUMNS})
+
+
+def label_files(patterns: Sequence[str]) -> list[str]:
+    """``labels.files`` expanded: each path as given, each glob to the files it matches, sorted."""
+    files: set[str] = set()
+    for pattern in patterns:
+        files.update(sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern])
+    return sorted(files)
+
+
+def labelled_cells(files: Sequence[str | Path]) -> set[tuple[str, str, str, str]]:
+    """(model, precision, kv, canonical temperature) of every row of the label files: the cells
+    whose judgements calibration reads. Read when the DAG is built (label files are the user's
+    inputs, never a rule's output); a missing file is left to the workflow to report."""
+    cells = set()
+    for path in files:
+        if not Path(path).exists():
+            continue
+        with open(path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(line for line in handle if not line.lstrip().startswith("#")):
+                try:
+                    cells.add((row["model"], row["precision"], row["kv"], canonical_temperature(row["temperature"])))
+                except (KeyError, ValueError) as exc:  # the label loader names the row; here, only the cells
+                    raise ValueError(f"{path}: a row without a readable cell (model, precision, kv, "
+                                     f"temperature): {exc}") from None
+    return cells
+
+
+def read_cell_files(paths: Sequence[str | Path], columns: list[str] | None = None) -> pd.DataFrame:
+    """Per-cell Parquet files (.../{model}/{precision}/{kv}/T{temperature}.parquet) with the cell
+    columns added (temperature as a float)."""
+    frames = []
+    for path in paths:
+        model, precision, kv, temperature = Path(path).with_suffix("").parts[-4:]
+        frames.append(pd.read_parquet(path, columns=columns).assign(
+            model=model, precision=precision, kv=kv, temperature=float(temperature.removeprefix("T"))))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def own_gold(files: Sequence[str | Path], generations: Sequence[str | Path]) -> pd.DataFrame:
+    """Gold labels of the run's own responses: the label files joined to the responses of the
+    given generation files (read only when there are label files)."""
+    if not files:
+        return empty_gold()
+    return read_gold(files, read_cell_files(generations, columns=["prompt_id", "sample", "response"]))
 
 
 def read_gold(label_files: Sequence[str | Path], responses: pd.DataFrame) -> pd.DataFrame:
