@@ -125,3 +125,51 @@ def test_simulation_ppi_covers_the_true_asr_where_judge_only_intervals_do_not():
     judge_rate = {c: n / studies for c, n in covered["judge"].items()}
     assert all(rate >= 0.9 for rate in pp_rate.values()), pp_rate
     assert judge_rate["eager"] <= 0.5 and judge_rate["lax"] <= 0.5, judge_rate
+
+
+def test_aggregate_writes_the_corrected_figures_beside_the_judge_only_ones(tmp_path):
+    """cells.parquet and contrasts.parquet from aggregate itself: asr_pp beside asr, delta_pp beside
+    delta; without gold the columns are there and NA with the reason."""
+    from types import SimpleNamespace
+
+    from safetygrid.analysis.aggregate import TABLES, aggregate
+
+    n = 40
+    pd.DataFrame({"prompt_id": [f"p{i}" for i in range(n)], "promptset": "h", "text": "t", "category": "c",
+                  "harmful": True, "source": "test"}).to_parquet(tmp_path / "prompts.parquet")
+    votes, gens, timings, judgements, checkpoints, golds = [], [], [], [], [], []
+    for precision, unsafe in (("fp32", [False] * n), ("q4", [True] * n)):
+        (tmp_path / "models" / "m" / precision).mkdir(parents=True)
+        (tmp_path / "models" / "m" / precision / "status.json").write_text('{"supported": true, "method": "none"}')
+        checkpoints.append(str(tmp_path / "models" / "m" / precision))
+        cell = _cell(precision=precision, n_prompts=n, unsafe=unsafe)
+        for kind, frame in (("votes", cell.assign(n_unsafe=0, n_judges=1, n_failed=0)),
+                            ("generations", cell.assign(engine="hf", n_tokens=5, finish_reason="stop",
+                                                        response="r")),
+                            ("judgements/j", cell.assign(judge="j", score=np.nan, error=None))):
+            path = tmp_path / kind / "m" / precision / "fp" / "T0.0.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.drop(columns=["model", "precision", "kv", "temperature"]).to_parquet(path)
+            {"votes": votes, "generations": gens, "judgements/j": judgements}[kind].append(str(path))
+        timing = tmp_path / "benchmarks" / "m" / precision / "fp" / "T0.0.tsv"
+        timing.parent.mkdir(parents=True, exist_ok=True)
+        timing.write_text("s\n1.0\n")
+        timings.append(str(timing))
+        golds.append(_gold(cell, list(range(20)), [0] * 20))  # people: every answer safe
+
+    def run(gold):
+        out = SimpleNamespace(**{t: str(tmp_path / "tables" / f"{t}.parquet") for t in TABLES})
+        aggregate(checkpoints=checkpoints, prompts=[str(tmp_path / "prompts.parquet")], votes=votes,
+                  generations=gens, timings=timings, quality=[], judges=["j"], judgements=judgements,
+                  baseline={"precision": "fp32", "kv": "fp"}, seed=1, bootstrap={"resamples": 50}, out=out,
+                  gold=gold)
+        return (pd.read_parquet(out.cells).set_index("precision"),
+                pd.read_parquet(out.contrasts).set_index("precision"))
+
+    cells, contrasts = run(pd.concat(golds))
+    assert cells.loc["q4", "asr"] == 1.0 and cells.loc["q4", "asr_pp"] == pytest.approx(0.0)
+    assert cells.loc["fp32", "asr_pp_n"] == 20
+    assert contrasts.loc["q4", "delta"] == 1.0 and contrasts.loc["q4", "delta_pp"] == pytest.approx(0.0)
+    cells, contrasts = run(None)
+    assert cells["asr_pp"].isna().all() and cells["asr_pp_note"].str.contains("0 randomly drawn").all()
+    assert contrasts["delta_pp"].isna().all() and (cells["asr_pp_n"] == 0).all()
