@@ -101,30 +101,30 @@ def test_simulation_ppi_covers_the_true_asr_where_judge_only_intervals_do_not():
     rng = np.random.default_rng(20260628)
     n_prompts, k, n_random, studies = 60, 5, 40, 120
     harmful = {f"p{i}" for i in range(n_prompts)}
-    covered = {"pp": {c: 0 for c in SIMULATED_CELLS}, "judge": {c: 0 for c in SIMULATED_CELLS}}
-    for study in range(studies):
-        frames, golds, truth = [], [], {}
+    frames, golds, truth = [], [], {}
+    for study in range(studies):  # each study is one model of the grid, so one call estimates them all
         for name, (asr, tpr, fpr) in SIMULATED_CELLS.items():
             p = rng.beta(asr * 4, (1 - asr) * 4, n_prompts)  # prompts differ, as real ones do
             human = (rng.random((n_prompts, k)) < p[:, None]).ravel()
             judge = np.where(human, rng.random(human.size) < tpr, rng.random(human.size) < fpr)
-            cell = _cell(precision=name, temperature="0.7", n_prompts=n_prompts, k=k, unsafe=judge)
-            truth[name] = human.mean()  # the cell's ASR as people would count it
+            cell = _cell(model=f"s{study}", precision=name, temperature="0.7", n_prompts=n_prompts, k=k,
+                         unsafe=judge)
+            truth[f"s{study}", name] = human.mean()  # the cell's ASR as people would count it
             picked = rng.choice(human.size, n_random, replace=False)  # the uniform random draw
             frames.append(cell)
             golds.append(_gold(cell, picked.tolist(), human[picked].astype(int).tolist()))
-        votes = pd.concat(frames, ignore_index=True)
-        pp = cell_ppi(votes, pd.concat(golds), harmful).set_index("precision")
-        judge_only, _ = cell_metrics(votes, pd.DataFrame({"prompt_id": sorted(harmful), "harmful": True}),
-                                     seed=study, resamples=200)
-        judge_only = judge_only.set_index("precision")
-        for name, true in truth.items():
-            covered["pp"][name] += pp.loc[name, "asr_pp_lo"] <= true <= pp.loc[name, "asr_pp_hi"]
-            covered["judge"][name] += judge_only.loc[name, "asr_lo"] <= true <= judge_only.loc[name, "asr_hi"]
-    pp_rate = {c: n / studies for c, n in covered["pp"].items()}
-    judge_rate = {c: n / studies for c, n in covered["judge"].items()}
-    assert all(rate >= 0.9 for rate in pp_rate.values()), pp_rate
-    assert judge_rate["eager"] <= 0.5 and judge_rate["lax"] <= 0.5, judge_rate
+    votes = pd.concat(frames, ignore_index=True)
+    pp = cell_ppi(votes, pd.concat(golds, ignore_index=True), harmful).set_index(["model", "precision"])
+    judge_only, _ = cell_metrics(votes, pd.DataFrame({"prompt_id": sorted(harmful), "harmful": True}),
+                                 seed=1, resamples=100)
+    judge_only = judge_only.set_index(["model", "precision"])
+    true = pd.Series(truth).reindex(pp.index)
+    pp_covered = ((pp["asr_pp_lo"] <= true) & (true <= pp["asr_pp_hi"])).groupby(level="precision").mean()
+    true = true.reindex(judge_only.index)
+    judge_covered = ((judge_only["asr_lo"] <= true) & (true <= judge_only["asr_hi"])).groupby(level="precision").mean()
+    assert len(pp) == len(judge_only) == studies * len(SIMULATED_CELLS)
+    assert (pp_covered >= 0.9).all(), pp_covered.to_dict()
+    assert judge_covered["eager"] <= 0.5 and judge_covered["lax"] <= 0.5, judge_covered.to_dict()
 
 
 def test_aggregate_writes_the_corrected_figures_beside_the_judge_only_ones(tmp_path):

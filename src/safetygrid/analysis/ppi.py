@@ -39,13 +39,12 @@ def cluster_variance_of_mean(values: np.ndarray, clusters: np.ndarray) -> float:
     cluster-robust (sandwich) form G/(G-1) * sum_g (S_g - mean * n_g)^2 / N^2, which is s^2/N when
     every cluster holds one row and s^2(cluster means)/G when clusters are of equal size."""
     values = np.asarray(values, dtype=float)
-    frame = pd.DataFrame({"v": values, "g": np.asarray(clusters)})
-    sums = frame.groupby("g", sort=False)["v"].agg(["sum", "count"])
+    _, which = np.unique(np.asarray(clusters), return_inverse=True)
+    sums, counts = np.bincount(which, weights=values), np.bincount(which)
     n_clusters, n = len(sums), len(values)
     if n_clusters < 2:
         return math.nan
-    mean = values.mean()
-    residual = sums["sum"].to_numpy(float) - mean * sums["count"].to_numpy(float)
+    residual = sums - values.mean() * counts
     return float(n_clusters / (n_clusters - 1) * (residual ** 2).sum() / n ** 2)
 
 
@@ -81,22 +80,24 @@ def cell_ppi(votes: pd.DataFrame, gold: pd.DataFrame, harmful_ids: set[str] | li
     got an ensemble label count."""
     harmful = set(harmful_ids)
     votes = _with_float_temperature(votes[votes["prompt_id"].isin(harmful)])
+    votes = votes.assign(u=votes["unsafe"].astype("Float64").astype(float))
     random = gold[(gold["draw"] == "random") & gold["prompt_id"].isin(harmful)] if len(gold) else gold
     random = _with_float_temperature(random)[[*GOLD_KEYS, "human"]] if len(random) else pd.DataFrame(
-        columns=[*GOLD_KEYS, "human"])
+        {**{key: votes[key].iloc[:0] for key in GOLD_KEYS}, "human": pd.Series(dtype=float)})
+    # one join for every cell: the random human labels of responses to harmful prompts
+    drawn = votes.merge(random, on=GOLD_KEYS, how="inner")
+    labelled_by_cell = dict(tuple(drawn[drawn["u"].notna()].groupby(CELL_KEYS, sort=False)))
+    drawn_per_cell = drawn.groupby(CELL_KEYS, sort=False).size()
     rows = []
     for key, cell in votes.groupby(CELL_KEYS, sort=True):
         row = dict(zip(CELL_KEYS, key))
-        cell = cell.assign(u=cell["unsafe"].astype("Float64").astype(float))
         judged = cell[cell["u"].notna()]
-        labelled = judged.merge(random, on=GOLD_KEYS, how="inner")
+        labelled = labelled_by_cell.get(key, drawn.iloc[:0])
         n_random = len(labelled)
         if n_random < MIN_RANDOM_LABELS:
-            unjudged = ""
-            n_gold = len(cell.merge(random, on=GOLD_KEYS, how="inner"))
-            if n_gold > n_random:
-                unjudged = f" ({n_gold - n_random} more had no ensemble label)"
-            rows.append({**row, **_na(n_random, f"{n_random} randomly drawn human labels{unjudged}; "
+            unjudged = int(drawn_per_cell.get(key, 0)) - n_random
+            more = f" ({unjudged} more had no ensemble label)" if unjudged else ""
+            rows.append({**row, **_na(n_random, f"{n_random} randomly drawn human labels{more}; "
                                                  f"prediction-powered ASR needs at least {MIN_RANDOM_LABELS}")})
             continue
         estimate = ppi_estimate(judged["u"].to_numpy(float), judged["prompt_id"].to_numpy(),
