@@ -8,6 +8,7 @@ rule aggregate:
         quality=lambda w: quality_paths(),
         judgements=lambda w: judgement_paths(),
         calibration=calibration_input,
+        gold=own_gold_input,
     output:
         **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},
     params:
@@ -63,6 +64,7 @@ rule archive:
         report=REPORT,
         tables=rules.aggregate.output,
         validity=[JUDGE_VALIDITY, CALIBRATION, HUMAN_LABELS],
+        gold=own_gold_input,
         checkpoints=all_checkpoints(),
         prompts=PROMPT_FILES,
         votes=lambda w: cell_paths(f"{RESULTS}/votes/{CELL}.parquet"),

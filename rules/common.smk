@@ -10,6 +10,7 @@ from safetygrid.analysis.aggregate import TABLES as AGGREGATE_TABLES
 from safetygrid.engines import cell_engine, cell_unsupported_reason
 from safetygrid.engines.sampling import SAMPLER as HF_SAMPLER
 from safetygrid.grid import iter_cells, samples_for
+from safetygrid.judges.own import labelled_cells
 from safetygrid.labels import LabelError, label_file_paths
 from safetygrid.prompts import PROMPTSETS, SELECTABLE
 
@@ -35,6 +36,7 @@ REPORT = f"{RESULTS}/report/index.html"
 HUMAN_LABELS = f"{RESULTS}/validation/human.parquet"
 JUDGE_VALIDITY = f"{RESULTS}/tables/judge_validity.parquet"
 CALIBRATION = f"{RESULTS}/calibration/ensemble.json"
+OWN_GOLD = f"{RESULTS}/labels/gold.parquet"
 CELL = "{model}/{precision}/{kv}/T{temperature}"
 
 
@@ -227,3 +229,23 @@ def calibration_input(wildcards=None):
     Otherwise they stay independent of the validation set."""
     uses = config["ensemble_label"] == "stacked" or any(j.get("calibrate") for j in config["judges"].values())
     return [CALIBRATION] if uses else []
+
+
+# ---- human labels of the run's own responses ------------------------------------------------
+def labelled_cell_paths(pattern, **extra):
+    """cell_paths of the cells the label files hold labels for: growing the grid changes nothing here."""
+    labelled = labelled_cells(LABEL_FILES)
+    return [pattern.format(**cell.as_dict(), **extra) for cell in supported_cells()
+            if (cell.model, cell.precision, cell.kv, cell.temperature) in labelled]
+
+
+def own_gold_input(wildcards=None):
+    """The own-response gold labels, for the rules that read them; none without labels.files, so a
+    run without own labels has the DAG it always had."""
+    return [OWN_GOLD] if LABEL_FILES else []
+
+
+def own_judgement_paths(wildcards=None):
+    """Every judge's labels of the labelled cells: what calibration fits and scores on own labels."""
+    return [path for judge in sorted(config["judges"])
+            for path in labelled_cell_paths(f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet", judge=judge)]

@@ -1,6 +1,8 @@
 # Judges against people: a human-labelled set, labelled once by every judge (independent of the
 # grid: a new model, precision or temperature never reruns these), then each judge and ensemble
 # scored, calibrated judges' thresholds and the stacked ensemble fitted (cross-fitted for the scores).
+# With labels of the run's own responses (labels.files), every judge is scored on them too, and the
+# calibration is fitted on them once there are labels.own_min.
 
 
 rule prepare_validation:
@@ -44,10 +46,31 @@ rule validate_judge:
         "../workflow/scripts/validate_judge.py"
 
 
+rule own_gold:
+    # the user's labels joined to the current text of the responses they label: stale labels
+    # (the text changed) and raters' ties are counted and left out
+    input:
+        labels=LABEL_FILES,
+        generations=lambda w: labelled_cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
+    output:
+        OWN_GOLD,
+    log:
+        f"{RESULTS}/logs/own_gold.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/own_gold.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow/scripts/own_gold.py"
+
+
 rule calibrate_judges:
     input:
         human=HUMAN_LABELS,
         labels=expand(f"{RESULTS}/validity/{{judge}}.parquet", judge=sorted(config["judges"])),
+        gold=own_gold_input,
+        own_judgements=own_judgement_paths,
     output:
         table=JUDGE_VALIDITY,
         calibration=CALIBRATION,
@@ -56,6 +79,7 @@ rule calibrate_judges:
         lead=config["ensemble_label"],
         vote_threshold=config["vote_threshold"],
         folds=config["validation"]["folds"],
+        own_min=config["labels"]["own_min"],
         seed=config["seed"],
         bootstrap=config["bootstrap"],
     log:

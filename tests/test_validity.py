@@ -161,3 +161,59 @@ def test_votes_use_calibrated_thresholds_and_the_stack():
 def test_stack_without_both_classes_predicts_the_prior():
     stack = fit_stack(np.array([[0.1], [0.2]]), np.array([1, 1]), ["j"])
     assert stack.probability(np.array([[0.5]]))[0] > 0.99
+
+
+def _own_fixture(n: int = 150, seed: int = 5):
+    """Own-response gold and judgements of it: the good judge separates here at 0.35, not at 0.2
+    as on the borrowed set; the first 40 rows are the random draw, the rest targeted."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    gold = pd.DataFrame({"model": "m", "precision": "q", "kv": "fp", "temperature": 0.7,
+                         "prompt_id": [f"p{i}" for i in range(n)], "sample": 0, "human": y,
+                         "draw": ["random"] * 40 + ["targeted"] * (n - 40), "n_raters": 1})
+    good = np.clip(0.25 + 0.2 * y + rng.normal(0, 0.03, n), 0, 0.49)
+    judgements = []
+    for name, score, unsafe in (("good", good, good >= 0.5), ("weak", rng.uniform(size=n), rng.uniform(size=n) < .5),
+                                ("prefix", np.full(n, np.nan), rng.uniform(size=n) < 0.5)):
+        judgements.append(gold[["model", "precision", "kv", "prompt_id", "sample"]].assign(
+            temperature="0.70", judge=name, unsafe=unsafe, score=score, refusal=None, raw="", error=None))
+    return gold, pd.concat(judgements, ignore_index=True)
+
+
+def test_validity_is_split_by_where_it_was_measured_and_fitted_on_own_labels_once_there_are_enough():
+    from safetygrid.judges.own import own_judge_labels, own_validation_rows
+
+    human, labelled = _validation_fixture()
+    gold, judgements = _own_fixture()
+    own, own_labelled = own_validation_rows(gold), own_judge_labels(judgements, gold)
+    assert len(own_labelled) == 3 * len(gold)  # the judgements' "0.70" is the gold's 0.7
+    judges = {"good": {"calibrate": True}, "weak": {}, "prefix": {}}
+    kwargs = dict(lead="stacked", folds=5, seed=2, resamples=100)
+
+    table, calibration = validity(human, labelled, judges, own=own, own_labelled=own_labelled, own_min=100, **kwargs)
+    assert calibration["fitted_on"] == "own" and calibration["n_own"] == 150
+    assert 0.3 < calibration["judges"]["good"]["threshold"] < 0.4  # the own responses' cut, not PyRIT's
+    rows = table[table["target"] == "unsafe"].set_index(["measured_on", "rater", "labels"])
+    assert set(table["measured_on"]) == {"own", "borrowed"}
+    # own figures stand for the run's responses: the 40 random draws, not the targeted ones
+    assert rows.loc[("own", "good", "raw"), "n"] == 40 and rows.loc[("own", "good", "raw"), "sets"] == "own:random"
+    assert rows.loc[("own", "good", "calibrated"), "kappa"] > 0.8
+    assert (rows.xs("calibrated", level="labels")["fitted_on"] == "own").all()
+    assert pd.isna(rows.loc[("own", "good", "raw"), "fitted_on"])
+    # the borrowed set is labelled by the own fit, whose cut sits above its unsafe answers
+    assert rows.loc[("borrowed", "good", "calibrated"), "tpr"] < 0.2
+    lead = table[table["lead"]].set_index("measured_on")
+    assert calibration["lead_measured_on"] == "own"
+    assert calibration["lead_kappa"] == pytest.approx(lead.loc["own", "kappa"])
+
+    # too few own labels: fitted on the borrowed set, still measured on both
+    table, calibration = validity(human, labelled, judges, own=own, own_labelled=own_labelled, own_min=151, **kwargs)
+    assert calibration["fitted_on"] == "borrowed"
+    assert 0.1 < calibration["judges"]["good"]["threshold"] < 0.3
+    calibrated = table[(table["labels"] == "calibrated") & (table["rater"] == "good")].set_index("measured_on")
+    assert (calibrated["fitted_on"] == "borrowed").all() and calibrated.loc["own", "n"] == 40
+
+    # no own labels: as before, borrowed only, and the headline says so
+    table, calibration = validity(human, labelled, judges, **kwargs)
+    assert set(table["measured_on"]) == {"borrowed"} and calibration["lead_measured_on"] == "borrowed"
+    assert calibration["n_own"] == 0 and calibration["fitted_on"] == "borrowed"

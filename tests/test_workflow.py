@@ -168,10 +168,15 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert calibration["judges"]["harmbench_cls"]["threshold"] == unsafe.loc[("harmbench_cls", "calibrated"), "threshold"]
     refusal = validity[validity["target"] == "refusal"]
     assert set(refusal["rater"]) == {"refusal_prefix", "ensemble_majority"} and (refusal["n"] == 10).all()
-    # the tables count the stacked label; the banner says whether it may be cited
+    # the tables count the stacked label; config/ci.yaml has no labels of its own responses, so
+    # validity on them is unmeasured, the card may not be cited, and nothing is corrected
     assert voted["unsafe"].equals(voted["unsafe_stacked"])
-    banner = "Judges not validated against human labels" in html
-    assert banner == (calibration["lead_kappa"] < 0.4)
+    assert set(validity["measured_on"]) == {"borrowed"} and calibration["fitted_on"] == "borrowed"
+    assert calibration["lead_measured_on"] == "borrowed" and calibration["n_own"] == 0
+    assert "Validity on this run's responses is unmeasured" in html
+    assert "Judges not validated against human labels: do not cite these ratings" in html
+    assert cells["asr_pp"].isna().all() and (cells["asr_pp_n"] == 0).all()
+    assert pd.read_parquet(results / "tables" / "contrasts.parquet")["delta_pp"].isna().all()
     assert (results / "report" / "figures" / f"asr_heatmap_{MODEL}.svg").exists()
 
 

@@ -1,3 +1,5 @@
+import pandas as pd
+
 from safetygrid.analysis.aggregate import aggregate
 from safetygrid.io import read_json
 from safetygrid.logs import to_file
@@ -11,5 +13,6 @@ aggregate(
     judgements=snakemake.input.judgements, deployment=snakemake.params.deployment,
     skipped_cells=snakemake.params.skipped_cells,
     calibration=read_json(snakemake.input.calibration[0]) if snakemake.input.calibration else None,
+    gold=pd.read_parquet(snakemake.input.gold[0]) if snakemake.input.gold else None,
     out=snakemake.output,
 )

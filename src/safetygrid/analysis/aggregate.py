@@ -13,11 +13,13 @@ import pandas as pd
 
 from ..grid import canonical_temperature
 from ..io import write_parquet
+from ..judges.own import empty_gold
 from .agreement import judge_agreement
 from .categories import category_metrics
 from .deployment import deployment_card, top_categories
 from .hidden_danger import direction_split, hidden_danger_table
-from .metrics import cell_metrics, contrasts
+from .metrics import CELL_KEYS, cell_metrics, contrasts
+from .ppi import cell_ppi, contrast_ppi
 from ..prompts import read_prompts
 from .significance import significance_table
 from .vote import apply_thresholds
@@ -180,7 +182,9 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
               hidden_danger: Mapping[str, float] | None = None, judgements: Sequence[str] = (),
               deployment: Mapping[str, float] | None = None,
               skipped_cells: Sequence[Mapping[str, str]] = (),
-              calibration: Mapping[str, Any] | None = None) -> None:
+              calibration: Mapping[str, Any] | None = None, gold: pd.DataFrame | None = None) -> None:
+    """``gold``: human labels of the run's own responses (``judges.own``; None or empty: none), whose
+    random draws give the prediction-powered ASR beside the judge-only one."""
     prompt_table = read_prompts(list(prompts))
     skipped = skipped_precisions(checkpoints, skipped_cells)
     for row in skipped.itertuples():
@@ -196,7 +200,11 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
                         on=["model", "precision", "kv"], how="left")
     cells = cells.merge(precision_quantizers(checkpoints), on=["model", "precision"], how="left")
     cells["judges"] = ",".join(judges)
+    harmful_ids = set(prompt_table.loc[prompt_table["harmful"], "prompt_id"])
+    cells_pp = cell_ppi(vote_table, gold if gold is not None else empty_gold(), harmful_ids, level=level)
+    cells = cells.merge(cells_pp, on=CELL_KEYS, how="left")
     table = contrasts(draws, baseline_precision=baseline["precision"], baseline_kv=baseline["kv"], level=level)
+    table = contrast_ppi(table, cells_pp, baseline, level=level)
     write_parquet(cells, out.cells)
     write_parquet(table, out.contrasts)
     write_parquet(skipped, out.skipped)

@@ -75,6 +75,8 @@ def collect(results: Path) -> list[Path]:
     files += sorted((results / "validation").glob("*.parquet"))
     files += sorted((results / "validity").glob("*.parquet"))
     files += sorted((results / "calibration").glob("*.json"))
+    # human labels of the run's own responses, joined to the responses' current text
+    files += sorted((results / "labels").glob("gold.parquet"))
     files += sorted(p for p in (results / "adjudication").glob("*") if p.is_file())
     # which responses were drawn for labelling (the labels themselves are the config's labels.files)
     files += sorted((results / "labels" / "sample").rglob("*.parquet"))
@@ -166,8 +168,14 @@ def _recompute_tables(base: Path, config: Mapping[str, Any], into: Path) -> Simp
                     for p in paths],
         deployment=config.get("deployment_card"), out=out,
         calibration=json.loads(calibration.read_text()) if calibration.exists() else None,
+        gold=_archived_gold(results),
     )
     return out
+
+
+def _archived_gold(results: Path) -> pd.DataFrame | None:
+    path = results / "labels" / "gold.parquet"
+    return pd.read_parquet(path) if path.exists() else None
 
 
 def _made_by_other_code(base: Path) -> str:
@@ -234,7 +242,15 @@ def _verify_judge_validity(base: Path, config: Mapping[str, Any]) -> int:
     labelled = pd.concat([pd.read_parquet(p) for p in sorted((results / "validity").glob("*.parquet"))],
                          ignore_index=True)
     bootstrap = config.get("bootstrap", {})
+    gold = _archived_gold(results)
+    own, own_labelled = None, None
+    if gold is not None and len(gold):
+        from ..judges.own import own_judge_labels, own_validation_rows, read_cell_files
+
+        own = own_validation_rows(gold)
+        own_labelled = own_judge_labels(read_cell_files(sorted((results / "judgements").rglob("*.parquet"))), gold)
     table, _ = validity(pd.read_parquet(results / "validation" / "human.parquet"), labelled, config["judges"],
+                        own=own, own_labelled=own_labelled, own_min=config.get("labels", {}).get("own_min", 100),
                         lead=config.get("ensemble_label", "majority"),
                         vote_threshold=config.get("vote_threshold", 0.5),
                         folds=config.get("validation", {}).get("folds", 5), seed=config["seed"],

@@ -244,7 +244,8 @@ def agreement_matrix(matrix: pd.DataFrame) -> plt.Figure:
 def judge_validity(validity: pd.DataFrame) -> plt.Figure:
     """Cohen kappa against human labels (unsafe), with its bootstrap interval, per judge and ensemble."""
     rows = validity[(validity["target"] == "unsafe") & (validity["n"] > 0)].reset_index(drop=True)
-    labels = [f"{r.rater} ({r.labels})" for r in rows.itertuples()]
+    where = rows["measured_on"] if "measured_on" in rows else pd.Series("borrowed", index=rows.index)
+    labels = [f"{r.rater} ({r.labels}, {w})" for r, w in zip(rows.itertuples(), where)]
     fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.35 * max(len(rows), 1)))
     y = np.arange(len(rows))
     kappa = rows["kappa"].to_numpy(float)

@@ -1,0 +1,68 @@
+"""The report's opening on judge validity: headed by the agreement on this run's own responses, or
+by the plain statement that it is unmeasured (with the deployment card's "do not cite" banner), and
+the judge-only ASR shown beside the prediction-powered one."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from safetygrid.report.html import deployment_section, own_lead_kappa, ppi_section, validity_section
+
+BANNER = "do not cite these ratings"
+
+
+def _validity_row(measured_on: str, rater: str, kappa: float, lead: bool) -> dict:
+    return {"rater": rater, "kind": "ensemble", "target": "unsafe", "labels": "scores", "measured_on": measured_on,
+            "sets": "own:random" if measured_on == "own" else "pyrit_objective", "fitted_on": "borrowed",
+            "n": 60, "n_failed": 0, "accuracy": 0.8, "accuracy_lo": 0.7, "accuracy_hi": 0.9, "kappa": kappa,
+            "kappa_lo": kappa - 0.1, "kappa_hi": kappa + 0.1, "tpr": 0.8, "fpr": 0.2, "auc": 0.85, "auc_lo": 0.8,
+            "auc_hi": 0.9, "threshold": math.nan, "lead": lead, "note": ""}
+
+
+def _card() -> pd.DataFrame:
+    return pd.DataFrame([{"model": "m", "precision": "q", "kv": "fp", "temperature": 0.0, "rating": "fine",
+                          "asr_rise_pp": 1.0, "reason": "small", "top_category": None,
+                          "top_category_rise_pp": math.nan}])
+
+
+LIMITS = {"unsafe_pp": 10.0, "caution_pp": 5.0, "refusal_drop_pp": 10.0}
+
+
+def test_without_own_labels_validity_is_stated_unmeasured_and_the_card_says_do_not_cite(tmp_path):
+    validity = pd.DataFrame([_validity_row("borrowed", "ensemble_stacked", 0.67, True)])
+    html = validity_section(validity, tmp_path)
+    assert "Validity on this run's responses is unmeasured" in html
+    # the borrowed figure is still given, as what it is
+    assert "on the borrowed set (60 responses, pyrit_objective) kappa 0.67 [0.57, 0.77]" in html
+    assert math.isnan(own_lead_kappa(validity))
+    assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa(validity))
+
+
+def test_own_kappa_heads_the_report_and_decides_the_banner(tmp_path):
+    good = pd.DataFrame([_validity_row("own", "ensemble_stacked", 0.62, True),
+                         _validity_row("borrowed", "ensemble_stacked", 0.30, True)])
+    html = validity_section(good, tmp_path)
+    assert "unmeasured" not in html
+    assert "<p><b>The tables count ensemble_stacked: on this run's own responses (60 responses, own:random) " \
+           "kappa 0.62 [0.52, 0.72]" in html
+    assert html.index("this run's own responses (60") < html.index("the borrowed set (60")
+    assert own_lead_kappa(good) == 0.62 and BANNER not in deployment_section(_card(), LIMITS, 0.62)
+    poor = good.assign(kappa=[0.2, 0.9])
+    assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa(poor))
+
+
+def test_ppi_section_shows_both_figures_and_says_when_nothing_is_corrected():
+    cells = pd.DataFrame({"model": "m", "precision": ["q", "r"], "kv": "fp", "temperature": 0.0,
+                          "asr": [0.85, 0.8], "asr_lo": 0.7, "asr_hi": 0.9, "asr_pp": [0.31, np.nan],
+                          "asr_pp_lo": [0.2, np.nan], "asr_pp_hi": [0.42, np.nan], "asr_pp_n": [30, 4],
+                          "asr_pp_note": ["", "4 randomly drawn human labels; needs at least 10"]})
+    contrasts = pd.DataFrame({"model": "m", "precision": ["q"], "kv": "fp", "temperature": 0.0, "delta": 0.05,
+                              "delta_lo": 0.0, "delta_hi": 0.1, "delta_pp": 0.02, "delta_pp_lo": -0.1,
+                              "delta_pp_hi": 0.14, "delta_pp_note": ""})
+    html = ppi_section(cells, contrasts)
+    assert "0.850" in html and "0.310" in html and "needs at least 10" in html and "0.140" in html
+    assert "uncorrected" not in html
+    assert "uncorrected" in ppi_section(cells.assign(asr_pp=np.nan), contrasts)

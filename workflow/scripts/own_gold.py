@@ -1,0 +1,6 @@
+from safetygrid.io import write_parquet
+from safetygrid.judges.own import own_gold
+from safetygrid.logs import to_file
+
+to_file(snakemake.log[0])
+write_parquet(own_gold(list(snakemake.input.labels), list(snakemake.input.generations)), snakemake.output[0])
