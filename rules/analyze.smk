@@ -48,6 +48,7 @@ rule report:
         baseline=config["baseline"],
         hidden_danger=config["hidden_danger"],
         deployment=config["deployment_card"],
+        level=config["bootstrap"]["level"],
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:

@@ -112,7 +112,7 @@ def test_report_draws_the_category_heatmap_and_names_the_category_on_the_card(ta
     card = pd.DataFrame({"model": ["m", "m"], "precision": ["fp32", "q4"], "kv": ["fp", "fp"],
                          "temperature": [0.0, 0.7], "asr": [0.1, 0.6], "asr_rise_pp": [0.0, 50.0],
                          "rating": ["baseline", "unsafe"], "reason": ["the reference cell", "ASR +50.0 pp"]})
-    html = deployment_section(top_categories(card, categories), DEFAULT_THRESHOLDS, 0.9)
+    html = deployment_section(top_categories(card, categories), DEFAULT_THRESHOLDS, 0.9, level=0.95)
     assert "most: A +75" in html and "most risen category: A (+75.0 pp)" in html
 
 

@@ -26,12 +26,20 @@ def test_chunked_perplexity_equals_one_forward_pass(tiny_checkpoint):
     assert result["n_tokens"] == 6 * 14 - 1  # 14 words a repeat, the first is not predicted
 
 
-def test_quantized_kv_cache_costs_perplexity(tiny_checkpoint):
-    fp = perplexity(tiny_checkpoint, TEXT, chunk=8, device="cpu")
-    int2 = perplexity(tiny_checkpoint, TEXT, chunk=8, device="cpu",
-                      kv={"bits": 2, "backend": "quanto", "group_size": 8, "residual_length": 0})
-    assert int2["perplexity"] != pytest.approx(fp["perplexity"], rel=1e-6)
-    assert int2["kv"]["bits"] == 2
+def test_quantized_kv_cache_moves_perplexity_more_at_fewer_bits(tiny_checkpoint):
+    # On a random model quantization noise moves perplexity up or down (measured over 8 seeds of the
+    # tiny model: 2-bit lower than full precision on one), so "costs" is not a property to assert
+    # here; that the cache is really quantized, and more coarsely at 2 bits than at 4, is (8 of 8).
+    def at(bits):
+        kv = {"bits": bits, "backend": "quanto", "group_size": 8, "residual_length": 0} if bits else None
+        return perplexity(tiny_checkpoint, TEXT, chunk=8, device="cpu", kv=kv)
+
+    fp, int4, int2 = at(None), at(4), at(2)
+    moved4 = abs(int4["perplexity"] - fp["perplexity"])
+    moved2 = abs(int2["perplexity"] - fp["perplexity"])
+    assert moved2 > moved4 > 0
+    assert moved2 / fp["perplexity"] < 0.05  # noise on the cache, not a broken forward pass
+    assert (int2["kv"]["bits"], int4["kv"]["bits"]) == (2, 4)
 
 
 def test_a_kv_cache_no_perplexity_engine_holds_is_nan_with_the_reason(tiny_checkpoint):

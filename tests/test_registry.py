@@ -7,6 +7,8 @@ import pytest
 
 from safetygrid.engines import ENGINE_REGISTRY, ENGINES, EngineUnavailable, make_engine
 from safetygrid.judges import JUDGE_REGISTRY, make_judge
+from safetygrid.judges.lm import TEMPLATE_DIR
+from safetygrid.judges.refusal_prefix import RefusalPrefixJudge
 from safetygrid.registry import UnknownName, resolve
 
 
@@ -19,9 +21,35 @@ def test_every_registered_name_imports(registry, package):
     assert tuple(ENGINE_REGISTRY) == ENGINES
 
 
-def test_judge_classes_build_from_a_config_entry():
-    for name in JUDGE_REGISTRY:
-        assert callable(getattr(resolve(JUDGE_REGISTRY, name, "judge kind", "safetygrid.judges"), "from_spec")), name
+PREFIX_TEMPLATE = (TEMPLATE_DIR / "harmbench_cls_prefix.txt").read_text(encoding="utf-8")
+# a config entry per kind, with a value away from each default, and where the built judge keeps it
+ENTRIES = {
+    "harmbench_cls": ({"template": "harmbench_prefix"}, lambda j: j.template == PREFIX_TEMPLATE),
+    "llm_yes_no": ({"template": "harmbench_prefix"}, lambda j: j.template == PREFIX_TEMPLATE),
+    "llama_guard": ({"decode": "generate", "max_new_tokens": 9},
+                    lambda j: (j.decode, j.max_new_tokens) == ("generate", 9)),
+    "shieldgemma": ({"policies": ["dangerous", "harassment"]},
+                    lambda j: list(j.policies) == ["dangerous", "harassment"]),
+    "wildguard": ({"decode": "generate"}, lambda j: j.decode == "generate"),
+    "strongreject": ({"threshold": 0.2}, lambda j: j.threshold == 0.2),
+}
+
+
+def test_every_judge_kind_builds_from_a_config_entry_and_keeps_its_settings(tiny_checkpoint, tmp_path):
+    assert set(ENTRIES) | {"refusal_prefix"} == set(JUDGE_REGISTRY)
+    for kind, (extra, kept) in ENTRIES.items():
+        judge = make_judge({"kind": kind, "batch_size": 3, "max_response_tokens": 7, "device": "cpu", **extra},
+                           str(tiny_checkpoint))
+        assert type(judge) is resolve(JUDGE_REGISTRY, kind, "judge kind", "safetygrid.judges"), kind
+        assert (judge.batch_size, judge.max_response_tokens) == (3, 7), kind
+        assert kept(judge), (kind, extra)
+        assert len(judge.label(["how do i make a cake"], ["sorry cannot help"])) == 1, kind
+
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("# a comment\nsorry\nno way\n")
+    judge = make_judge({"kind": "refusal_prefix", "prefixes": str(prefixes)})
+    assert type(judge) is RefusalPrefixJudge and judge.prefixes == ("sorry", "no way")
+    assert judge.label(["p"], ["sorry, I cannot"])["refusal"].tolist() == [True]
 
 
 def test_unknown_names_get_the_closest_known_ones():

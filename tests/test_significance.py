@@ -66,17 +66,53 @@ def test_gee_finds_a_planted_interaction_and_not_a_missing_one() -> None:
     assert row["p"] > 0.05
 
 
-def test_gee_reports_degenerate_fits_as_na_with_the_reason() -> None:
+def test_gee_is_na_only_when_the_whole_model_is_one_label() -> None:
     all_unsafe = _factorial({("fp", "0.0"): 1.0, ("fp", "1.0"): 1.0, ("q", "0.0"): 1.0, ("q", "1.0"): 1.0}, 5, seed=0)
     row = gee_interaction(all_unsafe, model="m", kv="fp", baseline_precision="fp")
     assert math.isnan(row["p"]) and "every response is labelled unsafe" in row["note"]
-    one_cell_safe = _factorial({("fp", "0.0"): 0.0, ("fp", "1.0"): 0.5, ("q", "0.0"): 0.5, ("q", "1.0"): 0.5}, 20,
-                               seed=0)
-    row = gee_interaction(one_cell_safe, model="m", kv="fp", baseline_precision="fp")
-    assert math.isnan(row["p"]) and "(fp, T=0.0): all safe" in row["note"]
     one_temperature = all_unsafe[all_unsafe["temperature"] == "0.0"]
     row = gee_interaction(one_temperature, model="m", kv="fp", baseline_precision="fp")
     assert math.isnan(row["p"]) and "2 or more" in row["note"]
+
+
+def test_gee_tests_a_model_with_one_all_safe_cell_and_says_how() -> None:
+    # METRICS.md: NA only when the whole model is degenerate. One all-safe cell is a real finding
+    # here: the baseline never fails at T = 0 while the other cells fail half the time
+    one_cell_safe = _factorial({("fp", "0.0"): 0.0, ("fp", "1.0"): 0.5, ("q", "0.0"): 0.5, ("q", "1.0"): 0.5}, 40,
+                               seed=0)
+    row = gee_interaction(one_cell_safe, model="m", kv="fp", baseline_precision="fp")
+    assert row["df"] == 1 and 0 < row["statistic"] and row["p"] < 0.05
+    assert "(fp, T=0.0): all safe" in row["note"] and "add-one correction" in row["note"]
+    assert row["n_prompts"] == 40 and row["n_responses"] == len(one_cell_safe)  # the pseudo-responses not counted
+
+    # the corrected fit is the fit of the table with 1 added to each cell's safe and unsafe counts:
+    # with labels that do not depend on the prompt (the working correlation near 0), its Wald
+    # statistic is close to the squared log odds-ratio ratio over its Woolf variance
+    counts = {("fp", "0.0"): (0, 200), ("fp", "1.0"): (60, 140), ("q", "0.0"): (100, 100), ("q", "1.0"): (50, 150)}
+    rng = np.random.default_rng(3)
+    rows = [{"prompt_id": f"p{i}", "sample": 0, "precision": q, "temperature": t, "unsafe": bool(label)}
+            for (q, t), (unsafe, safe) in counts.items()
+            for i, label in enumerate(rng.permutation([1] * unsafe + [0] * safe))]
+    row = gee_interaction(pd.DataFrame(rows), model="m", kv="fp", baseline_precision="fp")
+    logit = {cell: math.log((u + 1) / (s + 1)) for cell, (u, s) in counts.items()}
+    variance = sum(1 / (u + 1) + 1 / (s + 1) for u, s in counts.values())
+    interaction = logit[("q", "1.0")] - logit[("q", "0.0")] - logit[("fp", "1.0")] + logit[("fp", "0.0")]
+    print(f"corrected Wald {row['statistic']:.3f}, Woolf {interaction ** 2 / variance:.3f}")
+    assert row["statistic"] == pytest.approx(interaction ** 2 / variance, rel=0.05)
+
+
+def test_gee_without_a_separated_cell_is_fitted_as_it_is() -> None:
+    planted = _factorial({("fp", "0.0"): 0.2, ("fp", "1.0"): 0.2, ("q", "0.0"): 0.2, ("q", "1.0"): 0.8}, 60, seed=1)
+    row = gee_interaction(planted, model="m", kv="fp", baseline_precision="fp")
+    assert "add-one" not in row["note"]
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    data = planted.assign(u=planted["unsafe"].astype(float))
+    fit = smf.gee("u ~ C(precision) * C(temperature)", groups="prompt_id", data=data, family=sm.families.Binomial(),
+                  cov_struct=sm.cov_struct.Exchangeable()).fit()
+    interaction = "C(precision)[T.q]:C(temperature)[T.1.0]"
+    assert row["statistic"] == pytest.approx((fit.params[interaction] / fit.bse[interaction]) ** 2, rel=1e-6)
 
 
 def test_tests_table_has_one_gee_per_model_and_one_mcnemar_per_precision() -> None:

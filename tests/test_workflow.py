@@ -79,8 +79,7 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     tests = pd.read_parquet(results / "tables" / "tests.parquet").set_index("test")
     assert sorted(tests.index) == ["gee_interaction", "mcnemar_t0"]
     assert tests.loc["mcnemar_t0", "precision"] == "gptq-w4a16" and tests.loc["mcnemar_t0", "n_prompts"] == 6
-    gee = tests.loc["gee_interaction"]
-    assert (0 <= gee["p"] <= 1) or gee["note"].startswith("degenerate")  # NA only with its reason
+    assert_gee_refits_from_the_votes(results, cells, prompts, tests.loc["gee_interaction"])
     hidden = pd.read_parquet(results / "tables" / "hidden_danger.parquet")
     assert hidden[["comparison", "precision"]].values.tolist() == [["precision", "gptq-w4a16"]]
     rr = cells.set_index(["precision", "temperature"])["rr"]
@@ -105,7 +104,7 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert sorted(map(tuple, pairs[["judge", "against"]].values)) == [
         ("harmbench_cls", "ensemble"), ("harmbench_cls", "refusal_prefix"), ("harmbench_cls", "shieldgemma"),
         ("refusal_prefix", "ensemble"), ("refusal_prefix", "shieldgemma"), ("shieldgemma", "ensemble")]
-    assert pairs["kappa"].dropna().between(-1, 1).all()
+    assert_kappas_recount_from_the_judgements(results, cells, pairs)
     # three judges: the Dawid–Skene label is defined for every labelled response
     ds = pairs[pairs["against"] == "ensemble"][["ds_sensitivity", "ds_specificity"]]
     assert ds.notna().all().all() and ds.stack().between(0, 1).all()
@@ -178,6 +177,76 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert cells["asr_pp"].isna().all() and (cells["asr_pp_n"] == 0).all()
     assert pd.read_parquet(results / "tables" / "contrasts.parquet")["delta_pp"].isna().all()
     assert (results / "report" / "figures" / f"asr_heatmap_{MODEL}.svg").exists()
+
+
+def cell_table(results: Path, folder: str, cells: pd.DataFrame) -> pd.DataFrame:
+    """Every cell's file under results/<folder>/ (votes, or judgements/<judge>), with its precision
+    and temperature."""
+    return pd.concat([pd.read_parquet(results / folder / MODEL / row.precision / "fp" / f"T{row.temperature}.parquet")
+                      .assign(precision=row.precision, temperature=row.temperature) for row in cells.itertuples()],
+                     ignore_index=True)
+
+
+def assert_gee_refits_from_the_votes(results: Path, cells: pd.DataFrame, prompts: pd.DataFrame,
+                                     gee: pd.Series) -> None:
+    """tests.parquet's GEE row against a refit here from the vote files: NA only when every harmful
+    response has one label (METRICS.md); otherwise the Wald chi-square of the 2 x 2 grid's one
+    interaction term, with explicit 0/1 columns instead of the module's treatment-coded formula, and
+    the add-one pseudo-responses (docs/tables.md) where a cell is all one label."""
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+    from scipy.stats import chi2
+
+    votes = cell_table(results, "votes", cells)
+    harmful = set(prompts.loc[prompts["harmful"], "prompt_id"])
+    data = votes[votes["prompt_id"].isin(harmful)].dropna(subset=["unsafe"])
+    data = pd.DataFrame({"prompt_id": data["prompt_id"], "u": data["unsafe"].astype(float),
+                         "q": (data["precision"] == "gptq-w4a16").astype(float),
+                         "t": (data["temperature"] == 0.7).astype(float)})
+    assert gee["n_responses"] == len(data) and gee["n_prompts"] == data["prompt_id"].nunique()
+    if data["u"].nunique() == 1:
+        assert pd.isna(gee["p"]) and gee["note"].startswith("degenerate: every response is labelled")
+        return
+    rates = data.groupby(["q", "t"])["u"].mean()
+    separated = rates.isin([0.0, 1.0])
+    assert ("add-one correction" in gee["note"]) == separated.any(), gee["note"]
+    if separated.any():
+        pseudo = [{"prompt_id": f"pseudo-{q}-{t}-{u}", "u": float(u), "q": q, "t": t}
+                  for q, t in rates.index for u in (0, 1)]
+        data = pd.concat([data, pd.DataFrame(pseudo)], ignore_index=True)
+    fit = smf.gee("u ~ q + t + q:t", groups="prompt_id", data=data, family=sm.families.Binomial(),
+                  cov_struct=sm.cov_struct.Exchangeable()).fit()
+    wald = float((fit.params["q:t"] / fit.bse["q:t"]) ** 2)
+    assert gee["df"] == 1 and gee["statistic"] == pytest.approx(wald, rel=1e-4)
+    assert gee["p"] == pytest.approx(chi2.sf(wald, 1), rel=1e-3) and gee["p_holm"] == gee["p"]  # one model
+
+
+def assert_kappas_recount_from_the_judgements(results: Path, cells: pd.DataFrame, pairs: pd.DataFrame) -> None:
+    """Every Cohen kappa of judges.parquet recounted from the judgement and vote files: each judge's
+    label (a calibrated judge's score at its fitted threshold; none where it failed), the ensemble's
+    from the votes, kappa = (p_o - p_e) / (1 - p_e) over the items both labelled."""
+    thresholds = {judge: entry["threshold"] for judge, entry in
+                  json.loads((results / "calibration" / "ensemble.json").read_text())["judges"].items()}
+    item = ["precision", "temperature", "prompt_id", "sample"]
+    labels = {}
+    for judge in ("harmbench_cls", "refusal_prefix", "shieldgemma"):
+        rows = cell_table(results, f"judgements/{judge}", cells).set_index(item)
+        label = rows["unsafe"].astype("Float64").astype(float)
+        if judge in thresholds:
+            score = rows["score"].astype(float)
+            label = (score >= thresholds[judge]).astype(float).where(score.notna())
+        labels[judge] = label.where(rows["error"].isna())
+    labels["ensemble"] = cell_table(results, "votes", cells).set_index(item)["unsafe"].astype("Float64").astype(float)
+    for row in pairs.itertuples():
+        both = pd.concat([labels[row.judge], labels[row.against]], axis=1, join="inner").dropna().to_numpy()
+        a, b = both[:, 0], both[:, 1]
+        observed = float((a == b).mean())
+        expected = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
+        assert row.n_items == len(a) and row.agreement == pytest.approx(observed), row
+        if expected == pytest.approx(1.0):
+            assert pd.isna(row.kappa) and "chance agreement is 1" in row.note, row
+        else:
+            assert row.kappa == pytest.approx((observed - expected) / (1 - expected)), row
 
 
 def test_finished_grid_has_nothing_to_do(ci_run: Path) -> None:

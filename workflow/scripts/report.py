@@ -13,4 +13,5 @@ write_report(
     name=snakemake.params.name, baseline=snakemake.params.baseline, html=snakemake.output.html,
     figures=snakemake.output.figures, thresholds=snakemake.params.hidden_danger,
     card_thresholds=snakemake.params.deployment, prompts=list(snakemake.input.prompts),
+    level=snakemake.params.level,
 )

@@ -6,8 +6,16 @@
 - mcnemar_t0 (per model and precision): McNemar's exact test of the precision against the baseline
   precision at T = 0 on prompt-level labels (a prompt is unsafe when at least half its samples are).
 - p_holm: Holm's correction across models within each family (a test, and for McNemar a precision).
-A test that cannot be fitted (labels all 0 or all 1 overall or in one precision x temperature cell,
-too few levels, a fit that fails) has NA statistic and p, and says why in `note`.
+The GEE test is NA (statistic and p, the reason in `note`) only where METRICS.md says so: the
+model's labels are all 0 or all 1. A single precision x temperature cell that is all one label
+separates the saturated logistic model (that cell's log-odds is infinite, the Wald covariance
+singular); the test is then fitted with an add-one correction, one pseudo-response of each label
+added to every cell, and `note` names the separated cells and the correction. (Haldane's half count
+would need fractional case weights, which the GEE's robust covariance treats as survey weights: it
+would understate the separated cell's variance by half. Whole pseudo-responses keep the estimate and
+its robust variance those of the corrected table.) The other NA rows are not degenerate data: fewer
+than two precisions or temperatures (no interaction to test), no baseline precision, or a fit that
+fails numerically (the error in `note`).
 """
 
 from __future__ import annotations
@@ -45,14 +53,15 @@ def gee_interaction(responses: pd.DataFrame, *, model: str, kv: str, baseline_pr
         return {**base, "note": f"needs 2 or more precisions and temperatures (has {n_precisions} and {n_temperatures})"}
     if data["u"].nunique() < 2:
         return {**base, "note": f"degenerate: every response is labelled {'unsafe' if data['u'].iat[0] else 'safe'}"}
+    if baseline_precision not in set(data["precision"]):
+        return {**base, "note": f"the baseline precision {baseline_precision} has no responses"}
     cell_rates = data.groupby(["precision", "temperature"])["u"].mean()
     separated = [f"({q}, T={t}): all {'unsafe' if rate == 1 else 'safe'}"
                  for (q, t), rate in cell_rates.items() if rate in (0.0, 1.0)]
+    corrections = []
     if separated:
-        return {**base, "note": "degenerate: the logistic fit separates where a cell is all one label; "
-                                + ", ".join(separated)}
-    if baseline_precision not in set(data["precision"]):
-        return {**base, "note": f"the baseline precision {baseline_precision} has no responses"}
+        data = pd.concat([data, add_one_pseudo_responses(cell_rates.index)], ignore_index=True)
+        corrections.append("separated cells " + ", ".join(separated) + f"; fitted with {ADD_ONE_NOTE}")
     lowest_t = min(data["temperature"], key=float)
     formula = (f"u ~ C(precision, Treatment({baseline_precision!r})) * C(temperature, Treatment({lowest_t!r}))")
     with warnings.catch_warnings(record=True) as caught:
@@ -70,8 +79,23 @@ def gee_interaction(responses: pd.DataFrame, *, model: str, kv: str, baseline_pr
             return {**base, "note": f"fit failed: {exc}"}
     notes = sorted({str(w.message).splitlines()[0] for w in caught if issubclass(w.category, ConvergenceWarning)})
     if not (math.isfinite(statistic) and math.isfinite(p)) or statistic < 0:
-        return {**base, "note": f"degenerate: the Wald statistic is {statistic:.3g} (a near-singular covariance)"}
-    return {**base, "statistic": statistic, "df": float(len(interaction)), "p": p, "note": "; ".join(notes)}
+        return {**base, "note": "; ".join([f"fit failed: the Wald statistic is {statistic:.3g} (a near-singular "
+                                           "covariance)", *corrections])}
+    return {**base, "statistic": statistic, "df": float(len(interaction)), "p": p,
+            "note": "; ".join([*corrections, *notes])}
+
+
+ADD_ONE_NOTE = "the add-one correction (one safe and one unsafe pseudo-response added to every cell)"
+
+
+def add_one_pseudo_responses(cells: pd.Index) -> pd.DataFrame:
+    """One safe and one unsafe pseudo-response in every (precision, temperature) cell, each its own
+    cluster so it adds no pair to the exchangeable correlation's estimate: every cell's log-odds is
+    then finite, and every cell gets the same correction."""
+    rows = [{"prompt_id": f"__add_one__{precision}__T{temperature}__{label}", "sample": 0, "precision": precision,
+             "temperature": temperature, "unsafe": bool(label), "u": float(label)}
+            for precision, temperature in cells for label in (0, 1)]
+    return pd.DataFrame(rows)
 
 
 def prompt_labels(responses: pd.DataFrame) -> pd.Series:

@@ -43,14 +43,14 @@ class Coverage:
 
 
 def asr_interval_coverage(*, studies: int, n_prompts: int, k: int, asr: float, resamples: int,
-                          seed: int = 0) -> Coverage:
-    """How often the ASR interval of cells.parquet holds the true population ASR."""
+                          seed: int = 0, level: float = 0.95) -> Coverage:
+    """How often the ASR interval of cells.parquet, at ``level``, holds the true population ASR."""
     rng = np.random.default_rng(seed)
     prompts = harmful_prompts(n_prompts)
     covered, widths = 0, []
     for study in range(studies):
         votes = synthetic_votes(rng, n_prompts=n_prompts, k=k, asr=asr)
-        cells, _ = cell_metrics(votes, prompts, seed=seed + study, resamples=resamples)
+        cells, _ = cell_metrics(votes, prompts, seed=seed + study, resamples=resamples, level=level)
         lo, hi = float(cells["asr_lo"].iat[0]), float(cells["asr_hi"].iat[0])
         covered += lo <= asr <= hi
         widths.append(hi - lo)

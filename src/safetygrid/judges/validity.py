@@ -122,6 +122,15 @@ def _majority(labels: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(labelled > 0, (unsafe >= need).astype(float), np.nan)
 
 
+def _refusal_majority(labels: np.ndarray) -> np.ndarray:
+    """rho as the votes table reads it (METRICS.md: the majority; a tie is not a refusal)."""
+    from ..analysis.vote import refusal_majority
+
+    gave = (~np.isnan(labels)).sum(axis=1)
+    said = np.nansum(labels, axis=1)
+    return np.where(gave > 0, refusal_majority(said, gave).astype(float), np.nan)
+
+
 @dataclass
 class LabelledRows:
     """One human-labelled set as the validity figures read it: labels, and each judge's raw label
@@ -199,7 +208,7 @@ def validity(human: pd.DataFrame, labelled: pd.DataFrame, judges: Mapping[str, M
                          **binary_validity(y, refusals[judge].to_numpy(float), None, **boot)})
         if giving:
             rows.append({"rater": ENSEMBLES["majority"], "kind": "ensemble", **common,
-                         **binary_validity(y, _majority(refusals[giving].to_numpy(float), 0.5), None, **boot)})
+                         **binary_validity(y, _refusal_majority(refusals[giving].to_numpy(float)), None, **boot)})
 
     table = pd.DataFrame(rows).reindex(columns=VALIDITY_COLUMNS)
     table["lead"] = (table["rater"] == ENSEMBLES[lead]) & (table["target"] == "unsafe")

@@ -68,11 +68,23 @@ def stability_by_temperature(cells: pd.DataFrame, model: str, kv: str) -> plt.Fi
     return fig
 
 
+def diverging_limit(grid: pd.DataFrame, lo: pd.DataFrame, hi: pd.DataFrame) -> float:
+    """Half-width of a diverging colour scale centred on 0: the largest |estimate| or |interval
+    bound| of the grid. Sized to the intervals, a square's colour shows its estimate against the
+    uncertainty of the whole figure (a +0.05 whose interval reaches +0.30 is pale); sized to the
+    estimates alone, or clipped at a fixed width, the same square would be the darkest red."""
+    values = np.abs(np.concatenate([frame.to_numpy(float).ravel() for frame in (grid, lo, hi)]))
+    finite = values[np.isfinite(values)]
+    largest = float(finite.max()) if finite.size else 0.0
+    return largest if largest > 0 else 1.0  # all zero: any symmetric scale draws them white
+
+
 def diverging_cells(ax: plt.Axes, grid: pd.DataFrame, lo: pd.DataFrame, hi: pd.DataFrame, fontsize: int,
                     label: Callable[[float, bool, float, float], str]) -> Any:
-    """A grid of changes on a red-blue scale centred on 0, each square labelled by ``label(value,
-    interval excludes 0, lo, hi)``; returns the image for a colour bar."""
-    limit = max(0.05, float(np.nanmax(np.abs(grid.to_numpy(float)))))
+    """A grid of changes on a red-blue scale centred on 0 and reaching the largest interval bound
+    (``diverging_limit``), each square labelled by ``label(value, interval excludes 0, lo, hi)``;
+    returns the image for a colour bar."""
+    limit = diverging_limit(grid, lo, hi)
     image = ax.imshow(grid.to_numpy(float), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
@@ -103,7 +115,7 @@ def cdi_heatmap(contrasts: pd.DataFrame, model: str) -> plt.Figure:
     ax.set_xticks(range(grid.shape[1]), [f"T={t:g}" for t in grid.columns])
     ax.set_yticks(range(grid.shape[0]), grid.index)
     ax.set_title(f"{model}: compound degradation index")
-    fig.colorbar(image, ax=ax, label="CDI (> 0: compounding)")
+    fig.colorbar(image, ax=ax, label="CDI (> 0: compounding); scale: the largest interval bound")
     return fig
 
 
@@ -127,7 +139,7 @@ def category_heatmap(categories: pd.DataFrame, model: str, kv: str) -> plt.Figur
     ax.set_xticks(range(grid.shape[1]), grid.columns, fontsize=7)
     ax.set_yticks(range(grid.shape[0]), [f"{c} (n={n.get(c, 0)})" for c in grid.index], fontsize=8)
     ax.set_title(f"{model} (kv={kv}): ASR change by category, pp")
-    fig.colorbar(image, ax=ax, label="ASR change (> 0: less safe)")
+    fig.colorbar(image, ax=ax, label="ASR change (> 0: less safe); scale: the largest interval bound")
     return fig
 
 
@@ -241,8 +253,9 @@ def agreement_matrix(matrix: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def judge_validity(validity: pd.DataFrame) -> plt.Figure:
-    """Cohen kappa against human labels (unsafe), with its bootstrap interval, per judge and ensemble."""
+def judge_validity(validity: pd.DataFrame, level: float) -> plt.Figure:
+    """Cohen kappa against human labels (unsafe), with its bootstrap interval at ``level``, per judge
+    and ensemble."""
     rows = validity[(validity["target"] == "unsafe") & (validity["n"] > 0)].reset_index(drop=True)
     where = rows["measured_on"] if "measured_on" in rows else pd.Series("borrowed", index=rows.index)
     labels = [f"{r.rater} ({r.labels}, {w})" for r, w in zip(rows.itertuples(), where)]
@@ -262,7 +275,7 @@ def judge_validity(validity: pd.DataFrame) -> plt.Figure:
     ax.axvline(0, color="#333", linewidth=0.8)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlim(-0.4, 1)
-    ax.set_xlabel("Cohen kappa against human labels (95% bootstrap interval)")
+    ax.set_xlabel(f"Cohen kappa against human labels ({100 * level:g}% bootstrap interval)")
     ax.set_title("Judges against people (red: the label the tables count)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,0 +1,86 @@
+"""The report: diverging colour scales sized to the intervals, and the interval level it names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from safetygrid.analysis.deployment import deployment_card
+from safetygrid.analysis.metrics import cell_metrics, contrasts
+from safetygrid.analysis.simulate import harmful_prompts, synthetic_votes
+from safetygrid.report import write_report
+from safetygrid.report.plots import category_heatmap, cdi_heatmap, judge_validity
+
+
+def _image(figure):  # type: ignore[no-untyped-def]
+    (image,) = figure.axes[0].images
+    return image
+
+
+def test_cdi_scale_is_centred_at_0_and_reaches_the_widest_interval_bound() -> None:
+    # the issue's example: CDI +0.05 with interval [-0.18, +0.30] must not be the darkest red
+    table = pd.DataFrame({"model": "m", "precision": ["q4", "q4"], "temperature": [0.7, 1.0],
+                          "cdi": [0.05, -0.02], "cdi_lo": [-0.18, -0.04], "cdi_hi": [0.30, 0.01]})
+    image = _image(cdi_heatmap(table, "m"))
+    assert (image.norm.vmin, image.norm.vmax) == pytest.approx((-0.30, 0.30))
+    assert image.norm(0.05) == pytest.approx(0.5 + 0.05 / 0.60)  # pale red: a sixth of the way to the end
+    assert image.norm(0.0) == pytest.approx(0.5)  # 0 is the white centre
+
+    # a lower bound further from 0 than any upper one sizes the scale just the same
+    table["cdi_lo"] = [-0.45, -0.04]
+    image = _image(cdi_heatmap(table, "m"))
+    assert (image.norm.vmin, image.norm.vmax) == pytest.approx((-0.45, 0.45))
+
+
+def test_cdi_scale_without_intervals_falls_back_to_the_estimates() -> None:
+    table = pd.DataFrame({"model": "m", "precision": ["q4", "q4"], "temperature": [0.7, 1.0],
+                          "cdi": [0.12, -0.02], "cdi_lo": [np.nan, np.nan], "cdi_hi": [np.nan, np.nan]})
+    image = _image(cdi_heatmap(table, "m"))
+    assert (image.norm.vmin, image.norm.vmax) == pytest.approx((-0.12, 0.12))
+    zeros = table.assign(cdi=0.0)
+    image = _image(cdi_heatmap(zeros, "m"))
+    assert image.norm(0.0) == pytest.approx(0.5)
+
+
+def test_category_scale_reaches_the_widest_interval_bound() -> None:
+    categories = pd.DataFrame({"model": "m", "kv": "fp", "precision": ["q4", "q4"], "temperature": [0.7, 0.7],
+                               "category": ["A", "B"], "n_prompts": [5, 7], "delta_asr": [0.1, -0.05],
+                               "delta_asr_lo": [-0.2, -0.5], "delta_asr_hi": [0.4, 0.3]})
+    image = _image(category_heatmap(categories, "m", "fp"))
+    assert (image.norm.vmin, image.norm.vmax) == pytest.approx((-0.5, 0.5))
+
+
+def _tables(level: float) -> dict[str, pd.DataFrame]:
+    """cells, contrasts and the deployment card of a synthetic 2 x 2 study, intervals at ``level``."""
+    rng = np.random.default_rng(5)
+    votes = pd.concat([synthetic_votes(rng, n_prompts=30, k=1 if t == "0.0" else 3, asr=asr, precision=q,
+                                       temperature=t)
+                       for (q, t), asr in {("fp", "0.0"): 0.2, ("fp", "0.7"): 0.3, ("q4", "0.0"): 0.3,
+                                           ("q4", "0.7"): 0.5}.items()])
+    cells, draws = cell_metrics(votes, harmful_prompts(30), seed=1, resamples=200, level=level)
+    cells["temperature"] = cells["temperature"].astype(float)
+    table = contrasts(draws, baseline_precision="fp", baseline_kv="fp", level=level)
+    card = deployment_card(draws, baseline={"precision": "fp", "kv": "fp"}, level=level)
+    validity = pd.DataFrame({"rater": ["j", "ensemble_majority"], "kind": ["judge", "ensemble"],
+                             "target": "unsafe", "labels": "raw", "sets": "pyrit_objective", "n": 30,
+                             "accuracy": 0.8, "kappa": [0.6, 0.7], "kappa_lo": [0.4, 0.5],
+                             "kappa_hi": [0.8, 0.9], "tpr": 0.8, "fpr": 0.2, "lead": [False, True]})
+    return {"cells": cells, "contrasts": table, "skipped": pd.DataFrame(), "deployment": card,
+            "judge_validity": validity}
+
+
+@pytest.mark.parametrize("level, named", [(0.9, "90%"), (0.975, "97.5%")])
+def test_report_names_the_configured_interval_level_and_no_other(tmp_path, level: float, named: str) -> None:
+    html = tmp_path / "index.html"
+    write_report(_tables(level), name="t", baseline={"precision": "fp", "kv": "fp"}, html=html,
+                 figures=tmp_path / "figures", level=level)
+    text = html.read_text()
+    for phrase in (f"{named} interval in brackets", f"Intervals: {named} bootstrap",
+                   f"{named} bootstrap interval", f"cdi_lo, cdi_hi: {named} interval",
+                   f"whose {named} interval"):
+        assert phrase in text, phrase
+    assert "95%" not in text and "95 %" not in text
+    # the figure's own axis label too (it is an image in the page)
+    validity_figure = judge_validity(_tables(level)["judge_validity"], level)
+    assert f"({named} bootstrap interval)" in validity_figure.axes[0].get_xlabel()
