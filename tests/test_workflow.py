@@ -383,8 +383,8 @@ def test_gguf_precision_runs_on_llama_cpp_and_unsupported_kv_is_recorded(ci_run:
 
 
 def test_readme_submission_table_ci_row_is_the_dag_count(ci_run: Path) -> None:
-    """The README's SLURM table row for config/ci.yaml, recounted from the CI grid's DAG: Snakemake's
-    --summary lists every output of the grid's jobs with the job's log file, one log per job."""
+    """docs/slurm.md's submission table row for config/ci.yaml, recounted from the CI grid's DAG:
+    Snakemake's --summary lists every output of the grid's jobs with the job's log file, one log per job."""
     import re
     import subprocess
 
@@ -395,7 +395,8 @@ def test_readme_submission_table_ci_row_is_the_dag_count(ci_run: Path) -> None:
     jobs_of = {tuple(line.split("\t")[2:4]) for line in summary.splitlines()[1:] if line.count("\t") >= 3}
     jobs = Counter(rule for rule, _ in jobs_of)
     cells = jobs["generate"]
-    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `config/ci.yaml`"))
+    row = next(line for line in (ROOT / "docs" / "slurm.md").read_text().splitlines()
+               if line.startswith("| `config/ci.yaml`"))
     numbers = [cell.strip() for cell in row.strip("|").split("|")]
     described = re.fullmatch(r"`config/ci\.yaml` \((\d+) cells, (\d+) judges; tested\)", numbers[0])
     assert described, row
@@ -405,3 +406,4 @@ def test_readme_submission_table_ci_row_is_the_dag_count(ci_run: Path) -> None:
                 str(jobs["validate_judge"]),
                 f"1–{cells}", f"{alone + 1}–{alone + cells}", str(sum(jobs.values()))]
     assert numbers[1:] == expected, (row, dict(jobs))
+
