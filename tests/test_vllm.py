@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venvs" / "vllm" / "bin" / "python"
 MODEL = "smollm2-135m"
 GENERATION = {"max_new_tokens": 32, "batch_size": 16, "device": "cpu"}
-# measured on this CPU: 16 of 16 prompts agree on their first 32 greedy tokens (see README, Engines);
+# measured on this CPU: 16 of 16 prompts agree on their first 32 greedy tokens (see docs/engines.md, Parity);
 # fp32 weights on both engines, but different kernels, so an exact match is not guaranteed
 PARITY_FLOOR = 0.75
 

@@ -459,8 +459,8 @@ def test_gguf_precision_runs_on_llama_cpp_and_unsupported_kv_is_recorded(ci_run:
 
 
 def test_readme_submission_table_ci_row_is_the_dag_count(ci_run: Path) -> None:
-    """The README's SLURM table row for config/ci.yaml, recounted from the CI grid's DAG: Snakemake's
-    --summary lists every output of the grid's jobs with the job's log file, one log per job."""
+    """docs/slurm.md's submission table row for config/ci.yaml, recounted from the CI grid's DAG:
+    Snakemake's --summary lists every output of the grid's jobs with the job's log file, one log per job."""
     import re
     import subprocess
 
@@ -471,7 +471,8 @@ def test_readme_submission_table_ci_row_is_the_dag_count(ci_run: Path) -> None:
     jobs_of = {tuple(line.split("\t")[2:4]) for line in summary.splitlines()[1:] if line.count("\t") >= 3}
     jobs = Counter(rule for rule, _ in jobs_of)
     cells = jobs["generate"]
-    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `config/ci.yaml`"))
+    row = next(line for line in (ROOT / "docs" / "slurm.md").read_text().splitlines()
+               if line.startswith("| `config/ci.yaml`"))
     numbers = [cell.strip() for cell in row.strip("|").split("|")]
     described = re.fullmatch(r"`config/ci\.yaml` \((\d+) cells, (\d+) judges; tested\)", numbers[0])
     assert described, row
@@ -481,3 +482,21 @@ def test_readme_submission_table_ci_row_is_the_dag_count(ci_run: Path) -> None:
                 str(jobs["validate_judge"]),
                 f"1–{cells}", f"{alone + 1}–{alone + cells}", str(sum(jobs.values()))]
     assert numbers[1:] == expected, (row, dict(jobs))
+
+
+def test_a_clean_run_leaves_no_traceback_in_any_job_log(ci_run: Path) -> None:
+    """Last in this file, so it reads the logs of every job the tests above ran in the CI grid's
+    directory (the grown grid's llama.cpp cells included): a run in which nothing failed shows no
+    traceback, such as llama-cpp-python's finaliser printing "Exception ignored in: Llama.__del__"
+    at interpreter exit, which a newcomer reads as a failure. A printed traceback starts its line;
+    the traceback an unsupported precision records inside its status (logged as one JSON line) is
+    a result, not noise."""
+    logs = sorted(p for p in (ci_run / "results" / "logs").rglob("*") if p.is_file())
+    assert logs, "the CI grid wrote no job logs"
+    noisy = {}
+    for log in logs:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        printed = [line.strip() for line in lines if line.lstrip().startswith(("Traceback", "Exception ignored"))]
+        if printed:
+            noisy[str(log.relative_to(ci_run))] = printed[0]
+    assert not noisy, f"{len(noisy)} of {len(logs)} job logs hold a traceback: {noisy}"

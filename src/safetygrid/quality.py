@@ -67,8 +67,11 @@ def _nll_llama_cpp(checkpoint: str | Path, ids: list[int], kv: Mapping[str, Any]
     llm = load_llama(checkpoint, n_ctx=len(ids), n_batch=chunk, n_ubatch=chunk, logits_all=True,
                      n_threads=available_cpus(), n_gpu_layers=-1 if resolve_device(device).startswith("cuda") else 0,
                      **kv_cache_types(kv))
-    llm.eval(ids)
-    logp = log_softmax(np.asarray(llm.scores[:len(ids) - 1], dtype=np.float64), axis=-1)
+    try:
+        llm.eval(ids)
+        logp = log_softmax(np.asarray(llm.scores[:len(ids) - 1], dtype=np.float64), axis=-1)
+    finally:
+        llm.close()  # not left to Llama.__del__ at interpreter exit (see engines/llama_cpp.py)
     return float(-logp[np.arange(len(ids) - 1), ids[1:]].sum())
 
 

@@ -11,9 +11,11 @@ llama.cpp's K/V cache types (``{dtype: q8_0}``, ``{dtype: q4_0}``, ``{dtype: f16
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -73,7 +75,19 @@ def load_llama(checkpoint: str | Path, **params: Any) -> Any:
         raise EngineUnavailable(
             f"engine 'llama_cpp' is not installed in this environment ({exc}); run `make envs-llamacpp` "
             "(builds llama-cpp-python once and caches the wheel) or serve this precision with engine: hf") from None
-    return Llama(model_path=str(path), seed=0, verbose=False, **params)
+    llm = Llama(model_path=str(path), seed=0, verbose=False, **params)
+    # a model nobody closed (a workflow script's judge lives until the interpreter exits) is freed by
+    # an exit hook, while llama_cpp's module globals still exist: Llama.__del__ at interpreter
+    # teardown finds them gone and prints "Exception ignored in: Llama.__del__ ... TypeError:
+    # 'NoneType' object is not callable" into the job's log. close() twice is harmless.
+    atexit.register(_close_if_alive, weakref.ref(llm))
+    return llm
+
+
+def _close_if_alive(model: "weakref.ref[Any]") -> None:
+    llm = model()
+    if llm is not None:
+        llm.close()
 
 
 class LlamaCppEngine:
@@ -94,10 +108,19 @@ class LlamaCppEngine:
         kv_cache_types(settings.kv or {})  # refuse an unsupported kv before the model load
         started = time.time()
         llm = self._llm(settings)
-        if "tokenizer.chat_template" not in llm.metadata:
-            raise EngineUnavailable(f"{gguf_file(self.checkpoint)} has no tokenizer.chat_template; llama_cpp "
-                                    "cannot render the prompts as the model was trained to read them")
-        log.info("llama.cpp loaded %s in %.1f s", gguf_file(self.checkpoint), time.time() - started)
+        try:
+            if "tokenizer.chat_template" not in llm.metadata:
+                raise EngineUnavailable(f"{gguf_file(self.checkpoint)} has no tokenizer.chat_template; llama_cpp "
+                                        "cannot render the prompts as the model was trained to read them")
+            log.info("llama.cpp loaded %s in %.1f s", gguf_file(self.checkpoint), time.time() - started)
+            return self._generate_all(llm, requests, settings)
+        finally:
+            # freed here, not by Llama.__del__ at interpreter exit, when llama_cpp's module
+            # globals may already be gone ("Exception ignored in: Llama.__del__" in the job's log)
+            llm.close()
+
+    def _generate_all(self, llm: Any, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
+        """Every request through the loaded model, one after another."""
         n_ctx = llm.n_ctx()
         rows = []
         generating, n_tokens = time.time(), 0

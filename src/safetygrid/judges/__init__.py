@@ -8,8 +8,9 @@ sets ``error`` and leaves its labels null; that item's vote then leaves the judg
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import pandas as pd
 
@@ -58,6 +59,20 @@ def make_judge(spec: Mapping[str, Any], model_dir: str | None = None) -> Judge:
         # the judge cannot load (no verdict token, no usable chat template, ...): name its model
         where = f"judge model {Path(model_dir).name} ({model_dir})" if model_dir else f"a {spec['kind']} judge"
         raise ValueError(f"{where}: {exc}") from exc
+
+
+@contextmanager
+def loaded_judge(spec: Mapping[str, Any], model_dir: str | None = None) -> Iterator[Judge]:
+    """``make_judge``'s judge for the length of a ``with`` block; its engine is freed on leaving it
+    (LMJudge.close), not by a finaliser at interpreter exit, where llama-cpp-python's would print a
+    traceback into the job's log."""
+    judge = make_judge(spec, model_dir)
+    try:
+        yield judge
+    finally:
+        close = getattr(judge, "close", None)  # judges without a model have nothing to free
+        if close is not None:
+            close()
 
 
 def label_items(judge: Judge, texts: Sequence[str], responses: Sequence[str],

@@ -97,6 +97,13 @@ class LMJudge:
     def load_tokenizer(self, checkpoint: str) -> Any:
         return AutoTokenizer.from_pretrained(checkpoint, padding_side="left")
 
+    def close(self) -> None:
+        """Free the engine that serves the judge model (llama.cpp's model, vLLM's worker); the
+        judge cannot label after this."""
+        close = getattr(self.scorer, "close", None)  # an in-process vLLM engine has nothing to free
+        if close is not None:
+            close()
+
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], model_dir: str | None = None, **extra: Any) -> "LMJudge":
         """The judge a config entry describes (the schema's defaults where it is silent)."""
@@ -300,6 +307,11 @@ class LlamaCppScorer:
         log.info("%s: %d items; %d of their %d prompt tokens evaluated, the rest a cached prefix",
                  progress_label or "judge", len(order), self.evaluated - before, total)
         return out
+
+    def close(self) -> None:
+        """Free the model now: left to Llama.__del__ at interpreter exit, it runs after llama_cpp's
+        module globals are gone and prints a traceback into the job's log."""
+        self.llm.close()
 
     def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
         import llama_cpp

@@ -75,7 +75,7 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
              f"<h1>safetygrid report: {_esc(name)}</h1>",
              f"<p class='note'>safetygrid {__version__}. Baseline of each model: precision "
              f"<b>{_esc(baseline['precision'])}</b>, kv <b>{_esc(kv0)}</b>, greedy (T = 0). "
-             f"{len(cells)} cells. Definitions: METRICS.md; columns: README.md.</p>"]
+             f"{len(cells)} cells. Definitions: METRICS.md; columns: docs/tables.md.</p>"]
     validity = tables.get("judge_validity", empty)
     if len(validity):
         parts.append(validity_section(validity, figures, level))
