@@ -157,8 +157,9 @@ def test_a_requests_tokens_do_not_depend_on_its_batch_position_or_size():
 def test_an_absent_batch_size_follows_the_device_the_job_runs_on(monkeypatch):
     from types import SimpleNamespace
 
-    from safetygrid.engines.hf import (AUTO_MEMORY_SHARE, CPU_DEFAULT_BATCH, bytes_per_token, device_batch_default,
-                                       forward_batch_size, resolve_batch_size)
+    from safetygrid.engines import Settings
+    from safetygrid.engines.hf import (AUTO_MEMORY_SHARE, CPU_AUTO_BATCH, CPU_DEFAULT_BATCH, CPU_TOKEN_BUDGET,
+                                       bytes_per_token, device_batch_default, forward_limits, generation_limits)
 
     assert device_batch_default(None, "cuda:1", 16) == "auto"
     assert device_batch_default(None, "cpu", 16) == 16
@@ -166,14 +167,25 @@ def test_an_absent_batch_size_follows_the_device_the_job_runs_on(monkeypatch):
     config = SimpleNamespace(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
                              intermediate_size=128, vocab_size=1000)
     model = SimpleNamespace(config=config, dtype=torch.float32)
-    assert resolve_batch_size(None, model, "cpu", 100, 50) == CPU_DEFAULT_BATCH
-    assert forward_batch_size(None, model, "cpu", 100, 50) == 8
+
+    def limits(device, **settings):
+        return generation_limits(Settings(temperature=0.7, max_new_tokens=49, **settings), model, device)
+
+    assert (limits("cpu").rows, limits("cpu").tokens) == (CPU_DEFAULT_BATCH, CPU_TOKEN_BUDGET)
+    assert (limits("cpu", batch_size="auto").rows, limits("cpu", token_budget=500).tokens) == (CPU_AUTO_BATCH, 500)
+    assert forward_limits(None, "auto", model, "cpu").rows == 8
+    assert forward_limits(None, "auto", model, "cpu").tokens == CPU_TOKEN_BUDGET
     free = 3 * 2 ** 20
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 8 * free))
-    per_row = 50 * bytes_per_token(model) + 4 * 128 * 4 + 20 * 1000
-    assert resolve_batch_size(None, model, "cuda", 10_000, 50) == int(free * AUTO_MEMORY_SHARE // per_row)
-    assert resolve_batch_size(None, model, "cuda", 3, 50) == 3  # the whole cell when it fits
-    assert resolve_batch_size(7, model, "cuda", 10_000, 50) == 7
+    # a padded token: its KV cache, its prefill activations, and the sampler's vocabulary buffers of
+    # its row spread over the 50 tokens a row holds at least
+    per_token = bytes_per_token(model) + 4 * 128 * 4 + 20 * 1000 / 50
+    assert limits("cuda").rows is None and limits("cuda").tokens == int(free * AUTO_MEMORY_SHARE // per_token)
+    assert limits("cuda", batch_size=7, token_budget=900).rows == 7 and limits("cuda", token_budget=900).tokens == 900
+    # a retried job: rows and tokens divided
+    assert (limits("cpu", batch_divisor=4).rows, limits("cpu", batch_divisor=4).tokens) == (4, CPU_TOKEN_BUDGET // 4)
+    # no budget (the row-count policy before token budgets)
+    assert limits("cuda", batch_size=64, token_budget=None).tokens is None
 
 
 def test_a_cell_without_batch_size_generates_the_same_rows(tiny_checkpoint):

@@ -68,6 +68,17 @@ def test_a_judge_without_batch_size_takes_eight_per_batch_on_a_cpu(tiny_checkpoi
     assert [len(b) for b in judge._batches([[1, 2, 3]] * 20)] == [8, 8, 4]
 
 
+def test_a_judge_batch_is_bounded_by_its_token_budget_and_padding(tiny_checkpoint):
+    judge = LLMYesNoJudge.from_spec({"kind": "llm_yes_no", "device": "cpu", "batch_size": 8, "token_budget": 30},
+                                    str(tiny_checkpoint))
+    long, short = [1] * 200, [1] * 10
+    # the long items run alone over the budget and are not padded with the short ones; 3 short ones fill 30
+    assert [len(b) for b in judge._batches([short] * 7 + [long] * 2)] == [1, 1, 3, 3, 1]
+    judge.token_budget = "auto"  # 16384 on a CPU: the row bound and the padding tolerance decide
+    assert [len(b) for b in judge._batches([short] * 7 + [long] * 2)] == [2, 7]
+    assert judge._batches([short, long, short])[0] == [1]  # indices of the items, longest first
+
+
 def test_a_judge_out_of_memory_halves_its_batch_and_scores_every_item(tiny_checkpoint):
     from safetygrid.engines import OutOfMemory
 

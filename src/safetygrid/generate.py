@@ -19,6 +19,10 @@ def _batch_size(value: Any) -> int | str | None:
     return value if value in (None, "auto") else int(value)
 
 
+def _token_budget(value: Any) -> int | str:
+    return "auto" if value in (None, "auto") else int(value)
+
+
 def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine: str, temperature: float,
                   k: int, seed: int, generation: Mapping[str, Any], precision: Mapping[str, Any],
                   kv: Mapping[str, Any], engine_options: Mapping[str, Any] | None = None,
@@ -28,6 +32,7 @@ def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine:
         max_new_tokens=int(generation["max_new_tokens"]),
         top_p=float(generation.get("top_p", 1.0)),
         batch_size=_batch_size(generation.get("batch_size")),
+        token_budget=_token_budget(generation.get("token_budget")),
         batch_divisor=batch_divisor,
         compile=bool(generation.get("compile", False)),
         cuda_graphs=None if generation.get("cuda_graphs") is None else bool(generation["cuda_graphs"]),

@@ -11,6 +11,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import pandas as pd
 
+from .batching import PADDING_TOLERANCE
+
 GENERATION_COLUMNS = ["prompt_id", "sample", "seed", "temperature", "engine", "response",
                       "n_prompt_tokens", "n_tokens", "finish_reason"]
 
@@ -28,9 +30,15 @@ class Settings:
     temperature: float
     max_new_tokens: int
     top_p: float = 1.0
-    # "auto": the largest batch the device's free memory holds; None: auto on CUDA, a fixed batch on a CPU
+    # rows per batch at most; "auto": no row bound on CUDA (the token budget sizes batches), 64 on a
+    # CPU; None: auto on CUDA, a fixed batch on a CPU
     batch_size: int | str | None = None
-    batch_divisor: int = 1  # a retried job's batch is the (resolved) batch divided by this
+    # hf engine: padded tokens per batch, rows x (longest prompt + max_new_tokens); "auto": from the
+    # device's free memory on CUDA, CPU_TOKEN_BUDGET on a CPU; None: no budget (rows alone bound a batch)
+    token_budget: int | str | None = "auto"
+    # hf engine: a batch's padding at most this share of its real tokens; None: any share
+    padding_tolerance: float | None = PADDING_TOLERANCE
+    batch_divisor: int = 1  # a retried job's batch (rows and token budget) is the resolved one divided by this
     compile: bool = False  # hf engine on CUDA: a static KV cache and a compiled forward pass
     # hf engine: a static KV cache, each decoding step a CUDA graph replay on CUDA; None: on CUDA only
     cuda_graphs: bool | None = None

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
 
 from ..logs import progress
+from .batching import BatchLimits, next_batch, padded_tokens
 from .sampling import SeededSampler
 from .static_decode import StaticDecoder, static_decode_unsupported
 from . import GENERATION_COLUMNS, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
@@ -27,12 +28,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-# "auto" on a CPU: big enough to keep the matmuls efficient, small enough to stay in cache-friendly sizes
+# "auto" rows on a CPU: big enough to keep the matmuls efficient, small enough to stay in cache-friendly sizes
 CPU_AUTO_BATCH = 64
 # an absent batch_size on a CPU (on CUDA it means "auto"): the batch the CPU grids were measured with
 CPU_DEFAULT_BATCH = 16
-# the share of the device's free memory an "auto" batch plans to fill (the rest: allocator slack,
-# the sampler's per-row vocabulary buffers, prefill activations)
+# token_budget "auto" on a CPU: padded tokens per batch (rows x (longest prompt + new tokens)); a CPU
+# has memory to spare for a small model, the budget is there to keep the prefill from paying for
+# padding (benchmarks/RESULTS.md, "Token-budget batching")
+CPU_TOKEN_BUDGET = 16384
+# the share of the device's free memory an "auto" budget plans to fill (the rest: allocator slack,
+# what the estimate below leaves out)
 AUTO_MEMORY_SHARE = 0.6
 
 
@@ -58,39 +63,53 @@ def device_batch_default(batch_size: int | str | None, device: str, cpu_default:
     return "auto" if device.startswith("cuda") else cpu_default
 
 
-def _auto_batch(batch_size: int | str | None, device: str, n_rows: int, cpu_default: int,
-                per_row: Callable[[], int]) -> int:
-    """``batch_size`` itself, or for "auto" as many rows of ``per_row()`` bytes as the device's free
-    memory holds (all ``n_rows`` when they fit; ``cpu_default`` on a CPU). An out-of-memory error
-    still halves the batch, so an optimistic estimate costs a retry, not the job."""
+def row_limit(batch_size: int | str | None, device: str, cpu_default: int, cpu_auto: int) -> int | None:
+    """The most rows one batch holds: ``batch_size`` itself; for "auto" (and an absent one on CUDA)
+    no row bound on CUDA, where the token budget sizes batches from free memory, and ``cpu_auto`` on a
+    CPU; an absent one on a CPU: ``cpu_default``."""
     batch_size = device_batch_default(batch_size, device, cpu_default)
     if batch_size != "auto":
         return int(batch_size)
+    return None if device.startswith("cuda") else cpu_auto
+
+
+def resolve_token_budget(token_budget: int | str | None, device: str, bytes_per_padded_token: Callable[[], float]) -> int | None:
+    """Padded tokens one batch may hold: ``token_budget`` itself; None: no budget (rows alone
+    bound a batch); "auto": ``CPU_TOKEN_BUDGET`` on a CPU, on CUDA as many tokens of
+    ``bytes_per_padded_token()`` as ``AUTO_MEMORY_SHARE`` of the free memory holds. An
+    out-of-memory error still halves it, so an optimistic estimate costs a retry, not the job."""
+    if token_budget is None:
+        return None
+    if token_budget != "auto":
+        return int(token_budget)
     if not device.startswith("cuda"):
-        return min(n_rows, cpu_default)
+        return CPU_TOKEN_BUDGET
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return max(1, min(n_rows, int(free * AUTO_MEMORY_SHARE // per_row())))
+    return max(1, int(free * AUTO_MEMORY_SHARE // bytes_per_padded_token()))
 
 
-def resolve_batch_size(batch_size: int | str | None, model: Any, device: str, n_rows: int, tokens_per_row: int) -> int:
-    """The generate batch: per row, its KV cache, one token's activations through the widest layer,
-    and the sampler's float32 probabilities and float64 CDF over the vocabulary."""
+def generation_limits(settings: Settings, model: Any, device: str) -> BatchLimits:
+    """The bounds of each generate batch. A padded token holds its KV cache and, during the prefill,
+    its activations through the widest layer; each row also holds the sampler's float32
+    probabilities and float64 CDF over the vocabulary, charged to the ``max_new_tokens + 1`` tokens
+    a row holds at least."""
     config, element = _text_config(model), torch.finfo(model.dtype).bits // 8
-    batch_size = device_batch_default(batch_size, device, CPU_DEFAULT_BATCH)
-    return _auto_batch(batch_size, device, n_rows, CPU_AUTO_BATCH, lambda: (
-        tokens_per_row * bytes_per_token(model)
-        + 4 * max(config.hidden_size, getattr(config, "intermediate_size", 0)) * element
-        + 20 * config.vocab_size))
+    widest = max(config.hidden_size, getattr(config, "intermediate_size", 0))
+    tokens = resolve_token_budget(settings.token_budget, device, lambda: (
+        bytes_per_token(model) + 4 * widest * element + 20 * config.vocab_size / (settings.max_new_tokens + 1)))
+    limits = BatchLimits(rows=row_limit(settings.batch_size, device, CPU_DEFAULT_BATCH, CPU_AUTO_BATCH),
+                         tokens=tokens, padding=settings.padding_tolerance)
+    return limits.divided(settings.batch_divisor)
 
 
-def forward_batch_size(batch_size: int | str | None, model: Any, device: str, n_rows: int, tokens_per_row: int,
-                       cpu_default: int = 8) -> int:
-    """A judge's batch for one forward pass over whole sequences: each row holds its tokens'
-    activations through the widest layer and their keys and values at once."""
+def forward_limits(batch_size: int | str | None, token_budget: int | str | None, model: Any, device: str,
+                   cpu_default: int = 8) -> BatchLimits:
+    """The bounds of a judge's batch for one forward pass over whole sequences: each token holds its
+    activations through the widest layer and its keys and values at once."""
     config, element = _text_config(model), torch.finfo(model.dtype).bits // 8
     widest = 8 * config.hidden_size + 3 * getattr(config, "intermediate_size", 4 * config.hidden_size)
-    return _auto_batch(batch_size, device, n_rows, cpu_default,
-                       lambda: tokens_per_row * (bytes_per_token(model) + widest * element))
+    tokens = resolve_token_budget(token_budget, device, lambda: bytes_per_token(model) + widest * element)
+    return BatchLimits(rows=row_limit(batch_size, device, cpu_default, cpu_default), tokens=tokens)
 
 
 KV_BACKEND_MODULES = {"quanto": "optimum.quanto", "hqq": "hqq"}
@@ -161,16 +180,19 @@ class HFEngine:
         eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
         prompts = {r.prompt_id: r.text for r in requests}
         encoded = {pid: chat_token_ids(tokenizer, text, settings.system_prompt) for pid, text in prompts.items()}
-        # longest first: similar lengths share a batch, so little padding, and OOM shows up early
+        # longest first: similar lengths are neighbours, so batches cut from this order carry
+        # little padding, and out-of-memory shows up in the first batch
         order = sorted(range(len(requests)),
                        key=lambda i: (-len(encoded[requests[i].prompt_id]), requests[i].prompt_id, requests[i].sample))
+        lengths = [len(encoded[requests[i].prompt_id]) for i in order]
         rows: list[dict[str, Any]] = [{} for _ in requests]
-        started, done_tokens, done = time.time(), 0, 0
-        longest = max((len(ids) for ids in encoded.values()), default=1)
-        batch_size = max(1, resolve_batch_size(settings.batch_size, model, device, len(order),
-                                               longest + settings.max_new_tokens) // settings.batch_divisor)
-        log.info("batch size %d (%s)", batch_size, "absent: the device's default" if settings.batch_size is None
-                 else settings.batch_size)
+        started, done_tokens, done, n_batches, n_padded = time.time(), 0, 0, 0, 0
+        limits = generation_limits(settings, model, device)
+        log.info("batches of at most %s rows, %s padded tokens, padding %s of real tokens (batch_size %s, "
+                 "token_budget %s)", limits.rows or "any number of", limits.tokens or "any number of",
+                 "any share" if limits.padding is None else f"{limits.padding:.0%}",
+                 "absent: the device's default" if settings.batch_size is None else settings.batch_size,
+                 settings.token_budget)
         if settings.compile and device.startswith("cuda") and not cache:
             # transformers compiles the forward pass when the cache is static: fewer kernel launches per
             # step, which is what bounds a small model's decoding on a GPU
@@ -183,21 +205,25 @@ class HFEngine:
                                   eos_token_id=sorted(eos_ids) or None, pad_token_id=tokenizer.pad_token_id, **cache)
         bar = progress(len(order), "generate")
         while done < len(order):
-            idx = order[done:done + batch_size]
+            size = next_batch(lengths, done, settings.max_new_tokens, limits)
+            idx = order[done:done + size]
             batch = [requests[i] for i in idx]
+            padded = padded_tokens(lengths[done:done + size], settings.max_new_tokens)
             try:
                 new = self._generate_batch(model, tokenizer, device, config, batch, encoded, settings,
                                            decoder(batch) if decoder else None)
             except torch.OutOfMemoryError as exc:
-                # the longest prompts come first, so a batch that fits here fits for the rest too
-                if batch_size == 1:
-                    raise OutOfMemory(f"one sequence of {len(encoded[batch[0].prompt_id])} prompt tokens + "
+                # the longest prompts come first, so limits that fit here fit for the rest too
+                if size == 1:
+                    raise OutOfMemory(f"one sequence of {lengths[done]} prompt tokens + "
                                       f"{settings.max_new_tokens} new tokens does not fit on {device}") from exc
-                batch_size = max(1, batch_size // 2)
-                log.warning("out of memory on %s: batch size now %d", device, batch_size)
+                limits = limits.halved_below(size, padded)
+                log.warning("out of memory on %s at %d rows, %d padded tokens: now at most %d rows, %d tokens",
+                            device, size, padded, limits.rows, limits.tokens)
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 continue
+            n_batches, n_padded = n_batches + 1, n_padded + padded
             stops = [next((j for j, t in enumerate(tokens) if t in eos_ids), None) for tokens in new]
             kept = [tokens if stop is None else tokens[:stop + 1] for tokens, stop in zip(new, stops)]
             # one call for the batch: the tokenizer decodes the rows in parallel
@@ -216,6 +242,9 @@ class HFEngine:
             elapsed = time.time() - started
             log.info("%d/%d responses, %.1f generated tokens/s", done, len(order), done_tokens / max(elapsed, 1e-9))
         bar.close()
+        real = sum(lengths) + len(lengths) * settings.max_new_tokens
+        log.info("%d batches, %d padded tokens for %d prompt + new tokens (%.0f%% padding)", n_batches, n_padded,
+                 real, 100 * (n_padded - real) / max(n_padded, 1))
         return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
 
     @staticmethod

@@ -21,7 +21,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..engines import OutOfMemory
-from ..engines.hf import forward_batch_size, resolve_device
+from ..engines.batching import BatchLimits, next_batch, padded_tokens, plan_batches
+from ..engines.hf import forward_limits, resolve_device
 from ..logs import progress
 
 if TYPE_CHECKING:
@@ -62,12 +63,13 @@ class LMJudge:
     template_name = ""
 
     def __init__(self, checkpoint: str, *, template: str | None = None, batch_size: int | str | None = None,
-                 max_response_tokens: int = 512, device: str = "auto", engine: str = "hf",
-                 n_ctx: int = 4096) -> None:
+                 token_budget: int | str | None = "auto", max_response_tokens: int = 512, device: str = "auto",
+                 engine: str = "hf", n_ctx: int = 4096) -> None:
         name = template or self.template_name
         # native protocols (native/) read their verbatim prompts themselves
         self.template = (TEMPLATE_DIR / f"{name}.txt").read_text(encoding="utf-8") if name else ""
         self.batch_size = batch_size
+        self.token_budget = token_budget
         self.max_response_tokens = max_response_tokens
         self.device = resolve_device(device)
         self.tokenizer = self.load_tokenizer(checkpoint)
@@ -110,7 +112,9 @@ class LMJudge:
         if model_dir is None:
             raise ValueError(f"a {spec['kind']} judge needs its model's checkpoint")
         batch_size = spec.get("batch_size")  # absent: auto on CUDA, 8 on a CPU
+        token_budget = spec.get("token_budget", "auto")
         return cls(model_dir, batch_size=batch_size if batch_size in (None, "auto") else int(batch_size),
+                   token_budget=token_budget if token_budget == "auto" else int(token_budget),
                    max_response_tokens=int(spec.get("max_response_tokens", 512)),
                    device=str(spec.get("device", "auto")), engine=str(spec.get("engine", "hf")),
                    n_ctx=int(spec.get("n_ctx", 4096)), **extra)
@@ -132,22 +136,30 @@ class LMJudge:
                                                       add_generation_prompt=True, tokenize=False)
         return self.tokenizer(rendered + answer_prefix, add_special_tokens=False)["input_ids"]
 
-    def _batches(self, sequences: Sequence[list[int]]) -> list[list[int]]:
-        """The planned batches: indices of ``sequences``, longest first, ``batch_size`` (or what
-        fits, for auto) at a time."""
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        longest = len(sequences[order[0]]) if order else 1
-        size = forward_batch_size(self.batch_size, self.model, self.device, len(order), longest)
-        return [order[start:start + size] for start in range(0, len(order), size)]
+    def _order(self, sequences: Sequence[list[int]]) -> list[int]:
+        """Indices of ``sequences``, longest first: batches cut from this order carry little padding."""
+        return sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
 
-    def _each_batch(self, sequences: Sequence[list[int]], run: Callable[[list[int]], None]) -> None:
-        """``run`` on each planned batch. Out of device memory, the batch size halves and the batch
-        is run again: the longest items come first, so a size that fits here fits for the rest. A
-        single item that does not fit fails, naming its length."""
-        planned = self._batches(sequences)
-        order = [i for idx in planned for i in idx]
-        size, done = len(planned[0]) if planned else 1, 0
+    def _limits(self) -> BatchLimits:
+        return forward_limits(self.batch_size, self.token_budget, self.model, self.device)
+
+    def _batches(self, sequences: Sequence[list[int]], new_tokens: int = 0) -> list[list[int]]:
+        """The planned batches: indices of ``sequences``, longest first, each within the judge's
+        row bound, token budget and padding tolerance (engines/batching.py)."""
+        order = self._order(sequences)
+        planned = plan_batches([len(sequences[i]) for i in order], new_tokens, self._limits())
+        return [[order[i] for i in batch] for batch in planned]
+
+    def _each_batch(self, sequences: Sequence[list[int]], run: Callable[[list[int]], None],
+                    new_tokens: int = 0) -> None:
+        """``run`` on each batch (``new_tokens``: what each row grows by, for generation). Out of device
+        memory, the batch's rows and padded tokens bound the next ones at half of each and the batch is
+        run again: the longest items come first, so limits that fit here fit for the rest. A single
+        item that does not fit fails, naming its length."""
+        order = self._order(sequences)
+        lengths, limits, done = [len(sequences[i]) for i in order], self._limits(), 0
         while done < len(order):
+            size = next_batch(lengths, done, new_tokens, limits)
             idx = order[done:done + size]
             try:
                 run(idx)
@@ -156,12 +168,13 @@ class LMJudge:
                     raise OutOfMemory(f"one judge item of {len(sequences[idx[0]])} tokens does not fit on "
                                       f"{self.device}; give the judge max_response_tokens below "
                                       f"{self.max_response_tokens} or a larger device") from exc
-                size = max(1, size // 2)
-                log.warning("out of memory on %s: judge batch size now %d", self.device, size)
+                limits = limits.halved_below(size, padded_tokens(lengths[done:done + size], new_tokens))
+                log.warning("out of memory on %s: judge batches now at most %d items, %d padded tokens",
+                            self.device, limits.rows, limits.tokens)
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 continue
-            done += len(idx)
+            done += size
 
     def next_logprobs(self, sequences: Sequence[list[int]], progress_label: str = "") -> torch.Tensor:
         """log P(next token) after each sequence: n x vocabulary, on the CPU."""
@@ -218,7 +231,7 @@ class LMJudge:
                 texts[i] = self.tokenizer.decode(generated[row, batch["input_ids"].shape[1]:], skip_special_tokens=True)
             log.info("generated %d/%d", sum(1 for t in texts if t), len(sequences))
 
-        self._each_batch(sequences, continue_batch)
+        self._each_batch(sequences, continue_batch, new_tokens=max_new_tokens)
         return texts
 
     def token_ids(self, words: Sequence[str], first_token: bool = False) -> list[int]:

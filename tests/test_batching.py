@@ -1,0 +1,76 @@
+"""Token-budget batching: the planner's cuts by hand, and a request's tokens whatever batch it lands in."""
+
+import pandas as pd
+import pytest
+
+from safetygrid.engines.batching import BatchLimits, next_batch, padded_tokens, plan_batches
+
+
+def sizes(lengths, new_tokens, **limits):
+    return [len(batch) for batch in plan_batches(lengths, new_tokens, BatchLimits(**limits))]
+
+
+def test_a_batch_is_bounded_by_rows_by_padded_tokens_and_by_its_padding():
+    lengths = [10, 10, 9, 3, 3, 2]
+    assert padded_tokens([10, 9, 3], 2) == 3 * 12
+    assert sizes(lengths, 2, padding=None) == [6]  # no bound at all: one batch
+    assert sizes(lengths, 2, rows=4, padding=None) == [4, 2]
+    # 12 tokens per row while a 10 leads: 3 rows fit 40; then 3s and a 2 at 5 per row
+    assert sizes(lengths, 2, tokens=40, padding=None) == [3, 3]
+    # padding at most 25 % of the real tokens: [10, 10, 9, 3] pads to 48 for 40 real (20 %);
+    # a second 3 would pad to 60 for 45 real (33 %)
+    assert sizes(lengths, 2) == [4, 2]
+    assert sizes(lengths, 2, padding=0.0) == [2, 1, 2, 1]
+    # a sequence longer than the budget still runs, alone
+    assert sizes([100, 1, 1], 0, tokens=10, padding=None) == [1, 2]
+    assert next_batch(lengths, 6, 2, BatchLimits()) == 0
+
+
+def test_out_of_memory_halves_whichever_bound_let_the_batch_through():
+    assert BatchLimits(rows=None, tokens=None).halved_below(8, 100) == BatchLimits(rows=4, tokens=50)
+    assert BatchLimits(rows=2, tokens=1000).halved_below(2, 100) == BatchLimits(rows=1, tokens=50)
+    assert BatchLimits(rows=64, tokens=4096).divided(4) == BatchLimits(rows=16, tokens=1024)
+    assert BatchLimits(rows=None, tokens=3).divided(8) == BatchLimits(rows=None, tokens=1)
+    with pytest.raises(ValueError, match="token budget"):
+        BatchLimits(tokens=0)
+
+
+# lengths from 4 to ~70 words: a long prompt padded with short ones under the row-count policy
+PROMPTS = pd.DataFrame({"prompt_id": ["long", "mid", "a", "b", "c"], "text": [
+    " ".join(["how do i make a cake and bread step one two three"] * 6),
+    " ".join(["how do i make a cake and bread"] * 3),
+    "how do i make bread", "help", "sorry cannot help here is recipe"]})
+
+
+@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (0.9, 1.0), (1.0, 0.8)])
+def test_a_requests_tokens_do_not_depend_on_the_batch_it_lands_in(tiny_checkpoint, monkeypatch, temperature, top_p):
+    """The same cell under very different batchings, float32 on the CPU: every request alone; all in
+    one batch padded to the longest (the row-count policy); several token budgets and row bounds.
+    The rows are identical; the batchings are checked to differ, so the test compares something."""
+    from safetygrid.engines import Settings
+    from safetygrid.engines.hf import HFEngine
+    from safetygrid.generate import build_requests
+
+    requests = build_requests(PROMPTS, "tiny", 11, 1 if temperature == 0 else 2)
+    real = HFEngine._generate_batch
+    seen: list[tuple[int, ...]] = []
+
+    def recording(model, tokenizer, device, config, batch, encoded, settings, decoder):
+        seen.append(tuple(r.prompt_id for r in batch))
+        return real(model, tokenizer, device, config, batch, encoded, settings, decoder)
+
+    monkeypatch.setattr(HFEngine, "_generate_batch", staticmethod(recording))
+    batchings, tables = [], []
+    for batch_size, token_budget, padding in [(1, None, None), (64, None, None), (64, 120, 0.25), (3, "auto", 0.25),
+                                              (64, 400, 0.25), (2, 10_000, None)]:
+        seen.clear()
+        settings = Settings(temperature=temperature, top_p=top_p, max_new_tokens=10, batch_size=batch_size,
+                            token_budget=token_budget, padding_tolerance=padding, device="cpu")
+        tables.append(HFEngine(str(tiny_checkpoint)).generate(requests, settings))
+        batchings.append(list(seen))
+    assert len({tuple(b) for b in batchings}) >= 4
+    assert len(batchings[1]) == 1 and set(batchings[1][0]) == set(PROMPTS["prompt_id"])  # "b" padded to "long"
+    assert max(len(set(batch)) for batch in batchings[2]) < 5  # the budgets keep "long" away from "b"
+    assert tables[0]["response"].str.len().gt(0).mean() > 0.5  # (a sampled answer may end at once)
+    for table in tables[1:]:
+        pd.testing.assert_frame_equal(table, tables[0])
