@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .io import write_parquet
-from .judges import judge_table, make_judge
+from .judges import FailurePolicy, judge_table, make_judge
 from .analysis.vote import vote
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def label_rows(rows: pd.DataFrame, config: Mapping[str, Any], judges: Sequence[s
     for judge in judges:
         log.info("judge %s: %d rows", judge, len(rows))
         judge_impl = make_judge(config["judges"][judge], judge_model_dir(config, judge, Path(sources)))
-        table = judge_table(judge_impl, judge, items, prompts)
+        table = judge_table(judge_impl, judge, items, prompts, FailurePolicy.from_spec(config["judges"][judge]))
         judgements.append(table)
         for column in ("unsafe", "score", "refusal", "error"):
             out[f"{judge}_{column}"] = table[column].to_numpy()

@@ -79,6 +79,10 @@ class LMJudge:
         # every token-id sequence the judge scored or continued, in call order: what the golden
         # rendering tests compare byte for byte
         self.scored: list[list[int]] = []
+        # per verdict read (one per call of verdict_logprobs with named tokens, each over every item),
+        # the probability the verdict tokens held: judges.judge_table turns a verdict read from
+        # almost none of it into that item's error (failures.py)
+        self.verdict_masses: list[torch.Tensor] = []
         if engine == "llama_cpp":
             # an engine other than hf: the model is served outside this process's torch
             self.scorer: LlamaCppScorer | VllmScorer | None = LlamaCppScorer(checkpoint, n_ctx=n_ctx, device=self.device)
@@ -165,6 +169,13 @@ class LMJudge:
         """log P(next token = t) after each sequence for each t of ``token_ids`` (normalised over the
         whole vocabulary): n x len(token_ids), on the CPU; every token of the vocabulary when None."""
         self.scored.extend(list(s) for s in sequences)
+        logp = self._verdict_logprobs(sequences, token_ids, progress_label)
+        if token_ids is not None:
+            self.verdict_masses.append(torch.logsumexp(logp, dim=-1).exp())
+        return logp
+
+    def _verdict_logprobs(self, sequences: Sequence[list[int]], token_ids: Sequence[int] | None,
+                          progress_label: str) -> torch.Tensor:
         if self.scorer is not None:
             return self.scorer.verdict_logprobs(sequences, token_ids, progress_label)
         width = self.model.config.vocab_size if token_ids is None else len(token_ids)
