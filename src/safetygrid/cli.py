@@ -56,10 +56,19 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_calibration(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a calibration file (invalid JSON: {exc})") from exc
+
+
 def _judge(args: argparse.Namespace) -> int:
     import logging
 
     from .judge_file import judge_file
+
+    from .judges import JudgeFailed
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     config = load(args.config)
@@ -72,12 +81,14 @@ def _judge(args: argparse.Namespace) -> int:
               f"{calibration_file} does not exist; run `snakemake {calibration_file}` first (or pass --calibration)",
               file=sys.stderr)
         return 2
-    calibration = json.loads(calibration_file.read_text()) if needs else None
+    # the failures a user can fix (a bad file or row, a judge that failed on too many rows, a missing
+    # or unreadable file) are one line and exit code 2; anything else is a bug and keeps its traceback
     try:
+        calibration = _read_calibration(calibration_file) if needs else None
         table = judge_file(args.input, args.output, config, judges, sources=Path(args.results) / "sources",
                            calibration=calibration)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"safetygrid judge: {exc}", file=sys.stderr)
+    except (OSError, ValueError, JudgeFailed) as exc:
+        print(f"safetygrid judge: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     ds = table["unsafe_ds"].astype("boolean")
     ds_text = f"{int(ds.sum())} by Dawid–Skene" if ds.notna().any() else "Dawid–Skene needs three judges"
