@@ -172,3 +172,31 @@ def test_a_judges_failure_rule_comes_from_its_config_entry():
 
     assert FailurePolicy.from_spec({"kind": "llm_yes_no"}) == FailurePolicy(1e-3, 0.05)
     assert FailurePolicy.from_spec({"min_verdict_mass": 0.2, "max_failed_share": 0}) == FailurePolicy(0.2, 0.0)
+
+
+def test_a_llama_cpp_judges_greedy_answer_keeps_each_steps_verdict_probabilities(monkeypatch):
+    """LlamaCppScorer.generate_scored, on a scripted model: the greedy tokens up to the end of
+    generation and log P(each verdict token) at every step, normalised over the whole vocabulary."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from safetygrid.judges.lm import LlamaCppScorer
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(llama_vocab_is_eog=lambda vocab, t: t == 4))
+    script = {1: 2, 2: 3, 3: 4}  # after n tokens the model's greedy next token
+    scorer = object.__new__(LlamaCppScorer)
+    scorer.llm = types.SimpleNamespace(_model=types.SimpleNamespace(vocab=None))
+
+    def feed(ids):
+        logits = np.linspace(0, 1, 6).astype(np.float32)
+        logits[script[len(ids)]] = 5.0
+        return logits
+
+    scorer._feed = feed
+    (ids, logp), = scorer.generate_scored([[0]], 8, [2, 5])
+    assert ids == [2, 3]  # token 4 ends the answer
+    expected = torch.stack([torch.log_softmax(torch.from_numpy(feed([0] * n)), -1)[[2, 5]] for n in (1, 2)])
+    assert torch.allclose(logp, expected)
+    assert scorer.generate([[0]], 1) == [[2]]

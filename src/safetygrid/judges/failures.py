@@ -46,15 +46,17 @@ class FailurePolicy:
 
 def screen_labels(labels: pd.DataFrame, verdict_mass: np.ndarray | None, min_verdict_mass: float) -> pd.DataFrame:
     """``labels`` with every item whose verdict could not be read turned into an error: its unsafe,
-    score and refusal emptied, the reason in ``error``, ``raw`` kept. ``verdict_mass``: per item,
-    the probability the verdict tokens held where the judge read its verdict from next-token
-    probabilities; None for a judge that did not (a model-free judge, a generated answer), whose
-    missing score is then no failure."""
+    score and refusal emptied, the reason in ``error``, ``raw`` kept. An item the judge itself
+    marked as an error keeps no unsafe label or score either, but keeps a refusal it read.
+    ``verdict_mass``: per item, the probability the verdict tokens held where the judge read its
+    verdict from next-token probabilities; None for a judge that did not (a model-free judge, a
+    generated answer), whose missing score is then no failure."""
     out = labels.copy()
     out["error"] = out["error"].astype(object).where(out["error"].notna(), None)
     score = pd.to_numeric(out["score"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    already_failed = out["error"].notna().to_numpy()
     for i in range(len(out)):
-        if out["error"].iat[i] is not None:
+        if already_failed[i]:
             continue
         reason = None
         if np.isinf(score[i]) or (verdict_mass is not None and np.isnan(score[i])):
@@ -68,10 +70,14 @@ def screen_labels(labels: pd.DataFrame, verdict_mass: np.ndarray | None, min_ver
                           f"min_verdict_mass {min_verdict_mass:g}: the judge did not answer in its format")
         if reason is not None:
             out.iat[i, out.columns.get_loc("error")] = reason
-    failed = out["error"].notna()
+    failed = out["error"].notna().to_numpy()
+    unread = failed & ~already_failed
     for column in ("unsafe", "score", "refusal"):
         out[column] = out[column].astype(object)
-        out.loc[failed, column] = None
+    # an error is never an unsafe label or a score; a refusal the judge read apart from the failed
+    # field (WildGuard's, when only its harmful-response field did not parse) stays
+    out.loc[failed, ["unsafe", "score"]] = None
+    out.loc[unread, "refusal"] = None
     return out
 
 
