@@ -30,6 +30,8 @@ from ..lm import GreedyAnswer
 from .base import COLUMNS, NativeJudge, row
 
 PROBE_USER, PROBE_AGENT = "probe question 7f3a", "probe answer 91c2"
+# decode: logits generates only up to the verdict: the blank line, the verdict token, some slack
+LOGITS_STEPS = 4
 
 
 class LlamaGuard3Judge(NativeJudge):
@@ -45,7 +47,8 @@ class LlamaGuard3Judge(NativeJudge):
         self.safe_id = self.single_token("safe")
         self.unsafe_id = self.ids("unsafe", add_special_tokens=False)[0]
         if self.unsafe_id == self.safe_id:
-            raise ValueError(f"{self.protocol}: 'safe' and 'unsafe' start with the same token; use decode: generate")
+            raise ValueError(f"{self.protocol}: 'safe' and 'unsafe' start with the same token, so the first verdict "
+                             "token cannot tell them apart; is this the Llama Guard 3 checkpoint?")
 
     def _render(self, prompt: str, response: str, parts: bool) -> str:
         def content(text: str) -> Any:
@@ -73,7 +76,6 @@ class LlamaGuard3Judge(NativeJudge):
     def label(self, prompts: Sequence[str], responses: Sequence[str],
               contexts: Sequence[str | None] | None = None) -> pd.DataFrame:
         sequences = [self.conversation(p, r) for p, r in zip(prompts, responses)]
-        # logits: the answer up to its verdict (the blank line, the verdict word, a little slack)
         steps = self.max_new_tokens if self.decode == "generate" else LOGITS_STEPS
         answers = self.generate_scored(sequences, steps, [self.unsafe_id, self.safe_id])
         rows, masses = [], []
@@ -112,9 +114,6 @@ class LlamaGuard3Judge(NativeJudge):
                 break
         return (f"Llama Guard's greedy answer does not begin with safe or unsafe: {answer.text.strip()[:40]!r}"
                 + (" (cut by max_new_tokens)" if answer.cut and not answer.text.strip() else ""))
-
-
-LOGITS_STEPS = 4
 
 
 def parse_cut_llama_guard(text: str) -> LlamaGuardVerdict:
