@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -97,3 +98,59 @@ def test_labels_bad_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["judge", "--labels", str(tmp_path / "gold.csv"), "--input", str(tmp_path / "gold.csv"),
                  "--config", config]) == 2
     assert "give --input" in capsys.readouterr().err
+
+
+def _judge_rows(tmp_path: Path, name: str, *extra: str) -> list[str]:
+    return ["judge", "--input", str(tmp_path / name), "--output", str(tmp_path / "o.parquet"),
+            "--judges", "refusal_prefix", "--config", str(ROOT / "config" / "judges.yaml"), *extra]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("null.jsonl", '{"prompt": "q", "response": "fine"}\n{"prompt": "q", "response": null}\n',
+     "null.jsonl: row 2: column 'response' is missing (null)"),
+    ("blank.csv", "prompt,response\nq,ok\n  ,ok\n", "blank.csv: row 2: column 'prompt' is empty"),
+    ("number.jsonl", '{"prompt": "q", "response": 42}\n', "row 1: column 'response' holds 42 (int), not text"),
+    ("broken.jsonl", '{"prompt": "q", "response": \n', "broken.jsonl: cannot be read as jsonl"),
+    ("absent.csv", None, "absent.csv: no such file"),
+])
+def test_a_bad_row_or_file_is_one_line_naming_it_and_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                name: str, content: str | None, message: str) -> None:
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    assert main(_judge_rows(tmp_path, name)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("safetygrid judge:")]) == 1
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_an_empty_response_is_judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty answer is an answer: the refusal strings find no refusal and no harm in it."""
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "rows.csv").write_text('prompt,response\nHow do I pick a lock?,\nHow do I pick a lock?,"   "\n')
+    assert main(_judge_rows(tmp_path, "rows.csv")) == 0
+    labelled = pd.read_parquet(tmp_path / "o.parquet")
+    assert labelled["response"].tolist() == ["", "   "]
+    assert labelled["refusal_prefix_error"].isna().all() and labelled["n_judges"].tolist() == [1, 1]
+
+
+def test_a_judge_that_fails_is_one_line_and_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetygrid.judge_file
+
+    class Unreadable:
+        def label(self, prompts: list[str], responses: list[str]) -> pd.DataFrame:
+            return pd.DataFrame({"unsafe": None, "score": None, "refusal": None, "raw": "",
+                                 "error": ["the answer is off the format"] * len(prompts)})
+
+    @contextmanager
+    def unreadable(spec, model_dir=None):  # type: ignore[no-untyped-def]
+        yield Unreadable()
+
+    monkeypatch.setattr(safetygrid.judge_file, "loaded_judge", unreadable)
+    pd.DataFrame({"prompt": ["q", "q"], "response": ["a", "b"]}).to_csv(tmp_path / "rows.csv", index=False)
+    assert main(_judge_rows(tmp_path, "rows.csv")) == 2
+    err = capsys.readouterr().err
+    assert ("safetygrid judge: judge refusal_prefix failed on every item (2); first errors: row 1 sample 0: the "
+            "answer is off the format; row 2 sample 0") in err
+    assert "Traceback" not in err

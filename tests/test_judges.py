@@ -101,3 +101,113 @@ def test_a_judge_out_of_memory_halves_its_batch_and_scores_every_item(tiny_check
     judge.model.forward = lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
     with pytest.raises(OutOfMemory, match="one judge item of .* tokens does not fit"):
         judge.label(prompts[:1], responses[:1])
+
+
+class Scored:
+    """A fake judge whose scores (and, when given, verdict masses) are set by the test."""
+
+    def __init__(self, scores, masses=None):
+        self.scores, self.verdict_masses, self.masses = scores, [], masses
+
+    def label(self, prompts, responses):
+        if self.masses is not None:
+            self.verdict_masses.append(torch.tensor(self.masses))
+        return pd.DataFrame({"unsafe": [bool(s >= 0.5) for s in self.scores], "score": self.scores,
+                             "refusal": None, "raw": "", "error": None})
+
+
+def _items(n):
+    gens = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(n)], "sample": 0, "response": "r"})
+    return gens, pd.DataFrame({"prompt_id": gens["prompt_id"], "text": "q"})
+
+
+def test_a_non_finite_score_is_that_items_error_never_a_label():
+    from safetygrid.judges import FailurePolicy
+
+    scores = [0.9] * 38 + [float("nan"), float("inf")]
+    out = judge_table(Scored(scores, masses=[0.9] * 40), "nan_judge", *_items(40), FailurePolicy(max_failed_share=0.05))
+    assert out["error"].notna().tolist() == [False] * 38 + [True, True]
+    assert out["unsafe"].iloc[38:].isna().all() and out["score"].iloc[38:].isna().all()
+    assert "score is nan" in out["error"].iat[38] and "score is inf" in out["error"].iat[39]
+    assert out["unsafe"].iloc[:38].all()  # the others keep their labels
+    # a judge that reads no scores (a generated answer) has none to lose: only inf is an error there
+    out = judge_table(Scored(scores), "generated", *_items(40), FailurePolicy(max_failed_share=0.05))
+    assert out["error"].notna().tolist() == [False] * 39 + [True]
+
+
+def test_a_verdict_read_from_almost_no_probability_is_an_error():
+    from safetygrid.judges import FailurePolicy
+
+    masses = [0.9] * 39 + [1e-13]
+    out = judge_table(Scored([0.99] * 40, masses), "faint", *_items(40), FailurePolicy(min_verdict_mass=1e-3))
+    assert out["error"].notna().sum() == 1 and pd.isna(out["unsafe"].iat[39])
+    assert "1e-13 of the next token's probability, below min_verdict_mass 0.001" in out["error"].iat[39]
+    # the floor is the config's: at 0 the same verdict is a label
+    out = judge_table(Scored([0.99] * 40, masses), "faint", *_items(40), FailurePolicy(min_verdict_mass=0.0))
+    assert out["error"].isna().all() and out["unsafe"].all()
+
+
+def test_a_judge_job_fails_when_more_than_its_share_of_items_failed():
+    from safetygrid.judges import FailurePolicy
+
+    scores, masses = [0.2] * 40, [0.5] * 37 + [0.0] * 3  # 7.5 % failed
+    with pytest.raises(JudgeFailed, match=r"judge shaky failed on 3 of 40 items \(7.5%\), more than its "
+                                          r"max_failed_share 0.05; first errors: p37 sample 0: the verdict words' "
+                                          r"probability is 0.0.*; p38 sample 0"):
+        judge_table(Scored(scores, masses), "shaky", *_items(40), FailurePolicy(max_failed_share=0.05, min_verdict_mass=0))
+    out = judge_table(Scored(scores, masses), "shaky", *_items(40), FailurePolicy(max_failed_share=0.1))
+    assert out["error"].notna().sum() == 3
+
+
+def test_the_verdict_mass_floor_reaches_a_real_judges_reads(tiny_checkpoint):
+    """LLMYesNoJudge reads yes/no from the tiny model's logits; a floor above every item's mass fails
+    the job (the validation-set job too), naming the floor."""
+    from safetygrid.judges import FailurePolicy
+    from safetygrid.judges.validation import label_validation_set
+
+    judge = LLMYesNoJudge(str(tiny_checkpoint), batch_size=4)
+    gens, prompts = _items(3)
+    out = judge_table(judge, "tiny", gens, prompts, FailurePolicy(min_verdict_mass=0.0))
+    masses = [float(raw.split("verdict_mass=")[1]) for raw in out["raw"]]
+    assert out["error"].isna().all() and all(0 < m < 1 for m in masses)
+    with pytest.raises(JudgeFailed, match="judge tiny failed on every item.*below min_verdict_mass 1"):
+        judge_table(judge, "tiny", gens, prompts, FailurePolicy(min_verdict_mass=1.0))
+    human = pd.DataFrame({"item_id": ["a", "b"], "prompt": ["q", "q"], "response": ["r", "s"]})
+    with pytest.raises(JudgeFailed, match="judge tiny failed on every item"):
+        label_validation_set(judge, "tiny", human, FailurePolicy(min_verdict_mass=1.0))
+    assert label_validation_set(judge, "tiny", human, FailurePolicy(min_verdict_mass=0.0))["error"].isna().all()
+
+
+def test_a_judges_failure_rule_comes_from_its_config_entry():
+    from safetygrid.judges import FailurePolicy
+
+    assert FailurePolicy.from_spec({"kind": "llm_yes_no"}) == FailurePolicy(1e-3, 0.05)
+    assert FailurePolicy.from_spec({"min_verdict_mass": 0.2, "max_failed_share": 0}) == FailurePolicy(0.2, 0.0)
+
+
+def test_a_llama_cpp_judges_greedy_answer_keeps_each_steps_verdict_probabilities(monkeypatch):
+    """LlamaCppScorer.generate_scored, on a scripted model: the greedy tokens up to the end of
+    generation and log P(each verdict token) at every step, normalised over the whole vocabulary."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from safetygrid.judges.lm import LlamaCppScorer
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(llama_vocab_is_eog=lambda vocab, t: t == 4))
+    script = {1: 2, 2: 3, 3: 4}  # after n tokens the model's greedy next token
+    scorer = object.__new__(LlamaCppScorer)
+    scorer.llm = types.SimpleNamespace(_model=types.SimpleNamespace(vocab=None))
+
+    def feed(ids):
+        logits = np.linspace(0, 1, 6).astype(np.float32)
+        logits[script[len(ids)]] = 5.0
+        return logits
+
+    scorer._feed = feed
+    (ids, logp), = scorer.generate_scored([[0]], 8, [2, 5])
+    assert ids == [2, 3]  # token 4 ends the answer
+    expected = torch.stack([torch.log_softmax(torch.from_numpy(feed([0] * n)), -1)[[2, 5]] for n in (1, 2)])
+    assert torch.allclose(logp, expected)
+    assert scorer.generate([[0]], 1) == [[2]]

@@ -56,11 +56,19 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_calibration(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a calibration file (invalid JSON: {exc})") from exc
+
+
 def _judge(args: argparse.Namespace) -> int:
     import logging
 
     from .judge_file import judge_file
-    from .judges.validation import LabelledSetError
+
+    from .judges import JudgeFailed
 
     if bool(args.input) == bool(args.labels):
         print("safetygrid judge: give --input (rows to label) or --labels (labelled rows to score the judges on)",
@@ -80,14 +88,16 @@ def _judge(args: argparse.Namespace) -> int:
               f"{calibration_file} does not exist; run `snakemake {calibration_file}` first (or pass --calibration)",
               file=sys.stderr)
         return 2
-    calibration = json.loads(calibration_file.read_text()) if needs else None
-    if args.labels:
-        return _score_labels(args, config, judges, calibration)
+    # the failures a user can fix (a bad file or row, a judge that failed on too many rows, a missing
+    # or unreadable file) are one line and exit code 2; anything else is a bug and keeps its traceback
     try:
+        calibration = _read_calibration(calibration_file) if needs else None
+        if args.labels:
+            return _score_labels(args, config, judges, calibration)
         table = judge_file(args.input, args.output, config, judges, sources=Path(args.results) / "sources",
                            calibration=calibration)
-    except (FileNotFoundError, ValueError, LabelledSetError) as exc:
-        print(f"safetygrid judge: {exc}", file=sys.stderr)
+    except (OSError, ValueError, JudgeFailed) as exc:  # LabelledSetError is a ValueError
+        print(f"safetygrid judge: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     ds = table["unsafe_ds"].astype("boolean")
     ds_text = f"{int(ds.sum())} by Dawid–Skene" if ds.notna().any() else "Dawid–Skene needs three judges"
@@ -101,12 +111,8 @@ def _score_labels(args: argparse.Namespace, config: dict, judges: list[str] | No
                   calibration: dict | None) -> int:
     from .labels.score import format_scores, score_file
 
-    try:
-        table = score_file(args.labels, config, judges, sources=Path(args.results) / "sources",
-                           calibration=calibration, output=args.output)
-    except (FileNotFoundError, ValueError) as exc:  # LabelledSetError is a ValueError
-        print(f"safetygrid judge: {exc}", file=sys.stderr)
-        return 2
+    table = score_file(args.labels, config, judges, sources=Path(args.results) / "sources",
+                       calibration=calibration, output=args.output)
     print(f"{args.labels}: the judges and the ensemble's {config['ensemble_label']} label against its human labels")
     print(format_scores(table, float(config["bootstrap"]["level"]) if "bootstrap" in config else 0.95))
     return 0

@@ -1,11 +1,12 @@
 import pandas as pd
 
 from safetygrid.io import write_parquet
-from safetygrid.judges import make_judge
+from safetygrid.judges import FailurePolicy, make_judge
 from safetygrid.judges.validation import label_validation_set
 from safetygrid.logs import to_file
 
 to_file(snakemake.log[0])
 judge = make_judge(snakemake.params.spec, snakemake.input.model[0] if snakemake.input.model else None)
-table = label_validation_set(judge, snakemake.wildcards.judge, pd.read_parquet(snakemake.input.human))
+table = label_validation_set(judge, snakemake.wildcards.judge, pd.read_parquet(snakemake.input.human),
+                             FailurePolicy.from_spec(snakemake.params.spec))
 write_parquet(table, snakemake.output[0])

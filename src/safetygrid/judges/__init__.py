@@ -2,7 +2,8 @@
 
 The table has one row per item, in order, with columns unsafe (bool|null), score (float|null,
 P(unsafe)), refusal (bool|null), raw (str), error (str|null). A judge that fails on one item
-sets ``error`` and leaves its labels null; that item's vote then leaves the judge out.
+sets ``error`` and leaves its labels null; that item's vote then leaves the judge out. What counts
+as a failure, and how many fail a job, is one rule for every kind (failures.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
+import numpy as np
 import pandas as pd
+
+from .failures import FailurePolicy, JudgeFailed, check_failed_share, screen_labels
+
+__all__ = ["FailurePolicy", "Judge", "JudgeFailed", "judge_table", "label_items", "make_judge"]
 
 LABEL_COLUMNS = ["unsafe", "score", "refusal", "raw", "error"]
 JUDGEMENT_COLUMNS = ["prompt_id", "sample", "judge", *LABEL_COLUMNS]
@@ -20,10 +26,6 @@ JUDGEMENT_COLUMNS = ["prompt_id", "sample", "judge", *LABEL_COLUMNS]
 
 class Judge(Protocol):
     def label(self, prompts: Sequence[str], responses: Sequence[str]) -> pd.DataFrame: ...
-
-
-class JudgeFailed(RuntimeError):
-    """A judge that labelled no item at all: its job fails rather than vote with nothing."""
 
 
 # adding a judge kind: one module with a class that has ``from_spec(spec, model_dir)``, one line here
@@ -86,8 +88,26 @@ def label_items(judge: Judge, texts: Sequence[str], responses: Sequence[str],
     return judge.label(texts, responses)
 
 
-def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
-    """Label every generation of a cell; fail loudly when the judge labelled nothing."""
+def item_verdict_mass(judge: Judge, n_items: int) -> np.ndarray | None:
+    """Per item, the smallest probability the verdict words held in any verdict the judge read from
+    its next-token probabilities during its last labelling (None: it read none, e.g. a model-free
+    judge or a generated answer without scores)."""
+    masses = getattr(judge, "verdict_masses", None)
+    if not masses:
+        return None
+    wrong = [len(m) for m in masses if len(m) != n_items]
+    if wrong:
+        raise RuntimeError(f"the judge read verdicts of {wrong[0]} sequences for {n_items} items; each verdict read "
+                           "must cover every item once")
+    return np.minimum.reduce([np.asarray(m, dtype=float) for m in masses])
+
+
+def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.DataFrame,
+                policy: FailurePolicy | None = None) -> pd.DataFrame:
+    """Label every generation of a cell. An item whose verdict could not be read is an error
+    (failures.py); more failed items than ``policy`` allows (``FailurePolicy.from_spec`` of the
+    judge's config entry; absent: the defaults) fail the job with JudgeFailed."""
+    policy = policy or FailurePolicy()
     # a contextual HarmBench behaviour's text is its context, then the behaviour (prompts.py);
     # `behavior` and `context` keep the two apart for the judges that read them separately
     columns = ["prompt_id", "text", *[c for c in ("behavior", "context") if c in prompts.columns]]
@@ -97,11 +117,15 @@ def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.
         raise ValueError(f"generations name prompts that are not in the prompt files: {list(missing)}")
     contexts = [c if isinstance(c, str) and c else None for c in merged["context"]] if "context" in merged else None
     behaviors = merged["behavior"].fillna(merged["text"]).tolist() if "behavior" in merged else None
+    if isinstance(getattr(judge, "verdict_masses", None), list):
+        judge.verdict_masses.clear()  # type: ignore[attr-defined]
     labels = label_items(judge, merged["text"].tolist(), merged["response"].tolist(), behaviors, contexts)
     if len(labels) != len(merged):
         raise JudgeFailed(f"judge {name} returned {len(labels)} labels for {len(merged)} items")
-    if len(labels) and labels["error"].notna().all():
-        raise JudgeFailed(f"judge {name} failed on every item; first error: {labels['error'].iat[0]}")
+    labels = screen_labels(labels.reset_index(drop=True), item_verdict_mass(judge, len(merged)),
+                           policy.min_verdict_mass)
+    item_names = [f"{p} sample {s}" for p, s in zip(merged["prompt_id"], merged["sample"])]
+    check_failed_share(pd.Series(labels["error"].to_numpy(), index=item_names), name, policy.max_failed_share)
     out = pd.concat([merged[["prompt_id", "sample"]].reset_index(drop=True),
                      labels[LABEL_COLUMNS].reset_index(drop=True)], axis=1)
     out.insert(2, "judge", name)

@@ -13,6 +13,7 @@ vllm_scorer.py)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -30,6 +31,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TEMPLATE_DIR = Path("resources/judges")
+
+
+@dataclass
+class GreedyAnswer:
+    """A judge model's greedy answer with the log-probabilities of named verdict tokens at each step."""
+
+    ids: list[int]  # the generated tokens, up to (not including) the first special token
+    text: str  # ``ids`` decoded without special tokens
+    verdict_logprobs: torch.Tensor  # len(ids) x len(verdict_ids): log P(verdict token) at each step
+    cut: bool  # stopped by max_new_tokens, not by the model
 
 
 def verdict_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
@@ -81,6 +92,10 @@ class LMJudge:
         # every token-id sequence the judge scored or continued, in call order: what the golden
         # rendering tests compare byte for byte
         self.scored: list[list[int]] = []
+        # per verdict read (one per call of verdict_logprobs with named tokens, each over every item),
+        # the probability the verdict tokens held: judges.judge_table turns a verdict read from
+        # almost none of it into that item's error (failures.py)
+        self.verdict_masses: list[torch.Tensor] = []
         if engine == "llama_cpp":
             # an engine other than hf: the model is served outside this process's torch
             self.scorer: LlamaCppScorer | VllmScorer | None = LlamaCppScorer(checkpoint, n_ctx=n_ctx, device=self.device)
@@ -185,6 +200,13 @@ class LMJudge:
         """log P(next token = t) after each sequence for each t of ``token_ids`` (normalised over the
         whole vocabulary): n x len(token_ids), on the CPU; every token of the vocabulary when None."""
         self.scored.extend(list(s) for s in sequences)
+        logp = self._verdict_logprobs(sequences, token_ids, progress_label)
+        if token_ids is not None:
+            self.verdict_masses.append(torch.logsumexp(logp, dim=-1).exp())
+        return logp
+
+    def _verdict_logprobs(self, sequences: Sequence[list[int]], token_ids: Sequence[int] | None,
+                          progress_label: str) -> torch.Tensor:
         if self.scorer is not None:
             return self.scorer.verdict_logprobs(sequences, token_ids, progress_label)
         width = self.model.config.vocab_size if token_ids is None else len(token_ids)
@@ -233,6 +255,47 @@ class LMJudge:
 
         self._each_batch(sequences, continue_batch, new_tokens=max_new_tokens)
         return texts
+
+    def generate_scored(self, sequences: Sequence[list[int]], max_new_tokens: int,
+                        verdict_ids: Sequence[int]) -> list[GreedyAnswer]:
+        """Greedy continuations of each sequence, as ``generate``, with log P(t) for each token t of
+        ``verdict_ids`` (normalised over the whole vocabulary) at every step: the verdict a guard
+        writes and the probability it wrote it with, from one generation."""
+        self.scored.extend(list(s) for s in sequences)
+        if self.scorer is not None:
+            raw = self.scorer.generate_scored(sequences, max_new_tokens, verdict_ids)
+        else:
+            raw = self._hf_generate_scored(sequences, max_new_tokens, verdict_ids)
+        special = set(self.tokenizer.all_special_ids)
+        answers = []
+        for ids, logp in raw:
+            end = next((n for n, t in enumerate(ids) if t in special), len(ids))
+            answers.append(GreedyAnswer(ids=list(ids[:end]), text=self.tokenizer.decode(ids[:end], skip_special_tokens=True),
+                                        verdict_logprobs=torch.as_tensor(logp, dtype=torch.float32)[:end].reshape(
+                                            end, len(verdict_ids)),
+                                        cut=end == len(ids) == max_new_tokens))
+        return answers
+
+    def _hf_generate_scored(self, sequences: Sequence[list[int]], max_new_tokens: int,
+                            verdict_ids: Sequence[int]) -> list[tuple[list[int], torch.Tensor]]:
+        out: list[tuple[list[int], torch.Tensor]] = [([], torch.empty(0))] * len(sequences)
+        columns = torch.tensor(list(verdict_ids), device=self.device)
+
+        def continue_batch(idx: list[int]) -> None:
+            batch = self.tokenizer.pad({"input_ids": [sequences[i] for i in idx]}, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                                pad_token_id=self.tokenizer.pad_token_id, output_logits=True,
+                                                return_dict_in_generate=True)
+                # the raw logits of each step (not the processed scores), only the verdict columns kept
+                logp = torch.stack([step.float().log_softmax(dim=-1).index_select(1, columns)
+                                    for step in generated.logits], dim=1).cpu()
+            new = generated.sequences[:, batch["input_ids"].shape[1]:].cpu()
+            for row, i in enumerate(idx):
+                out[i] = (new[row].tolist(), logp[row])
+
+        self._each_batch(sequences, continue_batch)
+        return out
 
     def token_ids(self, words: Sequence[str], first_token: bool = False) -> list[int]:
         ids = first_token_ids(self.tokenizer, words) if first_token else verdict_token_ids(self.tokenizer, words)
@@ -327,16 +390,24 @@ class LlamaCppScorer:
         self.llm.close()
 
     def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
+        return [ids for ids, _ in self.generate_scored(sequences, max_new_tokens, [])]
+
+    def generate_scored(self, sequences: Sequence[list[int]], max_new_tokens: int,
+                        verdict_ids: Sequence[int]) -> list[tuple[list[int], torch.Tensor]]:
         import llama_cpp
 
         vocab = self.llm._model.vocab
-        outputs: list[list[int]] = [[] for _ in sequences]
+        columns = list(verdict_ids)
+        outputs: list[tuple[list[int], torch.Tensor]] = [([], torch.empty(0))] * len(sequences)
         for i in sorted(range(len(sequences)), key=lambda i: sequences[i]):
-            ids = list(sequences[i])
+            ids, generated, steps = list(sequences[i]), [], []
             for _ in range(max_new_tokens):
-                token = int(np.argmax(self._feed(ids)))
+                logits = torch.from_numpy(self._feed(ids))
+                token = int(torch.argmax(logits))
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     break
-                outputs[i].append(token)
+                steps.append(torch.log_softmax(logits, dim=-1)[columns])
+                generated.append(token)
                 ids.append(token)
+            outputs[i] = (generated, torch.stack(steps) if steps else torch.empty((0, len(columns))))
         return outputs

@@ -23,11 +23,14 @@ import io
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from ..models.sources import download_wheel
+
+if TYPE_CHECKING:
+    from .failures import FailurePolicy
 
 PYRIT = "pyrit==1.1.0"
 PYRIT_OBJECTIVE_DIR = "pyrit/datasets/scorer_evals/objective/"
@@ -162,12 +165,12 @@ def load_validation_set(sets: Mapping[str, int | None], extra: Sequence[str | Pa
 LABELS_COLUMNS = ["item_id", "judge", "unsafe", "score", "refusal", "raw", "error"]
 
 
-def label_validation_set(judge: object, name: str, human: pd.DataFrame) -> pd.DataFrame:
+def label_validation_set(judge: object, name: str, human: pd.DataFrame, policy: "FailurePolicy | None" = None) -> pd.DataFrame:
     """One judge's labels of every validation row (``results/validity/{judge}.parquet``): item_id,
-    judge, unsafe, score, refusal, raw, error."""
+    judge, unsafe, score, refusal, raw, error. ``policy``: the judge's failure rule, as in a cell."""
     from . import judge_table
 
     items = pd.DataFrame({"prompt_id": human["item_id"], "sample": 0, "response": human["response"]})
     prompts = pd.DataFrame({"prompt_id": human["item_id"], "text": human["prompt"]})
-    table = judge_table(judge, name, items, prompts)  # type: ignore[arg-type]
+    table = judge_table(judge, name, items, prompts, policy)  # type: ignore[arg-type]
     return table.rename(columns={"prompt_id": "item_id"})[LABELS_COLUMNS]

@@ -73,6 +73,20 @@ class VllmBackend:
         return [list(out.outputs[0].token_ids) for out in outputs]
 
 
+    def generate_scored(self, sequences: Sequence[list[int]], max_new_tokens: int,
+                        token_ids: Sequence[int]) -> list[tuple[list[int], list[list[float]]]]:
+        """Greedy continuations with log P(t) of each of ``token_ids`` at every step."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, logprob_token_ids=list(token_ids))
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(s)) for s in sequences], params,
+                                    use_tqdm=False)
+        return [(list(out.outputs[0].token_ids),
+                 [[float(step[t].logprob) for t in token_ids] for step in out.outputs[0].logprobs])
+                for out in outputs]
+
+
 def _send(stream: BinaryIO, message: Any) -> None:
     data = pickle.dumps(message)
     stream.write(struct.pack("<Q", len(data)) + data)
@@ -123,6 +137,11 @@ class VllmWorker:
     def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
         return self._call("generate", sequences=[list(s) for s in sequences], max_new_tokens=max_new_tokens)
 
+    def generate_scored(self, sequences: Sequence[list[int]], max_new_tokens: int,
+                        token_ids: Sequence[int]) -> list[tuple[list[int], list[list[float]]]]:
+        return self._call("generate_scored", sequences=[list(s) for s in sequences], max_new_tokens=max_new_tokens,
+                          token_ids=list(token_ids))
+
     def close(self) -> None:
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
@@ -157,6 +176,12 @@ class VllmScorer:
 
     def generate(self, sequences: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
         return self.backend.generate(sequences, max_new_tokens) if sequences else []
+
+    def generate_scored(self, sequences: Sequence[list[int]], max_new_tokens: int,
+                        token_ids: Sequence[int]) -> list[tuple[list[int], list[list[float]]]]:
+        if len(token_ids) > MAX_VERDICT_TOKENS:
+            raise ValueError(f"engine vllm reads at most {MAX_VERDICT_TOKENS} verdict tokens per step, not {len(token_ids)}")
+        return self.backend.generate_scored(sequences, max_new_tokens, token_ids) if sequences else []
 
 
 def _serve(answer_fd: int) -> None:

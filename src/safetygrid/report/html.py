@@ -25,7 +25,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}figure{displ
 figcaption{font-size:13px;max-width:520px;color:#444}.note{color:#555;font-size:14px}
 """
 
-CELL_COLUMNS = ["model", "precision", "kv", "temperature", "engine", "k", "n_prompts", "asr", "asr_lo",
+CELL_COLUMNS = ["model", "precision", "kv", "temperature", "engine", "k", "n_prompts", "n_unlabelled", "asr", "asr_lo",
                 "asr_hi", "asr_at_k", "rr", "orr", "dfr", "ssi", "perplexity", "perplexity_ratio", "accuracy_task",
                 "accuracy", "accuracy_stderr", "mean_tokens",
                 "truncated", "seconds"]
@@ -114,8 +114,9 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
                                            f"bootstrap {interval} over the category's prompts that excludes 0. "
                                            "The colour scale runs to the largest interval bound "
                                            "(categories.parquet)."))
-    parts.append("<h2>Cells</h2>" + _table(cells.sort_values(["model", "precision", "kv", "temperature"]),
-                                           CELL_COLUMNS))
+    parts.append("<h2>Cells</h2><p class='note'>n_unlabelled: responses without an ensemble label (every judge "
+                 "failed on them); they count in no rate (cells.parquet).</p>"
+                 + _table(cells.sort_values(["model", "precision", "kv", "temperature"]), CELL_COLUMNS))
     parts.append(ppi_section(cells, contrasts, level))
     parts.append("<h2>Contrasts against the baseline</h2><p class='note'>delta_q: precision alone (T = 0); "
                  "delta_t: temperature alone; delta: both; CDI = delta - delta_q - delta_t (&gt; 0: the two "
