@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,33 @@ def test_a_raw_prompt_guard_is_fetched_without_a_chat_template(tiny_checkpoint, 
         fetch_model(str(bare), tmp_path / "out", tmp_path / "work")
     fetch_model({"source": str(bare), "chat_template": "optional"}, tmp_path / "out", tmp_path / "work")
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_judge_model_is_fetched_again_when_the_config_names_another_source(tiny_checkpoint, tmp_path, monkeypatch):
+    """`safetygrid judge` reuses results/sources/<name> only while its fetch.json records the source
+    the config names; the workflow's fetch job reruns on the same change (its params)."""
+    import shutil
+
+    import safetygrid.models.fetch as fetch
+    from safetygrid.judge_file import judge_model_dir
+
+    other = tmp_path / "other-checkpoint"
+    shutil.copytree(tiny_checkpoint, other)
+    config = {"models": {}, "judge_models": {"j": {"source": str(tiny_checkpoint)}},
+              "judges": {"lm": {"kind": "llm_yes_no", "model": "j"}}}
+    sources = tmp_path / "sources"
+    directory = Path(judge_model_dir(config, "lm", sources))
+    assert json.loads((directory / "fetch.json").read_text())["source"] == str(tiny_checkpoint)
+
+    calls = []
+    real_fetch = fetch.fetch_model
+    monkeypatch.setattr(fetch, "fetch_model", lambda *a, **k: calls.append(a) or real_fetch(*a, **k))
+    judge_model_dir(config, "lm", sources)
+    assert calls == []  # the same source: reused
+    config["judge_models"]["j"]["source"] = str(other)
+    judge_model_dir(config, "lm", sources)
+    assert len(calls) == 1 and json.loads((directory / "fetch.json").read_text())["source"] == str(other)
+    # other weights than fetched count as another model too
+    assert "weights: gguf" in fetch.fetched_differs(directory, {"source": str(other), "weights": "gguf"})
+    assert fetch.fetched_differs(directory, str(other)) is None
+    assert "no fetch.json" in fetch.fetched_differs(tmp_path / "nothing", str(other))
