@@ -153,3 +153,32 @@ def test_resolution_problems_name_the_key_both_resolutions_and_the_way_on(tmp_pa
     assert "set precisions.q8.quantizer: gguf" in q8
     # where auto resolves as the checkpoints were made, nothing is said
     assert resolution_problems({"q8": precisions["q8"]}, ["b"], Resolution("gguf", ""), tmp_path) == []
+
+
+@pytest.mark.llamacpp
+def test_the_real_converter_says_what_cannot_convert_reason_reads(tiny_checkpoint, tmp_path):
+    """llama.cpp's own convert_hf_to_gguf.py (in .venvs/quantize) on an architecture it has no class
+    for: its message is the one CANNOT_CONVERT matches, so the fake converters above are faithful."""
+    import subprocess
+
+    from components import component_unavailable
+
+    python = Path(__file__).resolve().parents[1] / ".venvs" / "quantize" / "bin" / "python"
+    probe = "from safetygrid.quantize.llama_cpp import missing_reason; print(missing_reason() or '')"
+    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    if found.returncode != 0 or found.stdout.strip():
+        component_unavailable(f"llama.cpp is not usable in .venvs/quantize (make envs-llamacpp): "
+                              f"{found.stdout}{found.stderr}")
+    mystery = tmp_path / "mystery"
+    shutil.copytree(tiny_checkpoint, mystery)
+    config = json.loads((mystery / "config.json").read_text())
+    config["architectures"] = ["SafetygridMysteryForCausalLM"]
+    (mystery / "config.json").write_text(json.dumps(config))
+    code = ("import sys; from pathlib import Path; from safetygrid.quantize import UnsupportedPrecision\n"
+            "from safetygrid.quantize.llama_cpp import convert_to_gguf\n"
+            "try:\n    convert_to_gguf(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+            "except UnsupportedPrecision as exc:\n    print('UNSUPPORTED', exc)\n")
+    result = subprocess.run([str(python), "-c", code, str(mystery), str(tmp_path / "out.gguf")],
+                            capture_output=True, text=True, timeout=600)
+    assert "UNSUPPORTED llama.cpp's converter does not know the architecture SafetygridMysteryForCausalLM" \
+        in result.stdout, result.stdout + result.stderr[-3000:]
