@@ -12,7 +12,10 @@ from safetygrid.engines.sampling import SAMPLER as HF_SAMPLER
 from safetygrid.grid import iter_cells, samples_for
 from safetygrid.judges.own import labelled_cells
 from safetygrid.labels import LabelError, label_file_paths
+from safetygrid.models.fetch import fetch_request
 from safetygrid.prompts import PROMPTSETS, SELECTABLE
+from safetygrid.quantize import quantizer as sg_quantizer
+from safetygrid.resource_files import judge_files, precision_files, promptset_files
 
 try:
     for _configfile in workflow.configfiles:
@@ -77,21 +80,29 @@ def model_entry(name):
     return entry
 
 
-# native protocols that read a raw prompt: their checkpoints need no chat template
-RAW_PROMPT_PROTOCOLS = {"harmbench_llama2", "harmbench_mistral", "shieldgemma", "wildguard", "strongreject_15k"}
-
-
 def fetch_source(name):
-    """The fetch job's source: the entry's own string, unless the model is kept as a GGUF or only
-    raw-prompt guards use it (so models fetched before either option existed are not fetched again)."""
-    entry = model_entry(name)
-    users = [j.get("protocol") for j in config["judges"].values() if j.get("model") == name]
-    options = {}
-    if entry.get("weights", "safetensors") != "safetensors":
-        options["weights"] = entry["weights"]
-    if name not in config["models"] and users and all(p in RAW_PROMPT_PROTOCOLS for p in users):
-        options["chat_template"] = "optional"
-    return {"source": entry["source"], **options} if options else entry["source"]
+    """The fetch job's source (models/fetch.py, fetch_request): the entry's own string, unless the
+    model is kept as a GGUF or only raw-prompt guards use it; `safetygrid judge` asks the same."""
+    model_entry(name)  # a name of neither models nor judge_models fails here, naming it
+    return fetch_request(config, name)
+
+
+# `quantizer: auto` of GGUF precisions, resolved once here in the quantize jobs' interpreter; each such
+# job carries the answer in its params and status.json, and a machine that resolves it otherwise than
+# the finished checkpoints were made is refused (quantize/quantizer.py)
+AUTO_QUANTIZER = (sg_quantizer.resolve_in(env_python("quantize"))
+                  if sg_quantizer.needs_resolution(config["precisions"]) else None)
+if AUTO_QUANTIZER is not None:
+    _problems = sg_quantizer.resolution_problems(config["precisions"], config["models"], AUTO_QUANTIZER, RESULTS)
+    if _problems:
+        raise WorkflowError("the config cannot run on this machine as it is:\n" + "\n".join(_problems))
+
+
+def quantize_spec(precision):
+    """The quantize job's spec: the precision's entry without its serving engine (changing the engine
+    must not requantize), a GGUF `auto` with its resolution."""
+    entry = {k: v for k, v in config["precisions"][precision].items() if k != "engine"}
+    return json.dumps(sg_quantizer.resolved_spec(entry, AUTO_QUANTIZER), sort_keys=True)
 
 
 def params_b(name):

@@ -3,6 +3,8 @@ rule judge:
         generations=f"{RESULTS}/generations/{CELL}.parquet",
         prompts=PROMPT_FILES,
         model=lambda w: judge_model_input(w.judge),
+        # its template, native prompts or refusal strings: editing one reruns exactly its jobs
+        resources=lambda w: judge_files(config["judges"][w.judge]),
     output:
         f"{RESULTS}/judgements/{{judge}}/{CELL}.parquet",
     params:

@@ -21,12 +21,13 @@ rule fetch_model:
 checkpoint quantize:
     input:
         f"{RESULTS}/sources/{{model}}",
+        # the calibration text of a GPTQ/AWQ precision: editing it requantizes (quantize.py takes it
+        # after the source, so the command, and with it every finished checkpoint, stays as it was)
+        lambda w: precision_files(config["precisions"][w.precision]),
     output:
         directory(f"{RESULTS}/models/{{model}}/{{precision}}"),
     params:
-        # the serving engine is not the quantizer's business: changing it must not requantize
-        spec=lambda w: json.dumps({k: v for k, v in config["precisions"][w.precision].items() if k != "engine"},
-                                  sort_keys=True),
+        spec=lambda w: quantize_spec(w.precision),
         python=env_python("quantize"),
     log:
         f"{RESULTS}/logs/quantize/{{model}}/{{precision}}.log",

@@ -3,6 +3,9 @@
 # prepare_prompts, its params and its script are left as they were before those sets existed, so a
 # grid of the older sets keeps its finished prompt files, and with them every finished cell.
 rule prepare_prompts:
+    input:
+        # benign_local's CSV in resources/prompts (the other sets come from version-pinned wheels)
+        lambda w: promptset_files(w.promptset),
     output:
         f"{RESULTS}/prompts/{{promptset}}.parquet",
     wildcard_constraints:

@@ -28,6 +28,8 @@ rule validate_judge:
     input:
         human=HUMAN_LABELS,
         model=lambda w: judge_model_input(w.judge),
+        # its template, native prompts or refusal strings: editing one reruns exactly its jobs
+        resources=lambda w: judge_files(config["judges"][w.judge]),
     output:
         f"{RESULTS}/validity/{{judge}}.parquet",
     params:

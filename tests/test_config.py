@@ -208,3 +208,65 @@ def test_a_valid_selection_loads_without_schema_defaults(good):
     assert validate(good)["prompts"]["harmful"] == good["prompts"]["harmful"]
     good["prompts"]["harmful"] = {"promptset": "harmbench", "n": 3}
     assert validate(good)["prompts"]["harmful"] == {"promptset": "harmbench", "n": 3}
+
+
+@pytest.mark.parametrize("mutate, key, says", [
+    (lambda c: c.update(temperatures=[0.7, 1.0]), "temperatures", "no temperature 0"),
+    (lambda c: c["prompts"].update(harmful={"promptset": "benign_local", "n": 3}), "prompts.harmful.promptset",
+     "benign_local is a benign prompt set"),
+    (lambda c: c["prompts"].update(benign={"promptset": "harmbench", "n": 3}), "prompts.benign.promptset",
+     "harmbench is a harmful prompt set"),
+    (lambda c: c.update(hidden_danger={"near_drop_pp": 12, "refusal_drop_pp": 10}), "hidden_danger.near_drop_pp",
+     "12 is above hidden_danger.refusal_drop_pp (10)"),
+    # the schema defaults count too: near_drop_pp alone above the default refusal_drop_pp of 10
+    (lambda c: c.update(hidden_danger={"near_drop_pp": 15}), "hidden_danger.near_drop_pp", "above"),
+    (lambda c: c.update(deployment_card={"caution_pp": 20, "unsafe_pp": 10}), "deployment_card.caution_pp",
+     "20 is above deployment_card.unsafe_pp (10)"),
+    (lambda c: c.update(deployment_card={"unsafe_pp": 150}), "deployment_card.unsafe_pp", "150"),
+    (lambda c: c["precisions"].update(q4km={"method": "gguf", "type": "Q4_K_M", "quantizer": "gguf"}),
+     "precisions.q4km.type", "K-quant"),
+    (lambda c: c["judges"]["refusal_prefix"].update(prefixes="resources/judges/no_such_prefixes.txt"),
+     "judges.refusal_prefix.prefixes", "resources/judges/no_such_prefixes.txt does not exist"),
+    (lambda c: c["precisions"]["gptq-w4a16"].update(calibration_text="resources/no_such_calibration.txt"),
+     "precisions.gptq-w4a16.calibration_text", "resources/no_such_calibration.txt does not exist"),
+    (lambda c: c["quality"].update(text="resources/no_such_quality.txt"), "quality.text", "does not exist"),
+    (lambda c: c["quality"].update(task_paths=["resources/no_such_tasks"]), "quality.task_paths.0",
+     "the folder resources/no_such_tasks does not exist"),
+    (lambda c: c["validation"].update(labelled=["labels/nobody.csv"]), "validation.labelled.0", "does not exist"),
+    (lambda c: c.update(adjudication={"gold": "labels/no_gold.csv"}), "adjudication.gold", "does not exist"),
+])
+def test_a_config_that_cannot_give_the_studys_numbers_is_refused(good, mutate, key, says):
+    bad = copy.deepcopy(good)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        validate(bad)
+    line = next((line for line in str(err.value).splitlines() if line.startswith(f"  {key}:")), None)
+    assert line is not None and says in line, str(err.value)
+
+
+def test_equal_thresholds_switch_a_band_off_and_pass(good):
+    good.update(hidden_danger={"near_drop_pp": 10, "refusal_drop_pp": 10},
+                deployment_card={"caution_pp": 10, "unsafe_pp": 10})
+    assert validate(good)["hidden_danger"]["near_drop_pp"] == 10
+
+
+@pytest.mark.parametrize("judge, spec, missing, key", [
+    ("harmbench_cls", None, "judges/harmbench_cls.txt", "judges.harmbench_cls.template"),
+    ("shieldgemma", None, "judges/shieldgemma_policies.yaml", "judges.shieldgemma"),
+    ("guard", {"kind": "wildguard", "model": "smollm2-135m", "protocol": "native"}, "judges/native/wildguard.txt",
+     "judges.guard.protocol"),
+])
+def test_a_missing_judge_template_is_refused_naming_the_judge(good, tmp_path, monkeypatch, judge, spec, missing, key):
+    """Paths are relative to the working directory, as the jobs read them: a checkout whose
+    resources/ lacks a judge's template fails at load, not in the judge job."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(Path("resources"), tmp_path / "resources")
+    (tmp_path / "resources" / missing).unlink()
+    if spec:
+        good["judges"][judge] = spec
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate(good)
+    assert f"  {key}: the file resources/{missing} does not exist" in str(err.value), str(err.value)

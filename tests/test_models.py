@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,8 @@ def test_calibration_windows_cover_the_text():
     ids = list(range(100))
     windows = calibration_windows(ids, 4, 10)
     assert [w[0] for w in windows] == [0, 30, 60, 90] and all(len(w) == 10 for w in windows)
-    with pytest.raises(Exception, match="fewer than"):
+    # a text too short is the config's error, not a result
+    with pytest.raises(ValueError, match="fewer than calibration_seq_len=10"):
         calibration_windows(ids[:5], 2, 10)
 
 
@@ -91,9 +93,11 @@ def test_llama_cpp_asked_for_but_missing_fails_the_job(tiny_checkpoint, tmp_path
     with pytest.raises(RuntimeError, match="quantizer: llama.cpp.*not installed"):
         quantize(tiny_checkpoint, tmp_path / "q8", {"method": "gguf", "type": "Q8_0", "quantizer": "llama.cpp"})
     assert not (tmp_path / "q8").exists()
-    # auto falls back to the gguf package and says so; a K-quant it lacks is a recorded result
-    status = quantize(tiny_checkpoint, tmp_path / "q4km", {"method": "gguf", "type": "Q4_K_M", "quantizer": "auto"})
-    assert status["supported"] is False and "K-quant" in status["reason"]
+    # auto falls back to the gguf package; a K-quant it lacks is the job's error (a missing install is
+    # not a property of the model), never a recorded result
+    with pytest.raises(ValueError, match="K-quant, which the gguf package cannot make"):
+        quantize(tiny_checkpoint, tmp_path / "q4km", {"method": "gguf", "type": "Q4_K_M", "quantizer": "auto"})
+    assert not (tmp_path / "q4km").exists()
     status = quantize(tiny_checkpoint, tmp_path / "q8auto", {"method": "gguf", "type": "Q8_0", "quantizer": "auto"})
     assert status["supported"] and status["quantizer"] == "gguf"
 
@@ -161,3 +165,33 @@ def test_a_raw_prompt_guard_is_fetched_without_a_chat_template(tiny_checkpoint, 
         fetch_model(str(bare), tmp_path / "out", tmp_path / "work")
     fetch_model({"source": str(bare), "chat_template": "optional"}, tmp_path / "out", tmp_path / "work")
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_judge_model_is_fetched_again_when_the_config_names_another_source(tiny_checkpoint, tmp_path, monkeypatch):
+    """`safetygrid judge` reuses results/sources/<name> only while its fetch.json records the source
+    the config names; the workflow's fetch job reruns on the same change (its params)."""
+    import shutil
+
+    import safetygrid.models.fetch as fetch
+    from safetygrid.judge_file import judge_model_dir
+
+    other = tmp_path / "other-checkpoint"
+    shutil.copytree(tiny_checkpoint, other)
+    config = {"models": {}, "judge_models": {"j": {"source": str(tiny_checkpoint)}},
+              "judges": {"lm": {"kind": "llm_yes_no", "model": "j"}}}
+    sources = tmp_path / "sources"
+    directory = Path(judge_model_dir(config, "lm", sources))
+    assert json.loads((directory / "fetch.json").read_text())["source"] == str(tiny_checkpoint)
+
+    calls = []
+    real_fetch = fetch.fetch_model
+    monkeypatch.setattr(fetch, "fetch_model", lambda *a, **k: calls.append(a) or real_fetch(*a, **k))
+    judge_model_dir(config, "lm", sources)
+    assert calls == []  # the same source: reused
+    config["judge_models"]["j"]["source"] = str(other)
+    judge_model_dir(config, "lm", sources)
+    assert len(calls) == 1 and json.loads((directory / "fetch.json").read_text())["source"] == str(other)
+    # other weights than fetched count as another model too
+    assert "weights: gguf" in fetch.fetched_differs(directory, {"source": str(other), "weights": "gguf"})
+    assert fetch.fetched_differs(directory, str(other)) is None
+    assert "no fetch.json" in fetch.fetched_differs(tmp_path / "nothing", str(other))

@@ -56,6 +56,7 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None)
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     _check_references(filled)
     _resolve_protocols(filled)
+    _check_study(filled)
     return canonical(filled)
 
 
@@ -133,6 +134,49 @@ def _check_references(config: Mapping[str, Any]) -> None:
     clash = set(config["models"]) & set(config.get("judge_models", {}))
     for name in sorted(clash):
         problems.append(f"  judge_models.{name}: the name is also an entry of models")
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(problems))
+
+
+# (lower key, upper key) of each block whose two thresholds bound a band: the lower may not exceed
+# the upper (equal leaves the band empty, which switches it off)
+THRESHOLD_PAIRS = {
+    "hidden_danger": ("near_drop_pp", "refusal_drop_pp"),
+    "deployment_card": ("caution_pp", "unsafe_pp"),
+}
+
+
+def _check_study(config: Mapping[str, Any]) -> None:
+    """Refuse a config that validates but cannot give the study's numbers: no baseline cell, prompt
+    sets in the wrong role, inverted thresholds, a quantizer asked for a type it lacks, or a
+    resource file that is not there. Each line names the key."""
+    from .prompts import PROMPTSETS
+    from .quantize.quantizer import K_QUANTS
+    from .resource_files import missing_files
+
+    problems = []
+    if not any(float(t) == 0.0 for t in config["temperatures"]):
+        baseline = config["baseline"]
+        problems.append(f"  temperatures: no temperature 0, so no model has its baseline cell (baseline.precision "
+                        f"{baseline['precision']}, baseline.kv {baseline['kv']}, at temperature 0) and every "
+                        "contrast and CDI would be NA; add 0.0")
+    for role, harmful in (("harmful", True), ("benign", False)):
+        pick = config["prompts"].get(role)
+        if pick and PROMPTSETS[pick["promptset"]].harmful != harmful:
+            kind = "a benign" if harmful else "a harmful"
+            problems.append(f"  prompts.{role}.promptset: {pick['promptset']} is {kind} prompt set; the {role} role "
+                            f"takes one of {', '.join(n for n, s in PROMPTSETS.items() if s.harmful == harmful)}")
+    for block, (lower, upper) in THRESHOLD_PAIRS.items():
+        values = config.get(block, {})
+        if lower in values and upper in values and values[lower] > values[upper]:
+            problems.append(f"  {block}.{lower}: {values[lower]} is above {block}.{upper} ({values[upper]}); "
+                            f"the {lower} band starts below {upper}")
+    for name, spec in config["precisions"].items():
+        if spec["method"] == "gguf" and spec.get("quantizer") == "gguf" and spec["type"] in K_QUANTS:
+            problems.append(f"  precisions.{name}.type: {spec['type']} is a K-quant, which only llama.cpp's quantizer "
+                            "makes, and quantizer is gguf (the gguf package's quantizers); use quantizer: llama.cpp "
+                            "or auto, or a type the package makes")
+    problems += missing_files(config)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
 

@@ -88,18 +88,20 @@ def read_rows(path: str | Path) -> pd.DataFrame:
 
 
 def judge_model_dir(config: Mapping[str, Any], judge: str, sources: Path) -> str | None:
-    """The judge model's fetched checkpoint under ``sources``, fetching it first when absent."""
+    """The judge model's fetched checkpoint under ``sources``: fetched first when absent or when its
+    fetch.json records another source or other weights than the config now names (as the workflow's
+    fetch job would be rerun), so a judge never runs on a model the config no longer names."""
+    from .models.fetch import fetch_model, fetch_request, fetched_differs
+
     name = config["judges"][judge].get("model")
     if not name:
         return None
     directory = sources / name
-    if not (directory / "fetch.json").exists():
-        from .models.fetch import fetch_model
-
-        entry = {**config.get("judge_models", {}), **config["models"]}[name]
-        log.info("fetching judge model %s from %s into %s", name, entry["source"], directory)
-        fetch_model(entry["source"], directory, work_dir=directory.parent / f".{name}.download",
-                    weights=entry.get("weights", "safetensors"))
+    request = fetch_request(config, name)
+    why = fetched_differs(directory, request)
+    if why:
+        log.info("fetching judge model %s into %s: %s", name, directory, why)
+        fetch_model(request, directory, work_dir=directory.parent / f".{name}.download")
     return str(directory)
 
 

@@ -7,11 +7,13 @@ import sys
 from safetygrid.quantize import quantize
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--source", required=True)
+# the fetched checkpoint, then the files the precision reads (its calibration text), which the rule
+# lists as inputs only so that editing one reruns the job; the spec names them
+parser.add_argument("--source", required=True, nargs="+")
 parser.add_argument("--out", required=True)
 parser.add_argument("--spec", required=True, help="the precision's config entry, as JSON")
 args = parser.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-status = quantize(args.source, args.out, json.loads(args.spec))
+status = quantize(args.source[0], args.out, json.loads(args.spec))
 logging.getLogger("quantize").info("status: %s", json.dumps(status))
 sys.exit(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -123,6 +124,43 @@ def _fix_generation_tokens(model: Any, tokenizer: Any) -> list[int]:
         tokenizer.pad_token = pad
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return eos_ids
+
+
+# native protocols that read a raw prompt: their checkpoints need no chat template
+RAW_PROMPT_PROTOCOLS = {"harmbench_llama2", "harmbench_mistral", "shieldgemma", "wildguard", "strongreject_15k"}
+
+
+def fetch_request(config: Mapping[str, Any], name: str) -> Source | dict[str, Any]:
+    """What fetching model ``name`` of a loaded config asks for: the entry's own source, unless the
+    model is kept as a GGUF or only raw-prompt guards use it (then ``{source, weights,
+    chat_template}``; the plain form keeps models fetched before either option existed fetched)."""
+    entry = config["models"].get(name) or config.get("judge_models", {}).get(name)
+    if entry is None:
+        raise ValueError(f"{name} is neither an entry of models nor of judge_models")
+    users = [j.get("protocol") for j in config["judges"].values() if j.get("model") == name]
+    options: dict[str, Any] = {}
+    if entry.get("weights", "safetensors") != "safetensors":
+        options["weights"] = entry["weights"]
+    if name not in config["models"] and users and all(p in RAW_PROMPT_PROTOCOLS for p in users):
+        options["chat_template"] = "optional"
+    return {"source": entry["source"], **options} if options else entry["source"]
+
+
+def fetched_differs(directory: str | Path, request: Source | Mapping[str, Any]) -> str | None:
+    """Why the checkpoint in ``directory`` is not what ``request`` fetches (not fetched, another
+    source, other weights), or None when its fetch.json records the same."""
+    info_file = Path(directory) / "fetch.json"
+    if not info_file.exists():
+        return f"{directory} holds no fetched model (no fetch.json)"
+    info = json.loads(info_file.read_text())
+    asked = dict(request) if isinstance(request, Mapping) else {"source": request}
+    source = asked["source"] if isinstance(asked["source"], str) else list(asked["source"])
+    if info.get("source") != source:
+        return f"{directory} was fetched from {info.get('source')!r}, and the config names {source!r}"
+    kept = "gguf" if str(info.get("weights", "")).startswith("gguf") else "safetensors"
+    if kept != asked.get("weights", "safetensors"):
+        return f"{directory} holds {kept} weights, and the config asks for weights: {asked.get('weights', 'safetensors')}"
+    return None
 
 
 def fetch_model(source: Source | Mapping[str, Any], out_dir: str | Path, work_dir: str | Path,

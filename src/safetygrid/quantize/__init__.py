@@ -2,7 +2,17 @@
 
 Every outcome writes ``status.json`` ({supported, reason, method, args, seconds, sha256}). A method
 that cannot handle the architecture is a result, not a crash: the cell is recorded as unsupported
-with the reason, and the rest of the grid goes on.
+with the reason, and the rest of the grid goes on. Only these known conditions are such results
+(each raises UnsupportedPrecision, each has a test):
+
+- gptq, awq: ``group_size`` does not divide the input width of a linear layer (llmcompressor.py)
+- gguf with the gguf package: no weight matrix has rows that split into the type's blocks
+- gguf with llama.cpp: its converter does not know the architecture, the tokenizer's pre-tokenizer or
+  a tensor's name, or a feature of the model (llama_cpp.py); or the GGUF it made does not load back
+  into the architecture
+
+Anything else (out of memory, a missing import, a full disk, a converter that dies another way, a
+config that asks for the impossible) fails the job with its error.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ def _apply(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> dic
         from .gguf_ladder import quantize_checkpoint
 
         return quantize_checkpoint(source, out, spec)
-    raise UnsupportedPrecision(f"unknown method {method!r}")
+    raise ValueError(f"unknown method {method!r}; known: none, gptq, awq, gguf")
 
 
 def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,6 +78,7 @@ def quantize(source: str | Path, out_dir: str | Path, spec: Mapping[str, Any]) -
             # converter does not know); any other exception is a bug or a broken install and fails
             # the job with its traceback, so it can never turn into a result
             status.update(supported=False, reason=str(exc), traceback=traceback.format_exc())
+        # what made the checkpoint; a GGUF precision's `auto` resolution is in args (quantizer.py)
         status["quantizer"] = (status.get("details") or {}).get("quantizer")
         if not status["supported"]:
             for path in list(tmp.iterdir()):

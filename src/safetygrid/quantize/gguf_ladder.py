@@ -19,12 +19,10 @@ import numpy as np
 
 from ..models.fetch import SOURCE_GGUF, GGUFWeightsMismatch, model_from_gguf
 from . import UnsupportedPrecision
+from .quantizer import K_QUANTS, NATIVE_TYPES, chosen
 
 log = logging.getLogger(__name__)
-
-# the ladder the package can quantize itself, in order of precision
-NATIVE_TYPES = ("BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
-K_QUANTS = ("Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+__all__ = ["K_QUANTS", "NATIVE_TYPES", "quantize_checkpoint", "round_trip"]
 
 
 def round_trip(weight: np.ndarray, type_name: str) -> np.ndarray:
@@ -53,29 +51,18 @@ def _copy_extras(source: Path, out: Path) -> None:
             (out / extra).write_bytes((source / extra).read_bytes())
 
 
-def quantizer_for(spec: Mapping[str, Any]) -> str:
-    """``quantizer: auto`` (the default) is llama.cpp where it is installed, else the gguf package."""
-    from .llama_cpp import missing_reason
-
-    asked = spec.get("quantizer", "auto")
-    if asked != "auto":
-        return str(asked)
-    return "llama.cpp" if missing_reason() is None else "gguf"
-
-
 def quantize_checkpoint(source: Path, out: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     type_name = spec["type"]
     if type_name not in NATIVE_TYPES + K_QUANTS:
-        raise UnsupportedPrecision(f"unknown GGUF type {type_name!r}")
-    quantizer = quantizer_for(spec)
+        # the schema admits only these: a spec that names another is a caller's error, not a result
+        raise ValueError(f"unknown GGUF type {type_name!r}; known: {', '.join(NATIVE_TYPES + K_QUANTS)}")
+    quantizer = chosen(spec)
     if quantizer == "llama.cpp":
         return _with_llama_cpp(source, out, type_name)
     if type_name in K_QUANTS:
-        from .llama_cpp import missing_reason
-
-        raise UnsupportedPrecision(
-            f"{type_name} is a K-quant: the gguf package has no quantizer for it, and llama.cpp's "
-            f"(llama-cpp-python's llama_model_quantize) cannot run here: {missing_reason() or 'quantizer: gguf was asked for'}")
+        # a property of the quantizer chosen (config load refuses it), never of the model
+        raise ValueError(f"{type_name} is a K-quant, which the gguf package cannot make; only llama.cpp's quantizer "
+                         "does (quantizer: llama.cpp, or auto where make envs-llamacpp installed it)")
     return _with_gguf_package(source, out, type_name)
 
 
@@ -121,9 +108,10 @@ def _with_llama_cpp(source: Path, out: Path, type_name: str) -> dict[str, Any]:
 
     reason = missing_reason()
     if reason:
-        # the config asked for llama.cpp (auto would have picked the gguf package): a broken
-        # install, not a property of the model
-        raise RuntimeError(f"{type_name} with quantizer: llama.cpp, but {reason}")
+        # the config asked for llama.cpp, or auto was resolved to it where the workflow started: a
+        # broken install (or a node unlike the submit host), not a property of the model
+        raise RuntimeError(f"{type_name} with quantizer: llama.cpp (asked, or auto as resolved where the workflow "
+                           f"started), but {reason}")
     original = source / SOURCE_GGUF
     if original.exists():
         # the model came as a GGUF: llama.cpp requantizes that file, whose tokenizer metadata is the

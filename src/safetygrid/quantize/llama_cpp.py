@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,13 +43,46 @@ def missing_reason() -> str | None:
     return None
 
 
+# What convert_hf_to_gguf.py prints when it cannot handle a model (llama.cpp's conversion/ sources):
+# an architecture it has no class for, a tokenizer or model feature it has not implemented (the BPE
+# pre-tokenizer check, rope scaling types, ...), a tensor its name map lacks. Matched on the last line
+# of its stderr, with exit status 1; every other failure is the job's error.
+CANNOT_CONVERT = (
+    (re.compile(r"^Model (\S+) is not supported$"), "llama.cpp's converter does not know the architecture {0}"),
+    (re.compile(r"^NotImplementedError: (BPE pre-tokenizer was not recognized.*)$"),
+     "llama.cpp's converter does not know this tokenizer's pre-tokenizer ({0})"),
+    (re.compile(r"^NotImplementedError: (.+)$"), "llama.cpp's converter has not implemented a feature of this model ({0})"),
+    (re.compile(r"^ValueError: Can not map tensor (.+)$"), "llama.cpp's converter has no GGUF name for the tensor {0}"),
+)
+
+
+def cannot_convert_reason(returncode: int, stderr: str) -> str | None:
+    """Why the converter cannot handle the model, when its failure is one of CANNOT_CONVERT; None
+    for any other failure (killed, out of memory, a missing import, a full disk, ...)."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    if returncode != 1 or not lines:
+        return None
+    last = re.sub(r"^(ERROR|CRITICAL):[\w.-]+:", "", lines[-1]).strip()  # the logger's prefix
+    for pattern, reason in CANNOT_CONVERT:
+        match = pattern.match(last)
+        if match:
+            return reason.format(match.group(1))
+    return None
+
+
 def convert_to_gguf(source: Path, out_file: Path) -> None:
     """``source`` (an HF checkpoint) as an F32 GGUF file, with its tokenizer and chat template."""
     command = [sys.executable, str(convert_script()), str(source), "--outtype", "f32", "--outfile", str(out_file)]
     result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-        raise UnsupportedPrecision(f"llama.cpp's convert_hf_to_gguf.py cannot convert this checkpoint:\n{tail}")
+    if result.returncode == 0:
+        return
+    tail = "\n".join(result.stderr.strip().splitlines()[-8:])
+    reason = cannot_convert_reason(result.returncode, result.stderr)
+    if reason:
+        raise UnsupportedPrecision(f"{reason}:\n{tail}")
+    how = f"was killed by signal {-result.returncode}" if result.returncode < 0 else f"exited {result.returncode}"
+    raise RuntimeError(f"llama.cpp's convert_hf_to_gguf.py {how} on {source} (not a known 'cannot handle this "
+                       f"model' condition, so the job fails):\n{tail}")
 
 
 def quantize_gguf(in_file: Path, out_file: Path, type_name: str, threads: int = 0,

@@ -11,8 +11,9 @@ from . import UnsupportedPrecision
 def calibration_windows(token_ids: list[int], n_samples: int, seq_len: int) -> list[list[int]]:
     """``n_samples`` windows of ``seq_len`` tokens spread evenly over the text (overlapping if short)."""
     if len(token_ids) < seq_len:
-        raise UnsupportedPrecision(
-            f"calibration text has {len(token_ids)} tokens, fewer than calibration_seq_len={seq_len}")
+        # a text too short for the config's windows is the config's error, not the model's
+        raise ValueError(f"the calibration text has {len(token_ids)} tokens, fewer than calibration_seq_len={seq_len}; "
+                         "give the precision a longer calibration_text or a smaller calibration_seq_len")
     last_start = len(token_ids) - seq_len
     if n_samples == 1:
         starts = [0]
