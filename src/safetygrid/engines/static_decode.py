@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import StaticCache
 
+from .grouped_attention import grouped_decoding
 from .sampling import draw
 
 # how often (in steps) the host asks whether every row has ended: each ask is a device sync
@@ -49,7 +50,8 @@ class StaticDecoder:
     follows a row's end token is left to the caller to cut, as with ``generate``)."""
 
     def __init__(self, model: Any, max_new_tokens: int, eos_ids: Sequence[int], *, temperature: float = 0.0,
-                 top_p: float = 1.0, seeds: Sequence[int] | None = None, use_graph: bool | None = None) -> None:
+                 top_p: float = 1.0, seeds: Sequence[int] | None = None, use_graph: bool | None = None,
+                 grouped_attention: bool = True) -> None:
         self.model = model
         self.max_new_tokens = max_new_tokens
         self.eos_ids = sorted(eos_ids)
@@ -58,6 +60,8 @@ class StaticDecoder:
         if temperature > 0 and self.seeds is None:
             raise ValueError("sampling (temperature > 0) needs one seed per row")
         self.use_graph = use_graph
+        # off only to compare against transformers' own attention (tests, benchmarks/gpu.py)
+        self.grouped_attention = grouped_attention
 
     def _choose(self, logits: torch.Tensor, seeds: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
         """The next token of each row: greedy at T = 0, else the seeded draw of sampling step ``step``
@@ -76,7 +80,7 @@ class StaticDecoder:
         eos = torch.tensor(self.eos_ids or [-1], dtype=torch.int64, device=device)
         # as generate numbers them: padding positions get 1 (they are masked out of every real query)
         positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
-        with torch.inference_mode():
+        with torch.inference_mode(), grouped_decoding(self.model, enabled=self.grouped_attention):
             # the prefill runs eagerly, with the mask transformers builds from the 2D padding mask
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
