@@ -7,9 +7,17 @@ Prints one line per figure, each with its ratio to plain ``generate`` on the sam
 the engine as configured by default (on CUDA: a static cache, each decoding step a CUDA graph
 replay) and with ``generation.cuda_graphs: false`` (eager steps, dynamic cache, what ``generate``
 itself does), and checks that the graph path decodes what its steps compute.
+Each generate row also gives its share of the memory-bandwidth ceiling: the tokens/s at which every
+decoding step reads the weights once and each row's real keys and values once (prompt plus the
+tokens so far, no padding, no copies) at the device-to-device copy bandwidth measured here; rows in
+batches of the row's batch size (``auto``: all rows in one batch, the most favourable case).
+``--part decode`` times the static decoder's steps on the 8B shape with the grouped-query attention
+on and off and profiles one eager step by kernel.
 Targets (issue 16): engine >= 1.0x plain generate on every row; a 512-sequence SmolLM2 cell with
 ``batch_size: auto`` >= 13 000 tokens/s; judges >= 60 % of the measured bf16 peak at their default
-batch (absent: auto on CUDA) on the Llama-3-8B shape.
+batch (absent: auto on CUDA) on the Llama-3-8B shape. Issue 28: the mixed-length workload (one
+request in five carries a ~500-token context) >= 0.8x the uniform one's tokens/s; the 8B shape at
+batch 128 >= 25 % of its ceiling.
 """
 
 from __future__ import annotations
@@ -49,11 +57,56 @@ def build(shape: str) -> LlamaForCausalLM:
     return model
 
 
-def requests(tokenizer, n_prompts: int, k: int) -> list[Request]:  # type: ignore[no-untyped-def]
+def requests(tokenizer, n_prompts: int, k: int, long_every: int = 0) -> list[Request]:  # type: ignore[no-untyped-def]
+    """``n_prompts`` benign prompts × ``k`` samples; with ``long_every`` = n, every n-th prompt carries
+    a ~500-token context before its request, as HarmBench's contextual behaviours do."""
     import csv
 
     texts = [row["text"] for row in csv.DictReader(open(ROOT / "resources" / "prompts" / "benign.csv"))]
-    return [Request(f"p{i:03d}", s, 1000 * i + s, texts[i % len(texts)]) for i in range(n_prompts) for s in range(k)]
+    context = " ".join(texts) * 2
+    context = tokenizer.decode(tokenizer(context, add_special_tokens=False)["input_ids"][:500])
+
+    def text(i: int) -> str:
+        base = texts[i % len(texts)]
+        return f"{context}\n\n---\n\n{base}" if long_every and i % long_every == 0 else base
+
+    return [Request(f"p{i:03d}", s, 1000 * i + s, text(i)) for i in range(n_prompts) for s in range(k)]
+
+
+def copy_bandwidth() -> float:
+    """Bytes read plus written per second by a 4 GiB device-to-device copy (median of 10)."""
+    source = torch.randint(0, 255, (4 << 30,), dtype=torch.uint8, device="cuda")
+    target = torch.empty_like(source)
+    times = []
+    for run in range(13):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        target.copy_(source)
+        end.record()
+        torch.cuda.synchronize()
+        if run >= 3:
+            times.append(start.elapsed_time(end) / 1e3)
+    del source, target
+    torch.cuda.empty_cache()
+    return 2 * (4 << 30) / median(times)
+
+
+def ceiling_tok_s(model, tokenizer, reqs, batch, bandwidth: float) -> float:  # type: ignore[no-untyped-def]
+    """Tokens/s if each decoding step only read the weights once and each row's real keys and
+    values once, at ``bandwidth`` (the input embedding table is looked up, not read)."""
+    config = model.config
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    if not config.tie_word_embeddings:
+        weights -= model.model.embed_tokens.weight.numel() * model.model.embed_tokens.weight.element_size()
+    head_dim = config.hidden_size // config.num_attention_heads
+    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 2  # bf16 keys + values
+    lengths = [len(chat_token_ids(tokenizer, r.text, None)) for r in reqs]
+    size = len(reqs) if batch == "auto" else int(batch)
+    n_batches = -(-len(reqs) // size)
+    steps = NEW_TOKENS
+    kv_bytes = sum(kv_per_token * (steps * length + steps * (steps - 1) // 2) for length in lengths)
+    seconds = (n_batches * steps * weights + kv_bytes) / bandwidth
+    return len(reqs) * steps / seconds
 
 
 def engine_run(model, tokenizer, reqs, temperature: float, batch, compile: bool = False,  # type: ignore[no-untyped-def]
@@ -139,15 +192,16 @@ def plain_rate(model, tokenizer, reqs, temperature: float, batch: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def generate_row(model, tokenizer, reqs, batch: int, temperature: float, repeat: int, report,  # type: ignore[no-untyped-def]
-                 labels: dict) -> None:
+def generate_row(model, tokenizer, reqs, batch, temperature: float, repeat: int, report,  # type: ignore[no-untyped-def]
+                 labels: dict, bandwidth: float) -> None:
     """One row of the table: plain generate, the engine as configured by default (graph replays on
     CUDA) and the engine with cuda_graphs: false (eager), each ``repeat`` times in rotating order
     (medians reported)."""
     # warm-up (kernels, allocator) of each path; the graph capture is checked on the first batch
-    engine_rate(model, tokenizer, reqs[:batch], temperature, batch)
-    engine_rate(model, tokenizer, reqs[:batch], temperature, batch, cuda_graphs=False)
-    checks = graph_checks(model, tokenizer, reqs[:min(batch, 64)], temperature)
+    first = reqs if batch == "auto" else reqs[:batch]
+    engine_rate(model, tokenizer, first, temperature, batch)
+    engine_rate(model, tokenizer, first, temperature, batch, cuda_graphs=False)
+    checks = graph_checks(model, tokenizer, first[:64], temperature)
     runs: dict[str, list[float]] = {"plain": [], "engine": [], "eager": []}
     tables = {}
     order = ["plain", "engine", "eager"]
@@ -155,15 +209,18 @@ def generate_row(model, tokenizer, reqs, batch: int, temperature: float, repeat:
         # rotate which runs first, so drift (clocks, allocator) does not favour one side
         for name in order[run % 3:] + order[:run % 3]:
             if name == "plain":
-                runs[name].append(plain_rate(model, tokenizer, reqs, temperature, batch))
+                runs[name].append(plain_rate(model, tokenizer, reqs, temperature,
+                                             len(reqs) if batch == "auto" else batch))
             else:
                 rate, tables[name] = engine_run(model, tokenizer, reqs, temperature, batch,
                                                 cuda_graphs=False if name == "eager" else None)
                 runs[name].append(rate)
     engine, plain, eager = (median(runs[name]) for name in ("engine", "plain", "eager"))
     same = float((tables["engine"]["response"] == tables["eager"]["response"]).mean())
+    ceiling = ceiling_tok_s(model, tokenizer, reqs, batch, bandwidth)
     report({"figure": "generate", **labels, "rows": len(reqs), "batch": batch, "T": temperature,
             "engine_tok_s": round(engine), "plain_tok_s": round(plain), "ratio": round(engine / plain, 2),
+            "ceiling_tok_s": round(ceiling), "share_of_ceiling": round(engine / ceiling, 3),
             "eager_tok_s": round(eager), "eager_ratio": round(eager / plain, 2),
             "paired_ratios": [round(e / p, 2) for e, p in zip(runs["engine"], runs["plain"])],
             "same_responses_as_eager_bf16": round(same, 3), "graph_checks": checks,
@@ -176,6 +233,49 @@ def generate_row(model, tokenizer, reqs, batch: int, temperature: float, repeat:
                     **labels,
                     "rows": len(reqs), "T": temperature, "engine_tok_s": round(auto), "plain_tok_s": round(plain),
                     "ratio": round(auto / plain, 2)})
+
+
+def decode_steps(model, rows: int, prompt_len: int, repeat: int, report) -> None:  # type: ignore[no-untyped-def]
+    """The static decoder's graph-replayed steps on random prompts, with the grouped-query attention
+    (the default) and with transformers' expanded keys and values; then one eager step of each,
+    profiled, its device time grouped by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from safetygrid.engines.static_decode import StaticDecoder
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 40000, (rows, prompt_len), generator=generator).cuda()
+    mask = torch.ones_like(ids)
+    seeds = list(range(rows))
+    rates: dict[str, list[float]] = {"grouped": [], "expanded": []}
+    tokens: dict[str, torch.Tensor] = {}
+    for run in range(repeat + 1):
+        for name in (["grouped", "expanded"] if run % 2 == 0 else ["expanded", "grouped"]):
+            decoder = StaticDecoder(model, NEW_TOKENS, [], temperature=0.7, seeds=seeds, use_graph=True,
+                                    grouped_attention=name == "grouped")
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            tokens[name] = decoder.decode(ids, mask)
+            torch.cuda.synchronize()
+            if run:  # the first run of each warms up
+                rates[name].append(rows * NEW_TOKENS / (time.perf_counter() - started))
+    record = {"figure": "static decode steps", "rows": rows, "prompt_len": prompt_len, "T": 0.7,
+              **{f"{name}_tok_s": round(median(values)) for name, values in rates.items()},
+              "grouped_over_expanded": round(median(rates["grouped"]) / median(rates["expanded"]), 2),
+              **{f"grouped_vs_expanded_{k}": v for k, v in agreement(tokens["grouped"], tokens["expanded"]).items()}}
+    for name in ("grouped", "expanded"):
+        decoder = StaticDecoder(model, 8, [], temperature=0.7, seeds=seeds, use_graph=False,
+                                grouped_attention=name == "grouped")
+        decoder.decode(ids, mask)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            decoder.decode(ids, mask)
+        torch.cuda.synchronize()
+        kernels = [e for e in prof.key_averages() if e.device_time_total > 0]
+        total = sum(e.device_time_total for e in kernels)
+        record[f"{name}_eager_8_steps_gpu_ms"] = round(total / 1e3, 2)
+        record[f"{name}_top_kernels"] = [(e.key[:60], round(e.device_time_total / total, 3))
+                                         for e in sorted(kernels, key=lambda e: -e.device_time_total)[:8]]
+    report(record)
 
 
 def matmul_peak() -> float:
@@ -220,7 +320,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True, help="a tokenizer folder with a chat template")
     parser.add_argument("--out", default="")
     parser.add_argument("--quick", action="store_true", help="fewer rows (a smoke run)")
-    parser.add_argument("--part", choices=["all", "generate", "compile", "judges"], default="all")
+    parser.add_argument("--part", choices=["all", "generate", "decode", "compile", "judges"], default="all")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each figure (the median is reported)")
     parser.add_argument("--shape", choices=["all", *SHAPES], default="all", help="generate rows of this model shape only")
     parser.add_argument("--rows", default="", help="comma-separated row numbers (1-6) of the generate table to run")
@@ -245,20 +345,30 @@ def main() -> None:
 
     peak = matmul_peak()
     report({"figure": "bf16 matmul peak", "tflops": round(peak, 1)})
-    rows = [("smollm2-135m", 64, 8, 64, 0.7), ("smollm2-135m", 64, 8, 512, 0.0), ("smollm2-135m", 64, 8, 512, 0.7),
-            ("llama-3-8b", 32, 4, 32, 0.7), ("llama-3-8b", 32, 4, 128, 0.7), ("llama-3-8b", 32, 4, 128, 0.0)]
+    bandwidth = copy_bandwidth()
+    report({"figure": "device-to-device copy", "tb_s": round(bandwidth / 1e12, 2)})
+    # (shape, prompts, samples, batch, T, every n-th prompt long); row 7: the mixed-length workload
+    rows = [("smollm2-135m", 64, 8, 64, 0.7, 0), ("smollm2-135m", 64, 8, 512, 0.0, 0),
+            ("smollm2-135m", 64, 8, 512, 0.7, 0), ("llama-3-8b", 32, 4, 32, 0.7, 0),
+            ("llama-3-8b", 32, 4, 128, 0.7, 0), ("llama-3-8b", 32, 4, 128, 0.0, 0),
+            ("llama-3-8b", 64, 4, "auto", 0.7, 5)]
     picked = {int(r) for r in args.rows.split(",") if r}
     if args.part in ("generate", "all"):
-        for number, (shape, n_prompts, k, batch, temperature) in enumerate(rows[:2] if args.quick else rows, 1):
+        for number, (shape, n_prompts, k, batch, temperature, long_every) in enumerate(
+                rows[:2] if args.quick else rows, 1):
             if args.shape not in ("all", shape) or (picked and number not in picked):
                 continue
             try:
-                generate_row(shaped(shape), tokenizer, requests(tokenizer, n_prompts, k), batch, temperature,
-                             args.repeat, report, {"row": number, "shape": shape})
+                generate_row(shaped(shape), tokenizer, requests(tokenizer, n_prompts, k, long_every), batch,
+                             temperature, args.repeat, report,
+                             {"row": number, "shape": shape, **({"mixed": f"1 in {long_every} long"} if long_every else {})},
+                             bandwidth)
             except Exception:  # one failed row must not lose the others' figures
                 traceback.print_exc()
+    if args.part in ("decode", "all"):
+        decode_steps(shaped("llama-3-8b"), 128, 24, args.repeat, report)
     if args.part in ("compile", "all"):
-        for shape, n_prompts, k, batch, temperature in [rows[2], rows[1], rows[4]]:
+        for shape, n_prompts, k, batch, temperature, _ in [rows[2], rows[1], rows[4]]:
             model = shaped(shape)
             reqs = requests(tokenizer, n_prompts, k)
             started = time.perf_counter()
