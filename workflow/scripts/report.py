@@ -1,6 +1,7 @@
 import pandas as pd
 
 from safetygrid.analysis.aggregate import TABLES
+from safetygrid.judges.family import same_family_judges
 from safetygrid.logs import to_file
 from safetygrid.report import write_report
 
@@ -8,7 +9,9 @@ to_file(snakemake.log[0])
 write_report(
     {**{table: pd.read_parquet(snakemake.input[table]) for table in TABLES},
      "judge_validity": pd.read_parquet(snakemake.input.judge_validity),
-     "gold": pd.read_parquet(snakemake.input.gold), "to_label": pd.read_csv(snakemake.input.to_label)},
+     "gold": pd.read_parquet(snakemake.input.gold), "to_label": pd.read_csv(snakemake.input.to_label),
+     "same_family_judges": same_family_judges(snakemake.params.models, snakemake.params.judges,
+                                              snakemake.params.judge_models)},
     name=snakemake.params.name, baseline=snakemake.params.baseline, html=snakemake.output.html,
     figures=snakemake.output.figures, thresholds=snakemake.params.hidden_danger,
     card_thresholds=snakemake.params.deployment, prompts=list(snakemake.input.prompts),
