@@ -274,6 +274,13 @@ def test_direction_split_counts_against_a_hand_worked_table() -> None:
     for key, (n, directions, split) in expected.items():
         row = got.loc[key]
         assert (row["n_models"], row["directions"], bool(row["split"])) == (n, directions, split), key
+    # two models (the ladder grid's case): a and b alone
+    pair = direction_split(cells[cells["model"] != "c"], quality[quality["model"] != "c"], baseline=BASELINE)
+    pair = pair.set_index(["temperature", "quality_metric", "safety_metric"])
+    assert (pair.loc[(0.0, "perplexity", "asr"), ["n_models", "directions", "split"]].tolist()
+            == [2, "+/+: 1, +/-: 1", True])  # a +, b -
+    assert (pair.loc[(0.7, "perplexity", "asr"), ["n_models", "directions", "split"]].tolist()
+            == [2, "+/+: 2", False])  # a +, b +: the same direction
     # one model never splits
     alone = direction_split(cells[cells["model"] == "a"], quality[quality["model"] == "a"], baseline=BASELINE)
     assert not alone["split"].any() and set(alone["n_models"]) == {0, 1}
