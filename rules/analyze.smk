@@ -49,6 +49,10 @@ rule report:
         hidden_danger=config["hidden_danger"],
         deployment=config["deployment_card"],
         level=config["bootstrap"]["level"],
+        # which models are judged by a judge of their own family (the report flags them)
+        models=config["models"],
+        judges=config["judges"],
+        judge_models=config.get("judge_models", {}),
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:

@@ -98,6 +98,8 @@ rule measure_tasks:
         precision=lambda w: config["precisions"][w.precision],
         device=config["generation"]["device"],
         engine=lambda w: engine_of(w.model, w.precision),
+        # the model's options for that engine (llama_cpp: n_ctx, n_batch, n_threads, n_gpu_layers)
+        engine_options=lambda w: config["models"][w.model].get(engine_of(w.model, w.precision), {}),
     log:
         f"{RESULTS}/logs/measure_tasks/{{model}}/{{precision}}.log",
     benchmark:

@@ -13,11 +13,12 @@ import pytest
 
 from safetygrid.analysis.aggregate import cell_quality, quality_table, task_order
 from safetygrid.analysis.hidden_danger import direction_split, hidden_danger_table
-from safetygrid.quality_tasks import GGUF_REASON, TaskError, check_task_names, task_accuracy
+from safetygrid.quality_tasks import TaskError, check_task_names, task_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "safetygrid_smoke_mc"
 BASELINE = {"precision": "fp", "kv": "fp"}
+NA_REASON = "this engine cannot score the task"  # a task result recorded NA, with its reason
 
 # Four questions; the shortest choice is right in exactly three (hand-checked: items 1, 2 and 4).
 TINY = [
@@ -100,10 +101,46 @@ def test_a_hub_task_fails_naming_it_and_the_unreachable_hub(monkeypatch: pytest.
         task_accuracy(None, ["arc_easy"], task_paths=[], lm=shortest_choice_lm())
 
 
-def test_a_gguf_precision_is_recorded_na_with_the_reason(tmp_path: Path) -> None:
-    result = task_accuracy(tmp_path, [SMOKE], engine="llama_cpp", task_paths=[ROOT / "resources" / "quality"])
-    row = result["tasks"][SMOKE]
-    assert math.isnan(row["accuracy"]) and row["reason"] == GGUF_REASON and result["backend"] == "none"
+def test_a_gguf_precision_whose_file_is_missing_fails_naming_it(tmp_path: Path) -> None:
+    """llama.cpp can score a GGUF precision, so a missing file is a broken run, never an NA."""
+    with pytest.raises(TaskError, match=r"model m, precision gguf-q4_k_m: .* holds no .gguf file"):
+        task_accuracy(tmp_path, [SMOKE], engine="llama_cpp", task_paths=[ROOT / "resources" / "quality"],
+                      label="model m, precision gguf-q4_k_m")
+
+
+GENERATE_YAML = """task: tiny_generate_check
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: tiny.jsonl
+test_split: test
+output_type: generate_until
+doc_to_text: "{{question}}"
+doc_to_target: "{{answer}}"
+metric_list:
+  - {metric: exact_match, aggregation: mean, higher_is_better: true}
+"""
+
+
+@pytest.mark.parametrize("engine, where", [("llama_cpp", "its GGUF file has no tokenizer.chat_template"),
+                                           ("hf", "its tokenizer has no chat template")])
+def test_a_generating_task_on_a_model_without_chat_template_fails_naming_it(
+        tiny_task: Path, monkeypatch: pytest.MonkeyPatch, engine: str, where: str) -> None:
+    """Generated answers are read through the chat template (as every engine renders prompts); a
+    model without one fails the job before any document is run. Scored tasks need none."""
+    import safetygrid.quality_tasks as quality_tasks
+
+    (tiny_task / "generate.yaml").write_text(GENERATE_YAML)
+    model = shortest_choice_lm()  # lm-eval's base LM: no chat template
+    model.generate_until = lambda requests, disable_tqdm=False: pytest.fail("a document was run")
+    monkeypatch.setattr(quality_tasks, "_llama_cpp_lm", lambda *args, **kwargs: model)
+    monkeypatch.setattr(quality_tasks, "_hf_lm", lambda *args, **kwargs: model)
+    with pytest.raises(TaskError, match=rf"model m, precision q: task\(s\) tiny_generate_check generate .*{where}"):
+        task_accuracy("unused", ["tiny_hand_checked", "tiny_generate_check"], engine=engine, task_paths=[tiny_task],
+                      label="model m, precision q")
+    scored = task_accuracy("unused", ["tiny_hand_checked"], engine=engine, task_paths=[tiny_task])
+    assert scored["tasks"]["tiny_hand_checked"]["accuracy"] == pytest.approx(0.75)
+    assert scored["chat_template_tasks"] == []
 
 
 @pytest.mark.lmeval
@@ -142,9 +179,9 @@ def test_quality_table_is_long_one_row_per_metric(tmp_path: Path) -> None:
              _write(q / "q4" / "fp.json", _ppl(12.0)),
              _write(q / "fp.tasks.json", _tasks({"t2": 0.50, "t1": 0.80})),
              _write(q / "q4.tasks.json", _tasks({"t2": 0.45, "t1": 0.81})),
-             _write(q / "gg.tasks.json", {"order": ["t2", "t1"], "backend": "none", "note": GGUF_REASON,
+             _write(q / "gg.tasks.json", {"order": ["t2", "t1"], "backend": "none", "note": NA_REASON,
                                           "tasks": {t: {"metric": None, "accuracy": math.nan, "stderr": math.nan,
-                                                        "n": 0, "reason": GGUF_REASON} for t in ("t1", "t2")}})]
+                                                        "n": 0, "reason": NA_REASON} for t in ("t1", "t2")}})]
     table = quality_table(paths, BASELINE)
     assert len(table) == 3 + 6
     keyed = table.set_index(["precision", "kv", "metric"])
@@ -154,7 +191,7 @@ def test_quality_table_is_long_one_row_per_metric(tmp_path: Path) -> None:
     assert keyed.loc[("q4", "fp", "t1"), "engine"] == "lm_eval:hf"
     assert math.isnan(keyed.loc[("q4", "fp", "perplexity"), "change_pp"])
     gguf = keyed.loc[("gg", "fp", "t1")]
-    assert math.isnan(gguf["value"]) and pd.isna(gguf["engine"]) and gguf["note"] == GGUF_REASON  # once
+    assert math.isnan(gguf["value"]) and pd.isna(gguf["engine"]) and gguf["note"] == NA_REASON  # once
     # perplexity first, then the tasks in their configured order
     assert list(table[table["precision"] == "q4"]["metric"]) == ["perplexity", "t2", "t1"]
     assert task_order(paths) == ["t2", "t1"]
@@ -237,6 +274,13 @@ def test_direction_split_counts_against_a_hand_worked_table() -> None:
     for key, (n, directions, split) in expected.items():
         row = got.loc[key]
         assert (row["n_models"], row["directions"], bool(row["split"])) == (n, directions, split), key
+    # two models (the ladder grid's case): a and b alone
+    pair = direction_split(cells[cells["model"] != "c"], quality[quality["model"] != "c"], baseline=BASELINE)
+    pair = pair.set_index(["temperature", "quality_metric", "safety_metric"])
+    assert (pair.loc[(0.0, "perplexity", "asr"), ["n_models", "directions", "split"]].tolist()
+            == [2, "+/+: 1, +/-: 1", True])  # a +, b -
+    assert (pair.loc[(0.7, "perplexity", "asr"), ["n_models", "directions", "split"]].tolist()
+            == [2, "+/+: 2", False])  # a +, b +: the same direction
     # one model never splits
     alone = direction_split(cells[cells["model"] == "a"], quality[quality["model"] == "a"], baseline=BASELINE)
     assert not alone["split"].any() and set(alone["n_models"]) == {0, 1}

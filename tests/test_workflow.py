@@ -447,12 +447,10 @@ def test_gguf_precision_runs_on_llama_cpp_and_unsupported_kv_is_recorded(ci_run:
         row = quality.loc[("gguf-q4_k_m", kv)]
         assert row["engine"] == "llama_cpp" and 1.0 < row["value"] < 1000 and pd.isna(row["note"]), row
     assert (quality.loc[[("fp32", "fp"), ("gptq-w4a16", "fp")], "engine"] == "transformers").all()
-    # lm-eval has no in-process GGUF route: the llama.cpp precision's task accuracy is NA with the reason
-    from safetygrid.quality_tasks import GGUF_REASON
-
+    # the llama.cpp precision's task accuracy is measured on its own model.gguf, in-process
     task = quality_long[(quality_long["metric"] == "safetygrid_smoke_mc")].set_index("precision")
-    assert pd.isna(task.loc["gguf-q4_k_m", "value"]) and GGUF_REASON in task.loc["gguf-q4_k_m", "note"]
-    assert task.loc[["fp32", "gptq-w4a16"], "value"].notna().all()
+    assert task.loc["gguf-q4_k_m", "engine"] == "lm_eval:llama_cpp" and pd.isna(task.loc["gguf-q4_k_m", "note"])
+    assert task.loc[["fp32", "gptq-w4a16", "gguf-q4_k_m"], "value"].notna().all()
     cells = pd.read_parquet(results / "tables" / "cells.parquet")
     assert {("gguf-q4_k_m", "fp"), ("gguf-q4_k_m", "q8")} <= set(zip(cells.precision, cells.kv))
     assert not ((cells.precision != "gguf-q4_k_m") & (cells.kv == "q8")).any()

@@ -5,9 +5,16 @@ The cell's own checkpoint is scored by the backend that matches its engine:
 - ``hf`` (transformers, compressed-tensors included): lm-eval's ``HFLM`` on the loaded model;
 - ``vllm``: lm-eval's vLLM backend where vLLM is installed in the running environment, otherwise
   ``HFLM`` on the same checkpoint (the result records which, and why);
-- ``llama_cpp`` (GGUF precisions): NA with the reason. lm-eval's only GGUF path (model type
-  ``gguf``) is an HTTP client of a running llama.cpp server; there is no in-process route, and the
-  quality job starts no server.
+- ``llama_cpp`` (GGUF precisions): the precision's own ``model.gguf`` in-process through
+  llama-cpp-python (lm_eval_llama_cpp.py, registered with lm-eval as ``safetygrid-llama-cpp``), on the
+  token ids of the checkpoint's tokenizer. A missing GGUF file or llama-cpp-python fails the job
+  naming the precision: the engine can score, so NA would hide a broken run.
+
+A task that generates (output_type generate_until) reads its prompts through the model's chat
+template on every backend, as every engine renders the safety prompts (lm-eval's
+apply_chat_template; for a GGUF, the file's own template): an instruct model answering a raw
+prompt is not the model as served. A model without a chat template fails such a task, naming the
+precision. Scored tasks (log-likelihoods: multiple choice, perplexity) read the raw text.
 
 Task names are looked up in lm-eval's task index plus the folders in ``quality.task_paths``
 (``resources/quality/`` holds the offline smoke task). Unknown names fail before any model is loaded,
@@ -30,9 +37,7 @@ import yaml
 
 # lm-eval metrics read as a task's accuracy, in order of preference
 ACCURACY_METRICS = ("acc", "exact_match", "acc_norm")
-GGUF_REASON = ("lm-eval's GGUF path (model type gguf) is a client of a running llama.cpp server and has no "
-               "in-process route; the quality job starts no server, so task accuracy of a llama.cpp-served "
-               "precision is not measured")
+GENERATIVE_OUTPUT = "generate_until"
 
 
 class TaskError(ValueError):
@@ -119,22 +124,35 @@ def _hub_failure(task: str, exc: BaseException) -> TaskError | None:
     return None
 
 
-def _load_task_dict(tasks: Sequence[str], manager: Any) -> None:
-    """Load each task's data, one at a time, so a failure names its task."""
+def _load_task_dict(tasks: Sequence[str], manager: Any) -> dict[str, bool]:
+    """Load each task's data, one at a time, so a failure names its task: task -> whether any of its
+    (sub)tasks generates."""
+    generates = {}
     for task in tasks:
         try:
-            manager.load([task])
+            loaded = manager.load([task])
         except Exception as exc:  # noqa: BLE001 - re-raised with the task named
             hub = _hub_failure(task, exc)
             if hub is not None:
                 raise hub from exc
             raise
+        leaves = (loaded or {}).get("tasks", {}) if isinstance(loaded, Mapping) else {}
+        generates[task] = any(getattr(t, "OUTPUT_TYPE", None) == GENERATIVE_OUTPUT for t in leaves.values())
+    return generates
+
+
+def chat_template_of(lm: Any) -> str | None:
+    """The chat template an lm-eval model renders prompts with (None: it has none)."""
+    try:
+        return lm.chat_template(True) or None
+    except (NotImplementedError, ValueError, AttributeError):
+        return None
 
 
 def backend_for(engine: str) -> tuple[str, str | None]:
     """(lm-eval backend, note) serving ``engine`` in this environment."""
     if engine == "llama_cpp":
-        return "none", GGUF_REASON
+        return "llama_cpp", None
     if engine == "vllm":
         try:
             import vllm  # noqa: F401
@@ -160,6 +178,18 @@ def _hf_lm(checkpoint: str | Path, dtype: str | None, device: str, batch_size: i
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
 
 
+def _llama_cpp_lm(checkpoint: str | Path, device: str, seed: int, options: Mapping[str, Any], label: str) -> Any:
+    from .engines import EngineUnavailable
+    from .engines.hf import resolve_device
+    from .lm_eval_llama_cpp import LlamaCppLM
+
+    try:
+        return LlamaCppLM(pretrained=str(checkpoint), device=resolve_device(device), seed=seed,
+                          **{k: v for k, v in options.items() if k in ("n_ctx", "n_batch", "n_threads", "n_gpu_layers")})
+    except EngineUnavailable as exc:  # no model.gguf, or no llama_cpp here
+        raise TaskError(f"{label}: task accuracy through llama.cpp cannot run: {exc}") from exc
+
+
 def _vllm_lm(checkpoint: str | Path, dtype: str | None, batch_size: int, seed: int) -> Any:
     from lm_eval.models.vllm_causallms import VLLM
 
@@ -169,9 +199,13 @@ def _vllm_lm(checkpoint: str | Path, dtype: str | None, batch_size: int, seed: i
 def task_accuracy(checkpoint: str | Path | None, tasks: Sequence[str], *, engine: str = "hf",
                   task_paths: Sequence[str | Path] = (), limit: int | None = None, num_fewshot: int = 0,
                   seed: int = 0, batch_size: int = 8, dtype: str | None = None, device: str = "auto",
+                  engine_options: Mapping[str, Any] | None = None, label: str | None = None,
                   lm: Any = None) -> dict[str, Any]:
     """Each task's accuracy (with lm-eval's standard error) on ``checkpoint``, or NA with the
-    reason. ``lm``: an lm-eval model object to use instead of loading ``checkpoint`` (tests)."""
+    reason. ``label`` names the (model, precision) in errors; ``engine_options``: the model's
+    options for its engine (llama_cpp: n_ctx, n_batch, n_threads, n_gpu_layers). ``lm``: an lm-eval
+    model object to use instead of loading ``checkpoint`` (tests)."""
+    label = label or str(checkpoint)
     offline_environment()
     started = time.time()
     import lm_eval
@@ -180,26 +214,40 @@ def task_accuracy(checkpoint: str | Path | None, tasks: Sequence[str], *, engine
     with tempfile.TemporaryDirectory(prefix="safetygrid-tasks-") as scratch:
         manager = task_manager(list(task_paths), Path(scratch))
         check_task_names(tasks, manager.all_tasks)  # before any model is loaded
-        _load_task_dict(tasks, manager)  # each task's data, so a failure names its task
+        generates = _load_task_dict(tasks, manager)  # each task's data, so a failure names its task
         backend, note = ("custom", None) if lm is not None else backend_for(engine)
         common = {"order": list(tasks), "limit": limit, "num_fewshot": num_fewshot, "seed": seed, "engine": engine, "backend": backend,
                   "lm_eval_version": getattr(lm_eval, "__version__", None)}
-        if backend == "none":
-            results = {t: {"metric": None, "accuracy": math.nan, "stderr": math.nan, "n": 0, "metrics": {},
-                           "reason": note} for t in tasks}
-            return {"tasks": results, **common, "seconds": round(time.time() - started, 1), "note": note}
         if lm is None:
-            lm = (_vllm_lm(checkpoint, dtype, batch_size, seed) if backend == "vllm"
-                  else _hf_lm(checkpoint, dtype, device, batch_size))
-        out = simple_evaluate(model=lm, tasks=list(tasks),
-                              num_fewshot=num_fewshot, limit=limit, task_manager=manager, log_samples=False,
-                              bootstrap_iters=1000, random_seed=seed, numpy_random_seed=seed,
-                              torch_random_seed=seed, fewshot_random_seed=seed)
+            if backend == "llama_cpp":
+                lm = _llama_cpp_lm(checkpoint, device, seed, engine_options or {}, label)
+            elif backend == "vllm":
+                lm = _vllm_lm(checkpoint, dtype, batch_size, seed)
+            else:
+                lm = _hf_lm(checkpoint, dtype, device, batch_size)
+        generative = [t for t in tasks if generates.get(t)]
+        if generative and chat_template_of(lm) is None:
+            where = ("its GGUF file has no tokenizer.chat_template" if backend == "llama_cpp"
+                     else "its tokenizer has no chat template")
+            raise TaskError(f"{label}: task(s) {', '.join(generative)} generate answers, which are read through the "
+                            f"model's chat template, and {where}")
+        out: dict[str, Any] = {"results": {}, "n-samples": {}}
+        # scored tasks read raw text, generating ones the chat template: one lm-eval run each
+        for part, chat in (([t for t in tasks if not generates.get(t)], False), (generative, True)):
+            if not part:
+                continue
+            run = simple_evaluate(model=lm, tasks=part, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+                                  log_samples=False, bootstrap_iters=1000, apply_chat_template=chat,
+                                  random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                  fewshot_random_seed=seed) or {}
+            for key in out:
+                out[key].update(run.get(key, {}))
+        common["chat_template_tasks"] = generative
     results = {}
     for task in tasks:
-        metrics = (out or {}).get("results", {}).get(task, {})
+        metrics = out.get("results", {}).get(task, {})
         name, value, stderr = _accuracy(metrics)
-        n = (out or {}).get("n-samples", {}).get(task, {}).get("effective")
+        n = out.get("n-samples", {}).get(task, {}).get("effective")
         row = {"metric": name, "accuracy": value, "stderr": stderr, "n": int(n) if n is not None else None,
                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
         if name is None:

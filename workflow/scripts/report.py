@@ -1,6 +1,7 @@
 import pandas as pd
 
 from safetygrid.analysis.aggregate import TABLES
+from safetygrid.judges.family import same_family_judges
 from safetygrid.logs import to_file
 from safetygrid.report import write_report
 
@@ -9,7 +10,9 @@ write_report(
     {**{table: pd.read_parquet(snakemake.input[table]) for table in TABLES},
      "judge_validity": pd.read_parquet(snakemake.input.judge_validity),
      "gold": pd.read_parquet(snakemake.input.gold), "worklist": pd.read_csv(snakemake.input.worklist),
-     "inter_rater": pd.read_parquet(snakemake.input.inter_rater)},
+     "inter_rater": pd.read_parquet(snakemake.input.inter_rater),
+     "same_family_judges": same_family_judges(snakemake.params.models, snakemake.params.judges,
+                                              snakemake.params.judge_models)},
     name=snakemake.params.name, baseline=snakemake.params.baseline, html=snakemake.output.html,
     figures=snakemake.output.figures, thresholds=snakemake.params.hidden_danger,
     card_thresholds=snakemake.params.deployment, prompts=list(snakemake.input.prompts),

@@ -81,6 +81,13 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
         parts.append(validity_section(validity, figures, level))
     # only agreement on this run's own responses can vouch for its ratings
     lead_kappa = own_lead_kappa(validity)
+    same_family = tables.get("same_family_judges", empty)
+    if len(same_family):
+        parts.append("<h2>Judged by their own family</h2><p class='note'>These models are judged by a judge "
+                     "built on their own weights or on a model of their family (config family keys): it may "
+                     "share their blind spots and favour their style of answer, so their safety figures rest "
+                     "partly on a judge that is not independent of them. Compare with the other judges' "
+                     "labels (judges.parquet).</p>" + _table(same_family, list(same_family.columns)))
     if len(card):
         parts.append(deployment_section(card, {**DEFAULT_THRESHOLDS, **(card_thresholds or {})}, lead_kappa,
                                         level=level))
