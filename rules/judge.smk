@@ -41,8 +41,11 @@ rule vote:
         f"{RESULTS}/logs/vote/{CELL}.log",
     benchmark:
         f"{RESULTS}/benchmarks/vote/{CELL}.tsv"
+    # with own labels the vote reads the calibration fitted on the labelled cells' judgements, the
+    # other cells' judge jobs among them, so it cannot share its cell's group job (Snakemake refuses
+    # a group whose outside inputs depend on the group); it then runs alone (seconds)
     group:
-        "judge_cell"
+        None if LABEL_FILES else "judge_cell"
     resources:
         mem_mb=1000,
         runtime=10,
