@@ -4,6 +4,15 @@ engine call on the same inputs.
 
 usage: .venv/bin/python benchmarks/engines.py [--checkpoint DIR] [--engines hf,vllm,llama_cpp]
            [--prompts 16] [--k 4] [--tokens 64] [--device cpu|cuda] [--dtype float32|bfloat16]
+
+With --demo: the hf engine on a config's own cells (its prompts, seeds, checkpoints under
+RESULTS/models and generation settings), the batching policy before token budgets (rows alone:
+batch_size rows, longest prompts first) against the config's own (token budget and padding
+tolerance), side by side in one process, each model loaded once and timed apart:
+    .venv/bin/python benchmarks/engines.py --demo [--config config.yaml] [--results results]
+           [--cells fp32/T0.0,fp32/T0.7 | all] [--repeat 1]
+It prints each policy's batches, padded tokens, seconds and generated tokens/s per cell, and how many
+responses differ byte for byte between the two policies (naming each one that does).
 The checkpoint defaults to results/sources/smollm2-135m. vLLM runs in .venvs/vllm (make envs-vllm);
 llama.cpp serves the checkpoint's source.gguf requantized to F32 (the same weights as the others).
 "Seconds to first result": engines return a cell at once, so this is interpreter start + model load
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -75,8 +85,109 @@ def gguf_checkpoint(checkpoint: Path, directory: Path) -> Path:
     return out
 
 
+def demo_cells(config: dict, spec: str) -> list[tuple[str, str]]:
+    """(precision, temperature) pairs: every one of the config's for "all", else precision/T<temperature>."""
+    if spec == "all":
+        return [(p, str(t)) for p in config["precisions"] for t in config["temperatures"]]
+    return [(cell.split("/")[0], cell.split("/T")[1]) for cell in spec.split(",")]
+
+
+def demo_policies(args: argparse.Namespace) -> None:
+    """Old (rows alone) against new (the config's token budget) batching on the config's own cells."""
+    import dataclasses
+    import logging
+    import statistics
+
+    import torch
+
+    from safetygrid.config import load
+    from safetygrid.engines import chat_token_ids
+    from safetygrid.engines.batching import plan_batches
+    from safetygrid.engines.hf import HFEngine, generation_limits
+    from safetygrid.generate import build_requests, cell_settings
+    from safetygrid.grid import samples_for
+    from safetygrid.prompts import read_prompts
+
+    logging.disable(logging.INFO)
+    config = load(args.config)
+    results = Path(args.results)
+    prompts = read_prompts([results / "prompts" / f"{pick['promptset']}.parquet"
+                            for pick in config["prompts"].values()])
+    model_name, kv_name = next(iter(config["models"])), next(iter(config["kv"]))
+
+    class LoadedOnce(HFEngine):
+        """The engine with its model loaded once per checkpoint, so the timings are generation alone."""
+        loaded: dict = {}
+
+        def _load(self, settings):  # type: ignore[no-untyped-def]
+            key = (self.checkpoint, settings.device, settings.dtype)
+            if key not in self.loaded:
+                self.loaded.clear()
+                self.loaded[key] = super()._load(settings)
+            return self.loaded[key]
+
+    print(f"{platform.machine()}, {_cpu_name()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; config {args.config} "
+          f"({len(prompts)} prompts, max_new_tokens {config['generation']['max_new_tokens']})")
+    print(f"{'cell':24} {'policy':6} {'batches':>7} {'padded':>7} {'real':>6} {'seconds':>8} {'tokens':>6} "
+          f"{'tok/s':>6} {'CPU s':>7} {'tok/CPU s':>9}")
+    for precision, temperature in demo_cells(config, args.cells):
+        checkpoint = str(results / "models" / model_name / precision)
+        new = cell_settings(config["generation"], config["precisions"][precision], config["kv"][kv_name],
+                            float(temperature))
+        policies = {"old": dataclasses.replace(new, token_budget=None, padding_tolerance=None), "new": new}
+        requests = build_requests(prompts, model_name, config["seed"], samples_for(temperature, config))
+        engine = LoadedOnce(checkpoint)
+        model, tokenizer, device = engine._load(new)
+        lengths = sorted((len(chat_token_ids(tokenizer, r.text, new.system_prompt)) for r in requests), reverse=True)
+        # wall seconds, and CPU seconds of this process (every thread): on a machine shared with other
+        # work the CPU seconds are the steadier measure of what a policy costs
+        seconds: dict[str, list[float]] = {name: [] for name in policies}
+        cpu_seconds: dict[str, list[float]] = {name: [] for name in policies}
+        tables: dict[str, pd.DataFrame] = {}
+        for repeat in range(args.repeat):
+            # alternate which policy runs first: the machine's load drifts
+            for name in (list(policies) if repeat % 2 == 0 else list(policies)[::-1]):
+                started, cpu_started = time.perf_counter(), time.process_time()
+                table = engine.generate(requests, policies[name])
+                seconds[name].append(time.perf_counter() - started)
+                cpu_seconds[name].append(time.process_time() - cpu_started)
+                table = table.sort_values(["prompt_id", "sample"]).reset_index(drop=True)
+                if name in tables and not table.equals(tables[name]):
+                    print(f"    {precision}/T{temperature} {name}: run {repeat + 1} differs from run 1 (not deterministic)")
+                tables.setdefault(name, table)
+        cell = f"{precision}/{kv_name}/T{temperature}"
+        for name, settings in policies.items():
+            batches = plan_batches(lengths, settings.max_new_tokens, generation_limits(settings, model, device))
+            padded = sum(len(b) * (lengths[b[0]] + settings.max_new_tokens) for b in batches)
+            real = sum(lengths) + len(lengths) * settings.max_new_tokens
+            tokens = int(tables[name]["n_tokens"].sum())
+            median, cpu = statistics.median(seconds[name]), statistics.median(cpu_seconds[name])
+            print(f"{cell:24} {name:6} {len(batches):7d} {padded:7d} {real:6d} {median:8.1f} {tokens:6d} "
+                  f"{tokens / median:6.1f} {cpu:7.1f} {tokens / cpu:9.1f}"
+                  + (f"   runs: {', '.join(f'{s:.1f}' for s in seconds[name])}" if args.repeat > 1 else ""),
+                  flush=True)
+        old, new_table = tables["old"], tables["new"]
+        differ = old.index[old["response"] != new_table["response"]]
+        print(f"{cell:24} responses differing byte for byte between the policies: {len(differ)} of {len(old)}"
+              + "".join(f"\n    {old.at[i, 'prompt_id']} sample {old.at[i, 'sample']}: "
+                        f"{old.at[i, 'response']!r} -> {new_table.at[i, 'response']!r}" for i in differ), flush=True)
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", action="store_true", help="old against new batching on a config's own cells")
+    parser.add_argument("--config", default=str(ROOT / "config.yaml"), help="--demo: the grid whose cells run")
+    parser.add_argument("--results", default=str(ROOT / "results"), help="--demo: where its prompts and models are")
+    parser.add_argument("--cells", default="fp32/T0.0,fp32/T0.7", help="--demo: precision/T<temperature>,... or all")
+    parser.add_argument("--repeat", type=int, default=1, help="--demo: runs of each policy (the median is printed)")
     parser.add_argument("--checkpoint", default=str(ROOT / "results" / "sources" / "smollm2-135m"))
     parser.add_argument("--engines", default="hf,vllm,llama_cpp")
     parser.add_argument("--prompts", type=int, default=16)
@@ -85,6 +196,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
+    if args.demo:
+        demo_policies(args)
+        return
     pythons = {"hf": Path(sys.executable), "vllm": VLLM_PYTHON, "llama_cpp": Path(sys.executable)}
     engines = {}
     for name in args.engines.split(","):

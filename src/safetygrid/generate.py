@@ -23,11 +23,10 @@ def _token_budget(value: Any) -> int | str:
     return "auto" if value in (None, "auto") else int(value)
 
 
-def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine: str, temperature: float,
-                  k: int, seed: int, generation: Mapping[str, Any], precision: Mapping[str, Any],
-                  kv: Mapping[str, Any], engine_options: Mapping[str, Any] | None = None,
-                  batch_divisor: int = 1) -> pd.DataFrame:
-    settings = Settings(
+def cell_settings(generation: Mapping[str, Any], precision: Mapping[str, Any], kv: Mapping[str, Any],
+                  temperature: float, batch_divisor: int = 1) -> Settings:
+    """The engine settings of a cell from its own config entries."""
+    return Settings(
         temperature=float(temperature),
         max_new_tokens=int(generation["max_new_tokens"]),
         top_p=float(generation.get("top_p", 1.0)),
@@ -41,6 +40,13 @@ def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine:
         dtype=precision.get("dtype"),
         kv=dict(kv),
     )
+
+
+def generate_cell(checkpoint: str, prompts: pd.DataFrame, *, model: str, engine: str, temperature: float,
+                  k: int, seed: int, generation: Mapping[str, Any], precision: Mapping[str, Any],
+                  kv: Mapping[str, Any], engine_options: Mapping[str, Any] | None = None,
+                  batch_divisor: int = 1) -> pd.DataFrame:
+    settings = cell_settings(generation, precision, kv, temperature, batch_divisor)
     requests = build_requests(prompts, model, seed, k)
     table = make_engine(engine, checkpoint, engine_options).generate(requests, settings)
     return table.sort_values(["prompt_id", "sample"], kind="stable").reset_index(drop=True)
