@@ -11,7 +11,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import pandas as pd
 
-GENERATION_COLUMNS = ["prompt_id", "sample", "seed", "temperature", "engine", "response",
+# dtype, kernel: what decides the row's numerics besides its checkpoint (engines/numerics.py)
+GENERATION_COLUMNS = ["prompt_id", "sample", "seed", "temperature", "engine", "dtype", "kernel", "response",
                       "n_prompt_tokens", "n_tokens", "finish_reason"]
 
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 from ..logs import progress
 from .sampling import SeededSampler
 from .static_decode import StaticDecoder, static_decode_unsupported
+from .numerics import Numerics, dtype_name, generation_table, torch_kernel
 from . import GENERATION_COLUMNS, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ class HFEngine:
             elapsed = time.time() - started
             log.info("%d/%d responses, %.1f generated tokens/s", done, len(order), done_tokens / max(elapsed, 1e-9))
         bar.close()
-        return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
+        return generation_table(rows, GENERATION_COLUMNS, Numerics(dtype_name(model.dtype), torch_kernel(device)))
 
     @staticmethod
     def _generate_batch(model: Any, tokenizer: Any, device: str, config: GenerationConfig, batch: Sequence[Request],
