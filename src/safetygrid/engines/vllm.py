@@ -16,7 +16,7 @@ activations to 8 bits first: W4A8, not the checkpoint's W4A16. The engine switch
 W4A16 cell computes W4A16 on every CPU. Why (issue 25): on an Intel Sapphire Rapids, with the
 default, vLLM's 4-bit cell departed from the hf engine four to six times as often as bfloat16
 rounding does (teacher-forced, as filed; not re-measured on AMX); on real-shaped layers W4A8 is
-16 to 32 times further from the dequantized computation than W4A16's rounding
+9 to 32 times further from the dequantized computation than W4A16's rounding
 (benchmarks/vllm_wna16_layer.py, run on an AVX-512 CPU, where the W4A8 kernel also runs).
 """
 
