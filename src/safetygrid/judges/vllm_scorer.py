@@ -43,6 +43,9 @@ class VllmBackend:
     def __init__(self, checkpoint: str, *, device: str, max_model_len: int) -> None:
         from vllm import LLM
 
+        from ..engines.vllm import keep_weight_only_layers_w4a16
+
+        keep_weight_only_layers_w4a16()  # a 4-bit judge scores with its own (W4A16) arithmetic
         on_cpu = not device.startswith("cuda")
         # fp32 on a CPU, as the hf engine there, so the two engines' scores are comparable; the
         # checkpoint's own dtype on a GPU
