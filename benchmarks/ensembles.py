@@ -295,12 +295,10 @@ def own_labels_search(config: dict, args: argparse.Namespace) -> None:
             rows = scored(subset, 100)
             seconds_per_item = sum(1 / speed[n] for n in subset)
             for row in rows.itertuples():
-                if row.kind == "judge" and not (size == 1 and row.labels == "calibrated"):
-                    continue  # a lone judge also ranks by its calibrated label; raw labels are listed above
-                if row.kind == "ensemble" and row.n == 0:
-                    continue  # Dawid-Skene needs three judges
+                if (row.kind == "judge" and size > 1) or (row.kind == "ensemble" and row.n == 0):
+                    continue  # a judge ranks alone (raw and calibrated); Dawid-Skene needs three judges
                 ranked.append({"judges": "+".join(subset), "label": row.rater if row.kind == "ensemble" else
-                               "calibrated", "n": row.n, "kappa": row.kappa, "kappa_lo": row.kappa_lo,
+                               f"judge_{row.labels}", "n": row.n, "kappa": row.kappa, "kappa_lo": row.kappa_lo,
                                "kappa_hi": row.kappa_hi, "accuracy": row.accuracy, "tpr": row.tpr, "fpr": row.fpr,
                                "s_per_item": seconds_per_item})
     best = pd.DataFrame(ranked).sort_values("kappa", ascending=False)
