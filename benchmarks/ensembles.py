@@ -58,6 +58,9 @@ def main() -> None:
                         help="own-labels mode: which cells to judge, a glob of MODEL/PRECISION/KV/T<temperature> "
                              "under RESULTS/generations (with labels: only the labelled cells among them)")
     parser.add_argument("--judge-only", action="store_true", help="own-labels mode: label the cells and stop")
+    parser.add_argument("--vote-thresholds", type=lambda t: [float(x) for x in t.split(",") if x], default=[],
+                        help="own-labels mode: also rank the majority label under these vote_threshold values "
+                             "(comma-separated, e.g. 1.0)")
     parser.add_argument("--features", action="store_true",
                         help="own-labels mode: also try the responses' features inside the stack")
     args = parser.parse_args()
@@ -279,7 +282,19 @@ def own_labels_search(config: dict, args: argparse.Namespace) -> None:
         part = own_labelled[own_labelled["judge"].isin(subset)]
         table, _ = validity(empty_borrowed, part, {n: specs[n] for n in subset}, own_labelled=part,
                             resamples=resamples, **common)
-        return table[table["target"] == "unsafe"]
+        table = table[table["target"] == "unsafe"]
+        if len(subset) < 2 or not args.vote_thresholds:
+            return table
+        # the majority label under other vote_threshold values (a config key): e.g. 1.0, every judge
+        # must say unsafe, lets a judge that says unsafe to nearly everything (the refusal strings on
+        # answers that are not refusals) stay for the refusal label without carrying the unsafe one
+        others = []
+        for threshold in args.vote_thresholds:
+            again, _ = validity(empty_borrowed, part, {n: specs[n] for n in subset}, own_labelled=part,
+                                resamples=resamples, **{**common, "vote_threshold": threshold})
+            others.append(again[(again["rater"] == "ensemble_majority") & (again["target"] == "unsafe")]
+                          .assign(rater=f"ensemble_majority@{threshold:g}"))
+        return pd.concat([table, *others], ignore_index=True)
 
     table = scored(tuple(names), args.resamples)
     speed = {n: cost[n]["items"] / cost[n]["seconds"] for n in names}

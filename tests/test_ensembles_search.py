@@ -29,7 +29,8 @@ def _run(script, results: Path, out: Path, labels: list[Path]) -> pd.DataFrame:
     config = {"seed": 1, "vote_threshold": 0.5, "validation": {"folds": 2},
               "judges": {"refusal_prefix": {"kind": "refusal_prefix"}}}
     args = argparse.Namespace(config="inline", out=str(out), judges="", top=5, resamples=50, results=str(results),
-                              labels=[str(p) for p in labels], cells="*/*/*/*", judge_only=False, features=True)
+                              labels=[str(p) for p in labels], cells="*/*/*/*", judge_only=False, features=True,
+                              vote_thresholds=[1.0])
     script.own_labels_search(config, args)
     return pd.read_csv(out / "own" / "ranked.csv")
 
