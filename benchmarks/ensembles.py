@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -169,16 +171,22 @@ def judge_cells(config: dict, names: list[str], cells: list[Path], prompts: pd.D
                 loaded = time.perf_counter()
                 print(f"{name}: loaded in {loaded - started:.1f} s", flush=True)
                 for path, generations, meta in todo:
-                    began = time.perf_counter()
+                    began, began_cpu = time.perf_counter(), time.process_time()
                     table = judge_table(judge, name, generations, prompts, FailurePolicy.from_spec(spec))
-                    seconds = time.perf_counter() - began
+                    # wall seconds depend on what else runs on the machine; the CPU seconds of this
+                    # process (every thread) are what the judging itself costs
+                    seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - began_cpu
                     write_parquet(table, meta.with_suffix(".parquet"))
                     meta.write_text(json.dumps({"responses": responses_digest(generations), "items": len(table),
-                                                "seconds": seconds, "load_seconds": loaded - started}))
+                                                "seconds": seconds, "cpu_seconds": cpu_seconds,
+                                                "load_seconds": loaded - started, "load_average": os.getloadavg()[0]}))
                     print(f"{name} {cell_key(path)}: {len(table)} items in {seconds:.1f} s = "
-                          f"{len(table) / seconds:.2f} items/s", flush=True)
+                          f"{len(table) / seconds:.2f} items/s ({cpu_seconds / len(table):.2f} CPU s per item; "
+                          f"load average {os.getloadavg()[0]:.1f})", flush=True)
         spent = [json.loads((out / "judgements" / name / (cell_key(p) + ".json")).read_text()) for p in cells]
-        cost[name] = {"items": sum(m["items"] for m in spent), "seconds": sum(m["seconds"] for m in spent)}
+        timed = [m for m in spent if "cpu_seconds" in m]
+        cost[name] = {"items": sum(m["items"] for m in spent), "seconds": sum(m["seconds"] for m in spent),
+                      "cpu_items": sum(m["items"] for m in timed), "cpu_seconds": sum(m["cpu_seconds"] for m in timed)}
     return cost
 
 
@@ -298,10 +306,13 @@ def own_labels_search(config: dict, args: argparse.Namespace) -> None:
 
     table = scored(tuple(names), args.resamples)
     speed = {n: cost[n]["items"] / cost[n]["seconds"] for n in names}
-    judges_rows = table[table["kind"] == "judge"].assign(items_per_s=lambda t: t["rater"].map(speed))
+    cpu_per_item = {n: cost[n]["cpu_seconds"] / cost[n]["cpu_items"] if cost[n]["cpu_items"] else math.nan
+                    for n in names}
+    judges_rows = table[table["kind"] == "judge"].assign(items_per_s=lambda t: t["rater"].map(speed),
+                                                         cpu_s_per_item=lambda t: t["rater"].map(cpu_per_item))
     print("\nEach judge on the own labels (raw: its own verdict rule; calibrated: threshold fitted on the own "
           f"labels, {validation['folds']}-fold cross-fitted):")
-    print(judges_rows[[*OWN_SHOWN, "items_per_s"]].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(judges_rows[[*OWN_SHOWN, "items_per_s", "cpu_s_per_item"]].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print("\nThe ensembles of all of them:")
     print(table[table["kind"] == "ensemble"][OWN_SHOWN].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     ranked = []
