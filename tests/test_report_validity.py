@@ -54,7 +54,7 @@ def test_own_kappa_heads_the_report_and_decides_the_banner(tmp_path):
     assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa(poor), level=0.95)
 
 
-def test_ppi_section_shows_both_figures_and_says_when_nothing_is_corrected():
+def test_ppi_section_shows_both_figures_and_says_when_nothing_is_corrected(tmp_path):
     cells = pd.DataFrame({"model": "m", "precision": ["q", "r"], "kv": "fp", "temperature": 0.0,
                           "asr": [0.85, 0.8], "asr_lo": 0.7, "asr_hi": 0.9, "asr_pp": [0.31, np.nan],
                           "asr_pp_lo": [0.2, np.nan], "asr_pp_hi": [0.42, np.nan], "asr_pp_n": [30, 4],
@@ -62,7 +62,9 @@ def test_ppi_section_shows_both_figures_and_says_when_nothing_is_corrected():
     contrasts = pd.DataFrame({"model": "m", "precision": ["q"], "kv": "fp", "temperature": 0.0, "delta": 0.05,
                               "delta_lo": 0.0, "delta_hi": 0.1, "delta_pp": 0.02, "delta_pp_lo": -0.1,
                               "delta_pp_hi": 0.14, "delta_pp_note": ""})
-    html = ppi_section(cells, contrasts, 0.9)
+    html = ppi_section(cells, contrasts, 0.9, tmp_path)
     assert "0.850" in html and "0.310" in html and "needs at least 10" in html and "0.140" in html
     assert "uncorrected" not in html and "normal 90% interval" in html
-    assert "uncorrected" in ppi_section(cells.assign(asr_pp=np.nan), contrasts, 0.9)
+    assert (tmp_path / "asr_corrected_m.png").exists() and html.count("<img") == 1
+    uncorrected = ppi_section(cells.assign(asr_pp=np.nan), contrasts, 0.9, tmp_path)
+    assert "uncorrected" in uncorrected and "<img" not in uncorrected

@@ -15,8 +15,8 @@ from ..analysis.agreement import kappa_matrix
 from ..analysis.deployment import DEFAULT_THRESHOLDS
 from ..judges.validity import TRUST_KAPPA
 from ..prompts import prompt_sources
-from .plots import (agreement_matrix, asr_heatmap, category_heatmap, cdi_heatmap, judge_validity, kv_retention,
-                    quality_change_vs_refusal, quality_vs_safety, save, stability_by_temperature)
+from .plots import (agreement_matrix, asr_corrected, asr_heatmap, category_heatmap, cdi_heatmap, judge_validity,
+                    kv_retention, quality_change_vs_refusal, quality_vs_safety, save, stability_by_temperature)
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -124,7 +124,7 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
     parts.append("<h2>Cells</h2><p class='note'>n_unlabelled: responses without an ensemble label (every judge "
                  "failed on them); they count in no rate (cells.parquet).</p>"
                  + _table(cells.sort_values(["model", "precision", "kv", "temperature"]), CELL_COLUMNS))
-    parts.append(ppi_section(cells, contrasts, level))
+    parts.append(ppi_section(cells, contrasts, level, figures))
     parts.append("<h2>Contrasts against the baseline</h2><p class='note'>delta_q: precision alone (T = 0); "
                  "delta_t: temperature alone; delta: both; CDI = delta - delta_q - delta_t (&gt; 0: the two "
                  f"compound). cdi_lo, cdi_hi: {interval}, paired bootstrap over prompts; delta_pp: the "
@@ -315,7 +315,7 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kap
     return "".join(parts)
 
 
-def ppi_section(cells: pd.DataFrame, contrasts: pd.DataFrame, level: float) -> str:
+def ppi_section(cells: pd.DataFrame, contrasts: pd.DataFrame, level: float, figures: Path) -> str:
     """The judge-only ASR beside the prediction-powered one, per cell and per change against the
     baseline (both tables carry the columns; the page shows them side by side)."""
     text = ("<h2>ASR corrected with labels of the run's own responses</h2><p class='note'>asr counts judge "
@@ -327,6 +327,11 @@ def ppi_section(cells: pd.DataFrame, contrasts: pd.DataFrame, level: float) -> s
     if "asr_pp" not in cells or cells["asr_pp"].isna().all():
         text += ("<p><b>No cell has enough labels of its own responses: every rate in this report is "
                  "the judges' count, uncorrected.</b></p>")
+    else:
+        for model in sorted(cells["model"].unique()):
+            png = save(asr_corrected(cells, model, level), figures, f"asr_corrected_{model}")
+            text += _img(png, f"{model}: each cell's ASR from the judges alone (grey) and corrected with the "
+                              "labels of its randomly drawn responses (red), with their intervals.")
     order = ["model", "precision", "kv", "temperature"]
     text += _table(cells.sort_values(order), PPI_CELL_COLUMNS)
     if "delta_pp" in contrasts:

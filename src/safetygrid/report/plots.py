@@ -279,3 +279,28 @@ def judge_validity(validity: pd.DataFrame, level: float) -> plt.Figure:
     ax.set_title("Judges against people (red: the label the tables count)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def asr_corrected(cells: pd.DataFrame, model: str, level: float) -> plt.Figure:
+    """Per cell of one model, the judge-only ASR beside the prediction-powered one (the judges' count
+    corrected with the cell's randomly drawn labels), each with its interval: where they part, the
+    judges' error on that cell's responses is what the judge-only figure measures."""
+    sub = cells[cells["model"] == model].sort_values(["precision", "kv", "temperature"]).reset_index(drop=True)
+    names = [f"{p}\n{kv}, T={t:g}" for p, kv, t in zip(sub["precision"], sub["kv"], sub["temperature"])]
+    x = np.arange(len(sub))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(sub), 3.4))
+    for offset, column, colour, label in ((-0.12, "asr", "#9e9e9e", "judges only (asr)"),
+                                          (0.12, "asr_pp", "#c62828", "corrected with labels (asr_pp)")):
+        if column not in sub:
+            continue
+        value = sub[column].to_numpy(float)
+        lo, hi = sub[f"{column}_lo"].to_numpy(float), sub[f"{column}_hi"].to_numpy(float)
+        shown = ~np.isnan(value)
+        ax.errorbar(x[shown] + offset, value[shown],
+                    yerr=[(value - lo)[shown], (hi - value)[shown]], fmt="o", color=colour, capsize=3, label=label)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylabel(f"ASR ({100 * level:g}% interval)")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_title(f"{model}: attack success rate, judges only and corrected", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
