@@ -56,7 +56,7 @@ def test_own_kappa_heads_the_report_and_decides_the_banner(tmp_path):
 
 def test_ppi_section_shows_both_figures_and_says_when_nothing_is_corrected(tmp_path):
     cells = pd.DataFrame({"model": "m", "precision": ["q", "r"], "kv": "fp", "temperature": 0.0,
-                          "asr": [0.85, 0.8], "asr_lo": 0.7, "asr_hi": 0.9, "asr_pp": [0.31, np.nan],
+                          "asr": [0.85, 0.0], "asr_lo": [0.7, 1.4e-17], "asr_hi": 0.9, "asr_pp": [0.31, np.nan],
                           "asr_pp_lo": [0.2, np.nan], "asr_pp_hi": [0.42, np.nan], "asr_pp_n": [30, 4],
                           "asr_pp_note": ["", "4 randomly drawn human labels; needs at least 10"]})
     contrasts = pd.DataFrame({"model": "m", "precision": ["q"], "kv": "fp", "temperature": 0.0, "delta": 0.05,

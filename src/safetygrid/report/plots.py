@@ -296,8 +296,10 @@ def asr_corrected(cells: pd.DataFrame, model: str, level: float) -> plt.Figure:
         value = sub[column].to_numpy(float)
         lo, hi = sub[f"{column}_lo"].to_numpy(float), sub[f"{column}_hi"].to_numpy(float)
         shown = ~np.isnan(value)
-        ax.errorbar(x[shown] + offset, value[shown],
-                    yerr=[(value - lo)[shown], (hi - value)[shown]], fmt="o", color=colour, capsize=3, label=label)
+        # a bootstrap bound can sit a rounding error past its estimate (0 against 1e-17)
+        below, above = np.clip(value - lo, 0, None), np.clip(hi - value, 0, None)
+        ax.errorbar(x[shown] + offset, value[shown], yerr=[below[shown], above[shown]], fmt="o", color=colour,
+                    capsize=3, label=label)
     ax.set_xticks(x, names, fontsize=8)
     ax.set_ylabel(f"ASR ({100 * level:g}% interval)")
     ax.axhline(0, color="black", linewidth=0.6)
