@@ -244,10 +244,15 @@ def calibration_input(wildcards=None):
 
 # ---- human labels of the run's own responses ------------------------------------------------
 def labelled_cell_paths(pattern, **extra):
-    """cell_paths of the cells the label files hold labels for: growing the grid changes nothing here."""
-    labelled = labelled_cells(LABEL_FILES)
-    return [pattern.format(**cell.as_dict(), **extra) for cell in supported_cells()
-            if (cell.model, cell.precision, cell.kv, cell.temperature) in labelled]
+    """cell_paths of the cells the label files hold labels for: growing the grid changes nothing here.
+    Only the labelled (model, precision) pairs' checkpoints are read, so a new precision (or a run
+    without labels) adds no checkpoint to the jobs that read these paths."""
+    labelled = labelled_cells(LABEL_FILES) if LABEL_FILES else set()
+    wanted = {(model, precision) for model, precision, _, _ in labelled}
+    cells = iter_cells(config, keep=lambda model, precision: (model, precision) in wanted
+                       and is_supported(model, precision))
+    return [pattern.format(**cell.as_dict(), **extra) for cell in cells
+            if (cell.model, cell.precision, cell.kv, cell.temperature) in labelled and engine_kv_reason(cell) is None]
 
 
 def own_gold_input(wildcards=None):
