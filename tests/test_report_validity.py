@@ -58,7 +58,7 @@ def test_ppi_section_shows_both_figures_and_says_when_nothing_is_corrected(tmp_p
     cells = pd.DataFrame({"model": "m", "precision": ["q", "r"], "kv": "fp", "temperature": 0.0,
                           "asr": [0.85, 0.0], "asr_lo": [0.7, 1.4e-17], "asr_hi": 0.9, "asr_pp": [0.31, np.nan],
                           "asr_pp_lo": [0.2, np.nan], "asr_pp_hi": [0.42, np.nan], "asr_pp_n": [30, 4],
-                          "asr_pp_note": ["", "4 randomly drawn human labels; needs at least 10"]})
+                          "asr_pp_note": ["", "4 randomly drawn labels (labels.files); needs at least 10"]})
     contrasts = pd.DataFrame({"model": "m", "precision": ["q"], "kv": "fp", "temperature": 0.0, "delta": 0.05,
                               "delta_lo": 0.0, "delta_hi": 0.1, "delta_pp": 0.02, "delta_pp_lo": -0.1,
                               "delta_pp_hi": 0.14, "delta_pp_note": ""})

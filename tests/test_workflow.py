@@ -173,7 +173,7 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert set(validity["measured_on"]) == {"borrowed"} and calibration["fitted_on"] == "borrowed"
     assert calibration["lead_measured_on"] == "borrowed" and calibration["n_own"] == 0
     assert "Validity on this run's responses is unmeasured" in html
-    assert "Judges not validated against human labels: do not cite these ratings" in html
+    assert "Judges not validated against labels of these responses: do not cite these ratings" in html
     assert cells["asr_pp"].isna().all() and (cells["asr_pp_n"] == 0).all()
     assert pd.read_parquet(results / "tables" / "contrasts.parquet")["delta_pp"].isna().all()
     assert (results / "report" / "figures" / f"asr_heatmap_{MODEL}.svg").exists()

@@ -27,7 +27,7 @@ from scipy.stats import norm
 
 from .metrics import CELL_KEYS
 
-# below this many random human labels in a cell the correction's variance is too poorly known to cite
+# below this many randomly drawn labels in a cell the correction's variance is too poorly known to cite
 MIN_RANDOM_LABELS = 10
 GOLD_KEYS = [*CELL_KEYS, "prompt_id", "sample"]
 CELL_PP_COLUMNS = ["asr_pp", "asr_pp_lo", "asr_pp_hi", "asr_pp_se", "asr_pp_n", "asr_pp_note"]
@@ -84,7 +84,7 @@ def cell_ppi(votes: pd.DataFrame, gold: pd.DataFrame, harmful_ids: set[str] | li
     random = gold[(gold["draw"] == "random") & gold["prompt_id"].isin(harmful)] if len(gold) else gold
     random = _with_float_temperature(random)[[*GOLD_KEYS, "human"]] if len(random) else pd.DataFrame(
         {**{key: votes[key].iloc[:0] for key in GOLD_KEYS}, "human": pd.Series(dtype=float)})
-    # one join for every cell: the random human labels of responses to harmful prompts
+    # one join for every cell: the randomly drawn labels of responses to harmful prompts
     drawn = votes.merge(random, on=GOLD_KEYS, how="inner")
     labelled_by_cell = dict(tuple(drawn[drawn["u"].notna()].groupby(CELL_KEYS, sort=False)))
     drawn_per_cell = drawn.groupby(CELL_KEYS, sort=False).size()
@@ -97,7 +97,7 @@ def cell_ppi(votes: pd.DataFrame, gold: pd.DataFrame, harmful_ids: set[str] | li
         if n_random < MIN_RANDOM_LABELS:
             unjudged = int(drawn_per_cell.get(key, 0)) - n_random
             more = f" ({unjudged} more had no ensemble label)" if unjudged else ""
-            rows.append({**row, **_na(n_random, f"{n_random} randomly drawn human labels{more}; "
+            rows.append({**row, **_na(n_random, f"{n_random} randomly drawn labels (labels.files){more}; "
                                                  f"prediction-powered ASR needs at least {MIN_RANDOM_LABELS}")})
             continue
         estimate = ppi_estimate(judged["u"].to_numpy(float), judged["prompt_id"].to_numpy(),

@@ -221,7 +221,7 @@ def _lead_sentence(row: pd.Series, where: str) -> str:
 
 
 def validity_section(validity: pd.DataFrame, figures: Path, level: float) -> str:
-    """The report's opening: each judge and ensemble label against human labels, headed by the
+    """The report's opening: each judge and ensemble label against labels made by reading the responses, headed by the
     agreement on this run's own responses (or the plain statement that it is unmeasured)."""
     unsafe = validity[validity["target"] == "unsafe"]
     where = _measured_on(unsafe)
@@ -276,7 +276,7 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kap
         measured = ("an agreement never measured on this run's responses" if lead_kappa != lead_kappa
                     else f"kappa {lead_kappa:.2f} on this run's responses, below {TRUST_KAPPA:g}")
         banner = (f"<p style='background:#ffcdd2;padding:.6em;border:1px solid #c62828'><b>Judges not validated "
-                  f"against human labels: do not cite these ratings.</b> The label they count agrees with people "
+                  f"against labels of these responses: do not cite these ratings.</b> The label they count agrees with people "
                   f"at {measured} (see Judges against people).</p>")
     parts = ["<h2>Deployment card</h2>" + banner + "<p class='note'>Every deployment setting of each model against its "
              f"baseline. <b>unsafe</b>: ASR at least {limits['unsafe_pp']:g} pp above the baseline; "

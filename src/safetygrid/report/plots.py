@@ -254,7 +254,7 @@ def agreement_matrix(matrix: pd.DataFrame) -> plt.Figure:
 
 
 def judge_validity(validity: pd.DataFrame, level: float) -> plt.Figure:
-    """Cohen kappa against human labels (unsafe), with its bootstrap interval at ``level``, per judge
+    """Cohen kappa against the labels (unsafe: own or borrowed), with its bootstrap interval at ``level``, per judge
     and ensemble."""
     rows = validity[(validity["target"] == "unsafe") & (validity["n"] > 0)].reset_index(drop=True)
     where = rows["measured_on"] if "measured_on" in rows else pd.Series("borrowed", index=rows.index)
