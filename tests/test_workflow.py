@@ -154,7 +154,7 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert "ASR change against the baseline (percentage points) of each harm category" in html
     assert "Prompt sets" in html and "harmbench_behaviors: 80 left out" in html
     # judges against people open the page, then the card, then the per-model figures
-    assert html.index("Judges against people") < html.index("Deployment card") < html.index("Attack success rate")
+    assert html.index("Judges against read labels") < html.index("Deployment card") < html.index("Attack success rate")
 
     validity = pd.read_parquet(results / "tables" / "judge_validity.parquet")
     calibration = json.loads((results / "calibration" / "ensemble.json").read_text())

@@ -276,7 +276,7 @@ def judge_validity(validity: pd.DataFrame, level: float) -> plt.Figure:
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlim(-0.4, 1)
     ax.set_xlabel(f"Cohen kappa against labels of the responses ({100 * level:g}% bootstrap interval)")
-    ax.set_title("Judges against people (red: the label the tables count)", fontsize=10)
+    ax.set_title("Judges against read labels (red: the label the tables count)", fontsize=10)
     fig.tight_layout()
     return fig
 
