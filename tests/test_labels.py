@@ -106,16 +106,20 @@ def test_a_file_matching_no_response_fails_naming_it(tmp_path: Path) -> None:
 
 
 def test_inter_rater_kappa_on_shared_items(tmp_path: Path) -> None:
-    alice = [1, 1, 0, 0, 1, 0]
-    bob = [1, 0, 0, 0, 1, 1]
+    alice = [1, 1, 0, 0, 1, 0] * 2
+    bob = [1, 0, 0, 0, 1, 1] * 2
     rows = [_label(i, a) for i, a in enumerate(alice)] + [_label(i, b, rater="bob") for i, b in enumerate(bob)]
-    rows.append(_label(0, 1, rater="carol"))  # carol shares one item with each: kappa undefined there
+    rows.append(_label(0, 0, rater="carol"))  # carol shares one item with each, and disagrees
     table = inter_rater_kappa(load_labels([_write(tmp_path / "l.csv", rows)], RUBRICS), resamples=200)
     ab = table[(table["rater_a"] == "alice") & (table["rater_b"] == "bob")].iloc[0]
-    # agreement 4/6; both say 1 half the time: chance 0.5 -> kappa (2/3 - 1/2) / (1/2) = 1/3
-    assert ab["n_items"] == 6 and ab["agreement"] == pytest.approx(4 / 6)
+    # agreement 8/12; both say 1 half the time: chance 0.5 -> kappa (2/3 - 1/2) / (1/2) = 1/3
+    assert ab["n_items"] == 12 and ab["agreement"] == pytest.approx(4 / 6)
     assert ab["kappa"] == pytest.approx(1 / 3) and ab["kappa_lo"] <= 1 / 3 <= ab["kappa_hi"]
     assert set(zip(table["rater_a"], table["rater_b"])) == {("alice", "bob"), ("alice", "carol"), ("bob", "carol")}
+    # carol disagrees with bob on their one shared item: arithmetic gives kappa 0, which says nothing
+    bc = table[(table["rater_a"] == "bob") & (table["rater_b"] == "carol")].iloc[0]
+    assert bc["n_items"] == 1 and bc["agreement"] == 0 and np.isnan(bc["kappa"])
+    assert "at least 10" in bc["note"]
 
 
 def _cell_tables(n_prompts: int = 40, k: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:

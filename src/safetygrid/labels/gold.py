@@ -19,6 +19,9 @@ from .files import ITEM_COLUMNS, LabelError, response_sha256
 log = logging.getLogger(__name__)
 
 GOLD_COLUMNS = [*ITEM_COLUMNS, "response_sha256", "human", "n_raters", "draw", "raters"]
+# fewer shared responses than this leave a pair's kappa unstated: one or two items give 0, 1 or
+# "undefined" by arithmetic, none of which says how far two readers agree
+MIN_SHARED_FOR_KAPPA = 10
 INTER_RATER_COLUMNS = ["rater_a", "rater_b", "n_items", "kappa", "kappa_lo", "kappa_hi", "agreement", "note"]
 _DRAW_PRIORITY = {"random": 0, "targeted": 1, "other": 2}
 
@@ -94,9 +97,13 @@ def inter_rater_kappa(labels: pd.DataFrame, *, seed: int = 0, resamples: int = 2
                 continue
             result = binary_validity(both[a].to_numpy(float), both[b].to_numpy(float), seed=seed,
                                      resamples=resamples, level=level)
-            rows.append({"rater_a": a, "rater_b": b, "n_items": result["n"], "kappa": result["kappa"],
-                         "kappa_lo": result["kappa_lo"], "kappa_hi": result["kappa_hi"],
-                         "agreement": result["accuracy"], "note": result["note"]})
+            row = {"rater_a": a, "rater_b": b, "n_items": result["n"], "kappa": result["kappa"],
+                   "kappa_lo": result["kappa_lo"], "kappa_hi": result["kappa_hi"],
+                   "agreement": result["accuracy"], "note": result["note"]}
+            if result["n"] < MIN_SHARED_FOR_KAPPA:
+                row.update(kappa=float("nan"), kappa_lo=float("nan"), kappa_hi=float("nan"),
+                           note=f"{result['n']} shared responses: kappa needs at least {MIN_SHARED_FOR_KAPPA}")
+            rows.append(row)
     table = pd.DataFrame(rows, columns=INTER_RATER_COLUMNS)
     table["n_items"] = table["n_items"].astype("int64")
     return table
