@@ -108,7 +108,7 @@ def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.
     (failures.py); more failed items than ``policy`` allows (``FailurePolicy.from_spec`` of the
     judge's config entry; absent: the defaults) fail the job with JudgeFailed."""
     policy = policy or FailurePolicy()
-    # a contextual HarmBench behaviour's text is its context, then the behaviour (prompts.py);
+    # a contextual HarmBench behaviour's text is its context, then the behaviour (prompts/sources.py);
     # `behavior` and `context` keep the two apart for the judges that read them separately
     columns = ["prompt_id", "text", *[c for c in ("behavior", "context") if c in prompts.columns]]
     merged = generations.merge(prompts[columns], on="prompt_id", how="left", validate="m:1")
