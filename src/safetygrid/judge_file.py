@@ -23,7 +23,7 @@ from pyarrow import ArrowException
 
 from .io import write_parquet
 from .judges import FailurePolicy, judge_table, loaded_judge
-from .analysis.vote import vote
+from .ensemble.voting import vote
 
 log = logging.getLogger(__name__)
 REQUIRED = ("prompt", "response")

@@ -1,6 +1,6 @@
 """`safetygrid judge --labels FILE`: the configured judges and their ensemble against any
 human-labelled file of (prompt, response, label) rows: n, κ, accuracy, TPR, FPR and AUC, each with
-its percentile bootstrap interval (judges.validity.binary_validity, as in judge_validity.parquet).
+its percentile bootstrap interval (ensemble.judge_validity.binary_validity, as in judge_validity.parquet).
 
 Columns of the table (SCORE_COLUMNS): rater (a judge's name, or ``ensemble`` for the config's
 ensemble label), n, n_failed, then accuracy, kappa, tpr, fpr, auc each with ``_lo`` / ``_hi``, note.
@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..judges.validity import METRICS, binary_validity
+from ..ensemble.judge_validity import METRICS, binary_validity
 
 SCORE_COLUMNS = ["rater", "n", "n_failed", *[f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")], "note"]
 
