@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from safetygrid import config as sg_config
-from safetygrid.judge_file import judge_model_dir
+from safetygrid.judges.file import judge_model_dir
 from safetygrid.judges import make_judge
 from safetygrid.judges.validation import label_validation_set, load_validation_set
 from safetygrid.ensemble.judge_validity import validity

@@ -4,6 +4,8 @@ The table has one row per item, in order, with columns unsafe (bool|null), score
 P(unsafe)), refusal (bool|null), raw (str), error (str|null). A judge that fails on one item
 sets ``error`` and leaves its labels null; that item's vote then leaves the judge out. What counts
 as a failure, and how many fail a job, is one rule for every kind (failures.py).
+
+``safetygrid judge`` (judging any file of prompt and response rows outside the workflow) is file.py.
 """
 
 from __future__ import annotations
