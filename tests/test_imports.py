@@ -202,6 +202,17 @@ def test_a_function_level_import_is_an_edge(tmp_path: Path, monkeypatch: pytest.
     assert cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.a"]]
 
 
+def test_no_lazy_face_exports_a_name_its_submodule_has() -> None:
+    """A package whose ``__getattr__`` imports a name from submodule ``x`` must not export a name
+    ``x``: importing the submodule binds ``x`` on the package, after which the package hands out the
+    module instead of the name (which one depends on what was imported before)."""
+    clashes = []
+    for package in sorted(m for m in MODULES if is_package(m)):
+        submodules = {m.rpartition(".")[2] for m in MODULES if m.rpartition(".")[0] == package}
+        clashes += [f"{package}.{name}" for name in sorted(set(lazy_exports(package)) & submodules)]
+    assert not clashes, f"lazily exported names that are also submodules: {clashes}"
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_every_module_imports(module: str) -> None:
     # no module is skipped: engines, judges and quantize import vLLM and llmcompressor (the optional

@@ -4,7 +4,8 @@ and the aggregate step that writes results/tables/. The votes themselves are saf
 
 Names are imported when first used (statsmodels and scipy load only where a step needs them):
 ``from safetygrid.analysis import cell_metrics`` works, and so does
-``safetygrid.analysis.metrics.cell_metrics``.
+``safetygrid.analysis.metrics.cell_metrics``. A function named like its module (aggregate,
+dawid_skene) is imported from the module: importing the module binds its name on the package.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ _EXPORTS = {
     "wilson": "stats", "percentile_interval": "stats", "bootstrap_means": "stats",
     "significance_table": "significance",
     "judge_agreement": "agreement", "cohen": "agreement", "fleiss": "agreement", "kappa_matrix": "agreement",
-    "dawid_skene": "dawid_skene", "MIN_JUDGES": "dawid_skene",
+    "MIN_JUDGES": "dawid_skene",
     "hidden_danger_table": "hidden_danger", "direction_split": "hidden_danger",
     "deployment_card": "deployment", "top_categories": "deployment", "category_metrics": "categories",
-    "aggregate": "aggregate", "TABLES": "aggregate", "read_cells": "aggregate",
+    "TABLES": "aggregate", "read_cells": "aggregate",
     "adjudicate": "adjudication", "gold_agreement": "adjudication",
 }
 __all__ = sorted(_EXPORTS)
