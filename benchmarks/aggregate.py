@@ -22,7 +22,7 @@ import pandas as pd
 
 from safetygrid.analysis.aggregate import TABLES, aggregate
 from safetygrid.io import write_parquet
-from safetygrid.analysis.vote import vote
+from safetygrid.ensemble.voting import vote
 
 MODELS = [f"model{i}" for i in range(9)]
 PRECISIONS = ["fp16", "gptq-w8a16", "awq-w4a16"]

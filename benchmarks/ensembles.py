@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from safetygrid import config as sg_config
-from safetygrid.judge_file import judge_model_dir
+from safetygrid.judges.file import judge_model_dir
 from safetygrid.judges import make_judge
 from safetygrid.judges.validation import label_validation_set, load_validation_set
-from safetygrid.judges.validity import validity
+from safetygrid.ensemble.judge_validity import validity
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ["rater", "labels", "n", "accuracy", "kappa", "kappa_lo", "kappa_hi", "tpr", "fpr", "auc", "threshold"]
@@ -209,8 +209,8 @@ def stack_with_features(own: pd.DataFrame, own_labelled: pd.DataFrame, names: li
     """Cross-fitted kappa of the stack on the judges alone and on the judges plus the response
     features, on the same folds as validity() (rows: the own labels; measured on the random draw
     when there is one, as validity() does)."""
-    from safetygrid.judges.calibration import cross_fit, fit_stack, fold_ids, kappa
-    from safetygrid.judges.validity import judge_features, scoreless
+    from safetygrid.ensemble.calibration import cross_fit, fold_ids, kappa
+    from safetygrid.ensemble.stack import fit_stack, judge_features, scoreless
 
     items = pd.Index(own["item_id"])
     y = own["label"].to_numpy(int)

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys
-from safetygrid.quality_tasks import task_accuracy
+from safetygrid.quality.tasks import task_accuracy
 checkpoint, task, limit, batch, device = sys.argv[1:6]
 r = task_accuracy(checkpoint, [task], task_paths=[sys.argv[6]], limit=int(limit) if limit != "none" else None,
                   seed=20260628, batch_size=int(batch), device=device)

@@ -136,7 +136,7 @@ def test_an_empty_response_is_judged(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_a_judge_that_fails_is_one_line_and_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import safetygrid.judge_file
+    import safetygrid.judges.file
 
     class Unreadable:
         def label(self, prompts: list[str], responses: list[str]) -> pd.DataFrame:
@@ -147,7 +147,7 @@ def test_a_judge_that_fails_is_one_line_and_exit_code_2(tmp_path: Path, capsys: 
     def unreadable(spec, model_dir=None):  # type: ignore[no-untyped-def]
         yield Unreadable()
 
-    monkeypatch.setattr(safetygrid.judge_file, "loaded_judge", unreadable)
+    monkeypatch.setattr(safetygrid.judges.file, "loaded_judge", unreadable)
     pd.DataFrame({"prompt": ["q", "q"], "response": ["a", "b"]}).to_csv(tmp_path / "rows.csv", index=False)
     assert main(_judge_rows(tmp_path, "rows.csv")) == 2
     err = capsys.readouterr().err

@@ -93,8 +93,8 @@ def test_registered_model_agrees_with_hflm_on_the_same_weights(q8_checkpoint: Pa
     from lm_eval.api.instance import Instance
     from lm_eval.api.registry import get_model
 
-    from safetygrid.lm_eval_llama_cpp import MODEL_NAME, LlamaCppLM
-    from safetygrid.quality_tasks import _hf_lm, offline_environment, task_manager
+    from safetygrid.quality.lm_eval_llama_cpp import MODEL_NAME, LlamaCppLM
+    from safetygrid.quality.tasks import _hf_lm, offline_environment, task_manager
 
     offline_environment()
     assert get_model(MODEL_NAME) is LlamaCppLM
@@ -137,7 +137,7 @@ def test_registered_model_agrees_with_hflm_on_the_same_weights(q8_checkpoint: Pa
 
 
 def test_task_accuracy_of_a_gguf_precision_is_measured(q8_checkpoint: Path) -> None:
-    from safetygrid.quality_tasks import task_accuracy
+    from safetygrid.quality.tasks import task_accuracy
 
     result = task_accuracy(q8_checkpoint, [SMOKE], engine="llama_cpp", task_paths=[TASKS], limit=8, seed=3,
                            device="cpu", label="model smollm2, precision gguf-q8_0")
@@ -148,8 +148,8 @@ def test_task_accuracy_of_a_gguf_precision_is_measured(q8_checkpoint: Path) -> N
 
 def test_a_generating_task_runs_through_the_gguf_chat_template_and_fails_without_one(
         q8_checkpoint: Path, tmp_path: Path) -> None:
-    from safetygrid.lm_eval_llama_cpp import LlamaCppLM
-    from safetygrid.quality_tasks import TaskError, task_accuracy
+    from safetygrid.quality.lm_eval_llama_cpp import LlamaCppLM
+    from safetygrid.quality.tasks import TaskError, task_accuracy
 
     tasks = tmp_path / "tasks"
     tasks.mkdir()

@@ -173,7 +173,7 @@ def test_a_judge_model_is_fetched_again_when_the_config_names_another_source(tin
     import shutil
 
     import safetygrid.models.fetch as fetch
-    from safetygrid.judge_file import judge_model_dir
+    from safetygrid.judges.file import judge_model_dir
 
     other = tmp_path / "other-checkpoint"
     shutil.copytree(tiny_checkpoint, other)

@@ -12,7 +12,7 @@ import pytest
 
 from safetygrid.analysis.aggregate import cell_quality, quality_table, task_order
 from safetygrid.analysis.hidden_danger import direction_split, hidden_danger_table
-from safetygrid.quality_tasks import TaskError, check_task_names, task_accuracy
+from safetygrid.quality.tasks import TaskError, check_task_names, task_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "safetygrid_smoke_mc"
@@ -127,7 +127,7 @@ def test_a_generating_task_on_a_model_without_chat_template_fails_naming_it(
         tiny_task: Path, monkeypatch: pytest.MonkeyPatch, engine: str, where: str) -> None:
     """Generated answers are read through the chat template (as every engine renders prompts); a
     model without one fails the job before any document is run. Scored tasks need none."""
-    import safetygrid.quality_tasks as quality_tasks
+    import safetygrid.quality.tasks as quality_tasks
 
     (tiny_task / "generate.yaml").write_text(GENERATE_YAML)
     model = shortest_choice_lm()  # lm-eval's base LM: no chat template

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safetygrid.judges.calibration import cross_fit, fit_stack, fit_threshold, fold_ids
+from safetygrid.ensemble.calibration import cross_fit, fit_threshold, fold_ids
+from safetygrid.ensemble.judge_validity import auc, binary_validity, validity
+from safetygrid.ensemble.stack import fit_stack
+from safetygrid.ensemble.voting import vote
 from safetygrid.judges.validation import (LabelledSetError, pyrit_rows, read_commented_csv, read_labelled_file,
                                           stratified_pick)
-from safetygrid.judges.validity import auc, binary_validity, validity
-from safetygrid.analysis.vote import vote
 
 PYRIT_CSV = '''# dataset_version=1.1
 # a second comment line

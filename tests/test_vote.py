@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from safetygrid.analysis.vote import vote, votes_needed
+from safetygrid.ensemble.voting import vote, votes_needed
 
 
 def judgements(judge, unsafe, refusal=None, error=None):

@@ -66,7 +66,7 @@ def _read_calibration(path: Path) -> dict:
 def _judge(args: argparse.Namespace) -> int:
     import logging
 
-    from .judge_file import judge_file
+    from .judges.file import judge_file
 
     from .judges import JudgeFailed
 

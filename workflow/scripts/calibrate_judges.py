@@ -4,7 +4,7 @@ import pandas as pd
 
 from safetygrid.io import write_json, write_parquet
 from safetygrid.judges.own import own_judge_labels, own_validation_rows, read_cell_files
-from safetygrid.judges.validity import validity
+from safetygrid.ensemble import validity
 from safetygrid.logs import to_file
 
 to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 from safetygrid.io import write_json
 from safetygrid.logs import to_file
-from safetygrid.quality_tasks import task_accuracy
+from safetygrid.quality import task_accuracy
 
 to_file(snakemake.log[0])
 p = snakemake.params

@@ -2,7 +2,7 @@ import pandas as pd
 
 from safetygrid.io import read_json, write_parquet
 from safetygrid.logs import to_file
-from safetygrid.analysis.vote import vote
+from safetygrid.ensemble import vote
 
 to_file(snakemake.log[0])
 calibration = read_json(snakemake.input.calibration[0]) if snakemake.input.calibration else None

@@ -1,9 +1,11 @@
-"""From votes to findings: the ensemble label of each response, every per-cell metric and contrast
-with its interval, the hypothesis tests, judge agreement and Dawid-Skene, hidden danger, the
-deployment card, the adjudication queue, and the aggregate step that writes results/tables/.
+"""From votes to findings: every per-cell metric and contrast with its interval, the hypothesis
+tests, judge agreement and Dawid-Skene, hidden danger, the deployment card, the adjudication queue,
+and the aggregate step that writes results/tables/. The votes themselves are safetygrid.ensemble.
 
 Names are imported when first used (statsmodels and scipy load only where a step needs them):
-``from safetygrid.analysis import vote`` works, and so does ``safetygrid.analysis.vote.vote``.
+``from safetygrid.analysis import cell_metrics`` works, and so does
+``safetygrid.analysis.metrics.cell_metrics``. A function named like its module (aggregate,
+dawid_skene) is imported from the module: importing the module binds its name on the package.
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "vote": "vote", "votes_needed": "vote", "VOTE_COLUMNS": "vote",
     "cell_metrics": "metrics", "contrasts": "metrics",
     "wilson": "stats", "percentile_interval": "stats", "bootstrap_means": "stats",
     "significance_table": "significance",
     "judge_agreement": "agreement", "cohen": "agreement", "fleiss": "agreement", "kappa_matrix": "agreement",
-    "dawid_skene": "dawid_skene", "MIN_JUDGES": "dawid_skene",
+    "MIN_JUDGES": "dawid_skene",
     "hidden_danger_table": "hidden_danger", "direction_split": "hidden_danger",
     "deployment_card": "deployment", "top_categories": "deployment", "category_metrics": "categories",
-    "aggregate": "aggregate", "TABLES": "aggregate", "read_cells": "aggregate",
+    "TABLES": "aggregate", "read_cells": "aggregate",
     "adjudicate": "adjudication", "gold_agreement": "adjudication",
 }
 __all__ = sorted(_EXPORTS)

@@ -22,7 +22,7 @@ from .metrics import CELL_KEYS, cell_metrics, contrasts
 from .ppi import cell_ppi, contrast_ppi
 from ..prompts import read_prompts
 from .significance import significance_table
-from .vote import apply_thresholds
+from ..ensemble.voting import apply_thresholds
 
 log = logging.getLogger(__name__)
 # kv "*": the precision itself could not be made, so every kv setting of it is missing

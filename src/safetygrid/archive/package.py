@@ -233,7 +233,7 @@ def _verify_tables(base: Path, tmp: Path, archive: str | Path, n_files: int) -> 
 def _verify_judge_validity(base: Path, config: Mapping[str, Any]) -> int:
     """judge_validity.parquet recomputed from the archived human labels and each judge's labels of
     them; 0 when the run had no validation (an archive made before it existed)."""
-    from ..judges.validity import validity
+    from ..ensemble.judge_validity import validity
 
     results = base / "results"
     archived = results / "tables" / "judge_validity.parquet"

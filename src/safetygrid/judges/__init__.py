@@ -4,6 +4,8 @@ The table has one row per item, in order, with columns unsafe (bool|null), score
 P(unsafe)), refusal (bool|null), raw (str), error (str|null). A judge that fails on one item
 sets ``error`` and leaves its labels null; that item's vote then leaves the judge out. What counts
 as a failure, and how many fail a job, is one rule for every kind (failures.py).
+
+``safetygrid judge`` (judging any file of prompt and response rows outside the workflow) is file.py.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.
     (failures.py); more failed items than ``policy`` allows (``FailurePolicy.from_spec`` of the
     judge's config entry; absent: the defaults) fail the job with JudgeFailed."""
     policy = policy or FailurePolicy()
-    # a contextual HarmBench behaviour's text is its context, then the behaviour (prompts.py);
+    # a contextual HarmBench behaviour's text is its context, then the behaviour (prompts/sources.py);
     # `behavior` and `context` keep the two apart for the judges that read them separately
     columns = ["prompt_id", "text", *[c for c in ("behavior", "context") if c in prompts.columns]]
     merged = generations.merge(prompts[columns], on="prompt_id", how="left", validate="m:1")

@@ -80,7 +80,7 @@ def inter_rater_kappa(labels: pd.DataFrame, *, seed: int = 0, resamples: int = 2
     """Cohen's kappa of every pair of raters over the responses both labelled (same text), with a
     percentile bootstrap interval over those responses; ``agreement`` is the share labelled alike.
     Pairs that share no response are left out."""
-    from ..judges.validity import binary_validity
+    from ..ensemble.judge_validity import binary_validity
 
     if labels.empty:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "n_items" else float if c.startswith(("kappa", "agr"))

@@ -1,6 +1,6 @@
 """`safetygrid judge --labels FILE`: the configured judges and their ensemble against any
 human-labelled file of (prompt, response, label) rows: n, κ, accuracy, TPR, FPR and AUC, each with
-its percentile bootstrap interval (judges.validity.binary_validity, as in judge_validity.parquet).
+its percentile bootstrap interval (ensemble.judge_validity.binary_validity, as in judge_validity.parquet).
 
 Columns of the table (SCORE_COLUMNS): rater (a judge's name, or ``ensemble`` for the config's
 ensemble label), n, n_failed, then accuracy, kappa, tpr, fpr, auc each with ``_lo`` / ``_hi``, note.
@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..judges.validity import METRICS, binary_validity
+from ..ensemble.judge_validity import METRICS, binary_validity
 
 SCORE_COLUMNS = ["rater", "n", "n_failed", *[f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")], "note"]
 
@@ -27,7 +27,7 @@ def _verdicts(labelled: pd.DataFrame, judge: str) -> np.ndarray:
 
 def score_labelled(labelled: pd.DataFrame, truth: np.ndarray, judges: Sequence[str], *, seed: int = 0,
                    resamples: int = 2000, level: float = 0.95) -> pd.DataFrame:
-    """``labelled``: judge_file.label_rows' output for the rows whose human labels are ``truth``."""
+    """``labelled``: judges.file.label_rows' output for the rows whose human labels are ``truth``."""
     boot = dict(seed=seed, resamples=resamples, level=level)
     rows: list[dict[str, Any]] = []
     for judge in judges:
@@ -45,7 +45,7 @@ def score_file(path: str | Path, config: Mapping[str, Any], judges: Sequence[str
                output: str | Path | None = None) -> pd.DataFrame:
     """Label ``path``'s rows with the judges and score them against its ``label`` column."""
     from ..io import write_parquet
-    from ..judge_file import label_rows
+    from ..judges.file import label_rows
     from ..judges.validation import read_labelled_file
 
     rows = read_labelled_file(path)  # checks the columns and that every label is 0 or 1, naming the file

@@ -13,7 +13,7 @@ from .. import __version__
 from ..io import atomic_path
 from ..analysis.agreement import kappa_matrix
 from ..analysis.deployment import DEFAULT_THRESHOLDS
-from ..judges.validity import TRUST_KAPPA
+from ..ensemble.judge_validity import TRUST_KAPPA
 from ..prompts import prompt_sources
 from .plots import (agreement_matrix, asr_corrected, asr_heatmap, category_heatmap, cdi_heatmap, judge_validity,
                     kv_retention, quality_change_vs_refusal, quality_vs_safety, save, stability_by_temperature)

@@ -1,5 +1,5 @@
 """Task accuracy of a (model, precision) through lm-evaluation-harness (lm-eval's Python API), beside
-perplexity (quality.py).
+perplexity (text_perplexity.py).
 
 The cell's own checkpoint is scored by the backend that matches its engine:
 - ``hf`` (transformers, compressed-tensors included): lm-eval's ``HFLM`` on the loaded model;
@@ -169,7 +169,7 @@ def _hf_lm(checkpoint: str | Path, dtype: str | None, device: str, batch_size: i
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .engines.hf import resolve_device
+    from ..engines.hf import resolve_device
 
     device = resolve_device(device)
     torch_dtype = getattr(torch, dtype or ("float32" if device == "cpu" else "bfloat16"))
@@ -179,8 +179,8 @@ def _hf_lm(checkpoint: str | Path, dtype: str | None, device: str, batch_size: i
 
 
 def _llama_cpp_lm(checkpoint: str | Path, device: str, seed: int, options: Mapping[str, Any], label: str) -> Any:
-    from .engines import EngineUnavailable
-    from .engines.hf import resolve_device
+    from ..engines import EngineUnavailable
+    from ..engines.hf import resolve_device
     from .lm_eval_llama_cpp import LlamaCppLM
 
     try:
@@ -193,7 +193,7 @@ def _llama_cpp_lm(checkpoint: str | Path, device: str, seed: int, options: Mappi
 def _vllm_lm(checkpoint: str | Path, dtype: str | None, batch_size: int, seed: int) -> Any:
     from lm_eval.models.vllm_causallms import VLLM
 
-    from .engines.vllm import keep_weight_only_layers_w4a16
+    from ..engines.vllm import keep_weight_only_layers_w4a16
 
     keep_weight_only_layers_w4a16()  # a 4-bit cell's accuracy from the arithmetic its generations ran
     return VLLM(pretrained=str(checkpoint), dtype=dtype or "auto", batch_size=batch_size, seed=seed)

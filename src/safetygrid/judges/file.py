@@ -21,9 +21,9 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 from pyarrow import ArrowException
 
-from .io import write_parquet
-from .judges import FailurePolicy, judge_table, loaded_judge
-from .analysis.vote import vote
+from ..ensemble.voting import vote
+from ..io import write_parquet
+from . import FailurePolicy, judge_table, loaded_judge
 
 log = logging.getLogger(__name__)
 REQUIRED = ("prompt", "response")
@@ -91,7 +91,7 @@ def judge_model_dir(config: Mapping[str, Any], judge: str, sources: Path) -> str
     """The judge model's fetched checkpoint under ``sources``: fetched first when absent or when its
     fetch.json records another source or other weights than the config now names (as the workflow's
     fetch job would be rerun), so a judge never runs on a model the config no longer names."""
-    from .models.fetch import fetch_model, fetch_request, fetched_differs
+    from ..models.fetch import fetch_model, fetch_request, fetched_differs
 
     name = config["judges"][judge].get("model")
     if not name:

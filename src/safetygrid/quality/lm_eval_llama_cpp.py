@@ -32,8 +32,8 @@ from lm_eval.models.utils import (_add_special_kwargs, handle_stop_sequences, ha
                                   postprocess_generated_text)
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from .engines.llama_cpp import available_cpus, gguf_file, llama_seed, load_llama
-from .logs import progress
+from ..engines.llama_cpp import available_cpus, gguf_file, llama_seed, load_llama
+from ..logs import progress
 
 log = logging.getLogger(__name__)
 

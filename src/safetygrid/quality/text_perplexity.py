@@ -18,9 +18,9 @@ from typing import Any, Mapping
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, QuantizedCache
 
-from .engines.hf import kv_cache_options, resolve_device
-from .engines import EngineUnavailable
-from .engines.llama_cpp import available_cpus, kv_cache_types, load_llama
+from ..engines.hf import kv_cache_options, resolve_device
+from ..engines import EngineUnavailable
+from ..engines.llama_cpp import available_cpus, kv_cache_types, load_llama
 
 
 def make_cache(model: Any, kv: Mapping[str, Any]) -> Any:

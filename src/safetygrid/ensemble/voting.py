@@ -29,7 +29,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .dawid_skene import MIN_JUDGES, dawid_skene
+from ..analysis.dawid_skene import MIN_JUDGES, dawid_skene
+from .stack import stack_probability
 
 VOTE_COLUMNS = ["prompt_id", "sample", "unsafe", "refusal", "n_unsafe", "n_judges", "n_failed", "unsafe_majority",
                 "unsafe_ds", "p_unsafe_ds", "unsafe_stacked", "p_unsafe_stacked"]
@@ -123,7 +124,6 @@ def _stacked(raw: pd.DataFrame, out: pd.DataFrame, stack: Mapping[str, Any] | No
     without scores); null without a fitted stack, or where no judge labelled the item."""
     if not stack:
         return np.full(len(out), np.nan), pd.array([None] * len(out), dtype="boolean")
-    from ..judges.validity import stack_probability
 
     failed = raw["error"].notna().to_numpy()
     index = pd.MultiIndex.from_frame(out[["prompt_id", "sample"]])

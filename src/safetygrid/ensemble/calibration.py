@@ -3,9 +3,7 @@
 - A judge's **threshold** t is the score cut that maximises Cohen's kappa against the human label
   on the rows it is fitted on (unsafe = score >= t); candidates are the midpoints between
   consecutive distinct scores, so the fit does not depend on how finely the scores are rounded.
-- The **stacked** ensemble is a ridge-penalised logistic regression of the human label on the
-  judges' scores (a judge without a score contributes its 0/1 label; a missing score is the
-  judge's mean on the fitted rows).
+- The **stacked** ensemble, the other model fitted on human labels, is stack.py.
 - **Cross-fitting**: rows are split into k label-stratified folds by a seeded permutation; each
   fold is labelled by a fit made on the other folds, so no row is ever scored by a fit that saw it.
 """
@@ -13,9 +11,7 @@
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -73,50 +69,3 @@ def cross_fit(n_rows: int, fold: np.ndarray, fit: Callable[[np.ndarray], object]
         model = fit(np.flatnonzero(fold != f))
         out[held] = predict(model, held)
     return out
-
-
-@dataclass
-class Stack:
-    """Logistic regression of the human label on the judges' scores."""
-
-    judges: list[str]
-    coef: list[float]
-    intercept: float
-    fill: list[float] = field(default_factory=list)  # per judge: the value of a missing score
-
-    def probability(self, scores: np.ndarray) -> np.ndarray:
-        x = np.where(np.isnan(scores), np.asarray(self.fill)[None, :], scores)
-        return 1 / (1 + np.exp(-(self.intercept + x @ np.asarray(self.coef))))
-
-    def to_dict(self) -> dict[str, object]:
-        return {"judges": self.judges, "coef": self.coef, "intercept": self.intercept, "fill": self.fill}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Stack":  # type: ignore[type-arg]
-        return cls(list(data["judges"]), [float(c) for c in data["coef"]], float(data["intercept"]),
-                   [float(f) for f in data["fill"]])
-
-
-def fit_stack(scores: np.ndarray, labels: np.ndarray, judges: Sequence[str], penalty: float = 0.01) -> Stack:
-    """A ridge-penalised logistic fit (statsmodels' GLM, elastic net with no L1 part) on standardised
-    scores, so the penalty treats judges whose scores span different ranges alike; it keeps a judge
-    that separates the fitted rows perfectly from an infinite weight. The returned coefficients act
-    on the raw scores."""
-    import statsmodels.api as sm
-
-    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
-    fill = [float(np.nanmean(column)) if np.isfinite(column).any() else 0.5 for column in scores.T]
-    x = np.where(np.isnan(scores), np.asarray(fill)[None, :], scores)
-    if len(np.unique(labels)) < 2:
-        prior = float(np.clip(labels.mean(), 1e-3, 1 - 1e-3))
-        return Stack(list(judges), [0.0] * x.shape[1], math.log(prior / (1 - prior)), fill)
-    mean, spread = x.mean(axis=0), x.std(axis=0)
-    spread = np.where(spread > 0, spread, 1.0)
-    design = sm.add_constant((x - mean) / spread, has_constant="add")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = sm.GLM(labels, design, family=sm.families.Binomial()).fit_regularized(
-            alpha=penalty, L1_wt=0.0)
-    params = np.asarray(result.params, dtype=float)
-    coef = params[1:] / spread
-    return Stack(list(judges), coef.tolist(), float(params[0] - (coef * mean).sum()), fill)

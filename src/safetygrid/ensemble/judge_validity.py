@@ -34,7 +34,9 @@ from scipy.stats import rankdata
 
 from ..analysis.dawid_skene import MIN_JUDGES, dawid_skene
 from ..analysis.stats import percentile_interval
-from .calibration import Stack, cross_fit, fit_stack, fit_threshold, fold_ids, kappa
+from .calibration import cross_fit, fit_threshold, fold_ids, kappa
+from .stack import Stack, fit_stack, judge_features, scoreless
+from .voting import refusal_majority, votes_needed
 
 OWN, BORROWED = "own", "borrowed"
 ENSEMBLES = {"majority": "ensemble_majority", "dawid_skene": "ensemble_dawid_skene", "stacked": "ensemble_stacked"}
@@ -101,21 +103,7 @@ def _wide(labelled: pd.DataFrame, items: pd.Index, column: str) -> pd.DataFrame:
     return wide.reindex(items)
 
 
-def scoreless(scores: pd.DataFrame) -> list[str]:
-    return [judge for judge in scores.columns if scores[judge].isna().all()]
-
-
-def judge_features(scores: pd.DataFrame, labels: pd.DataFrame, label_judges: Sequence[str]) -> np.ndarray:
-    """What the stack reads per judge: its score, or its 0/1 label for a judge that gives no score."""
-    features = scores.copy()
-    for judge in label_judges:
-        features[judge] = labels[judge]
-    return features.to_numpy(float)
-
-
 def _majority(labels: np.ndarray, threshold: float) -> np.ndarray:
-    from ..analysis.vote import votes_needed
-
     labelled = (~np.isnan(labels)).sum(axis=1)
     unsafe = np.nansum(labels, axis=1)
     need = np.array([votes_needed(threshold, int(j)) for j in labelled])
@@ -124,8 +112,6 @@ def _majority(labels: np.ndarray, threshold: float) -> np.ndarray:
 
 def _refusal_majority(labels: np.ndarray) -> np.ndarray:
     """rho as the votes table reads it (METRICS.md: the majority; a tie is not a refusal)."""
-    from ..analysis.vote import refusal_majority
-
     gave = (~np.isnan(labels)).sum(axis=1)
     said = np.nansum(labels, axis=1)
     return np.where(gave > 0, refusal_majority(said, gave).astype(float), np.nan)
@@ -301,11 +287,3 @@ def _unsafe_rows(part: LabelledRows, fit: _Fit, fit_on: LabelledRows, names: Seq
     rows.append({"rater": ENSEMBLES["stacked"], "kind": "ensemble", "labels": "scores", **common, **fitted,
                  **measured((stacked >= 0.5).astype(float), stacked)})
     return rows
-
-
-def stack_probability(stack: Mapping[str, Any], scores: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
-    """The stacked P(unsafe) of each item from its judges' scores (labels where a judge has none)."""
-    model = Stack.from_dict(dict(stack))
-    features = judge_features(scores.reindex(columns=model.judges), labels.reindex(columns=model.judges),
-                              stack.get("label_judges", []))
-    return model.probability(features)

@@ -1,0 +1,35 @@
+"""The ensemble of judges: the label of each response voted from its judges' labels, and the models
+fitted on human labels that the vote can use, with their validity.
+
+Layered one way (each module imports only those before it): ``calibration`` (a judge's threshold
+fitted on human labels, cross-fitting) and ``stack`` (the stacked logistic model) <- ``voting`` (the
+votes: majority, Dawid-Skene, stacked; calibrated thresholds applied) <- ``judge_validity`` (every
+judge and ensemble label scored against human labels; the calibration the workflow applies).
+
+Names are imported when first used (scipy and statsmodels load only where a step needs them):
+``from safetygrid.ensemble import vote`` works, and so does ``safetygrid.ensemble.voting.vote``. No
+module is named like a name it exports, so a lazily imported module never shadows that name.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "kappa": "calibration", "fit_threshold": "calibration", "fold_ids": "calibration", "cross_fit": "calibration",
+    "Stack": "stack", "fit_stack": "stack", "judge_features": "stack", "scoreless": "stack",
+    "stack_probability": "stack",
+    "vote": "voting", "votes_needed": "voting", "refusal_majority": "voting", "apply_thresholds": "voting",
+    "VOTE_COLUMNS": "voting", "LEAD_COLUMNS": "voting",
+    "validity": "judge_validity", "binary_validity": "judge_validity", "auc": "judge_validity",
+    "ENSEMBLES": "judge_validity", "METRICS": "judge_validity", "TRUST_KAPPA": "judge_validity",
+    "VALIDITY_COLUMNS": "judge_validity",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
