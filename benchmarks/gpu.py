@@ -33,7 +33,7 @@ import json
 import platform
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from statistics import median
 
@@ -66,17 +66,23 @@ def build(shape: str) -> LlamaForCausalLM:
     return model
 
 
-def requests(tokenizer, n_prompts: int, k: int, long_every: int = 0) -> list[Request]:  # type: ignore[no-untyped-def]
+def requests(tokenizer, n_prompts: int, k: int, long_every: int = 0,  # type: ignore[no-untyped-def]
+             spread: bool = False) -> list[Request]:
     """``n_prompts`` benign prompts × ``k`` samples; with ``long_every`` = n, every n-th prompt carries
-    a ~500-token context before its request, as HarmBench's contextual behaviours do."""
+    a ~500-token context before its request, as HarmBench's contextual behaviours do; with
+    ``spread``, prompt i carries the context's first 500 * i / n_prompts tokens (lengths spread
+    evenly)."""
     import csv
 
     texts = [row["text"] for row in csv.DictReader(open(ROOT / "resources" / "prompts" / "benign.csv"))]
     context = " ".join(texts) * 2
-    context = tokenizer.decode(tokenizer(context, add_special_tokens=False)["input_ids"][:500])
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"][:500]
+    context = tokenizer.decode(context_ids)
 
     def text(i: int) -> str:
         base = texts[i % len(texts)]
+        if spread:
+            return f"{tokenizer.decode(context_ids[:500 * i // n_prompts])}\n\n---\n\n{base}"
         return f"{context}\n\n---\n\n{base}" if long_every and i % long_every == 0 else base
 
     return [Request(f"p{i:03d}", s, 1000 * i + s, text(i)) for i in range(n_prompts) for s in range(k)]
@@ -390,6 +396,27 @@ def mixed_phases(model, tokenizer, reqs, report) -> None:  # type: ignore[no-unt
         report({"figure": "mixed-length phases", "policy": policy, "rows": len(reqs), "batches": batches,
                 "total_s": round(sum(b["total_s"] for b in batches), 3),
                 "decode_tok_s": round(len(reqs) * NEW_TOKENS / sum(b["total_s"] for b in batches))})
+    # the whole engine call on this workload and on one whose lengths spread evenly (~40 to ~540
+    # tokens), under the previous batching, segmented prefills, and segmented without the cap
+    from safetygrid.engines import static_decode
+
+    for workload, items in (("1 in 5 long", reqs), ("spread", requests(tokenizer, 64, 4, spread=True))):
+        spread_ids = {r.prompt_id: chat_token_ids(tokenizer, r.text, None) for r in items}
+        spread_lengths = sorted((len(spread_ids[r.prompt_id]) for r in items), reverse=True)
+        record = {"figure": "mixed-length engine calls", "workload": workload, "rows": len(items),
+                  "segments": [len(s) for s in prefill_segments(spread_lengths, 0.25)]}
+        for policy in ("previous", "segmented", "segmented, no cap"):
+            cap = static_decode.MAX_PREFILL_SEGMENTS
+            if policy.endswith("no cap"):
+                static_decode.MAX_PREFILL_SEGMENTS = 1 << 30
+                record["segments_no_cap"] = [len(s) for s in prefill_segments(spread_lengths, 0.25)]
+            try:
+                with previous_policy() if policy == "previous" else nullcontext():
+                    rates = [engine_rate(model, tokenizer, items, 0.7, "auto")[0] for _ in range(3)][1:]
+            finally:
+                static_decode.MAX_PREFILL_SEGMENTS = cap
+            record[f"{policy}_tok_s"] = [round(r) for r in rates]
+        report(record)
     generator = torch.Generator().manual_seed(0)
     steps = {}
     for rows in (64, 128, 192, 256):

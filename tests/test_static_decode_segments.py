@@ -10,6 +10,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from safetygrid.engines import grouped_attention
 from safetygrid.engines.grouped_attention import grouped_sdpa_attention
+from safetygrid.engines import static_decode
 from safetygrid.engines.static_decode import SEGMENT_SLACK_TOKENS, StaticDecoder, prefill_segments
 
 
@@ -21,6 +22,16 @@ def test_segments_keep_similar_lengths_together() -> None:
     assert prefill_segments([500, 40, 480], 0.25) == [range(0, 1), range(1, 2), range(2, 3)]
     assert prefill_segments([500, 40], None) == [range(0, 2)]
     assert prefill_segments([], 0.25) == [range(0, 0)]
+
+
+def test_a_wide_spread_of_lengths_gets_at_most_the_segment_cap(monkeypatch) -> None:
+    monkeypatch.setattr(static_decode, "MAX_PREFILL_SEGMENTS", 2)
+    # four runs by ratio; merging 100 into 150 pads 50 x 2 rows, the least of the three merges,
+    # then 400 into 1000 pads 600, less than the 1 000 of 400 over the four short rows
+    lengths = [1000, 400, 150, 150, 100, 100]
+    assert prefill_segments(lengths, 0.25) == [range(0, 2), range(2, 6)]
+    monkeypatch.setattr(static_decode, "MAX_PREFILL_SEGMENTS", 1)
+    assert prefill_segments(lengths, 0.25) == [range(0, 6)]
 
 
 class _Heads(torch.nn.Module):

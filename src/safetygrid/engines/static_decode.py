@@ -38,11 +38,16 @@ STOP_CHECK_EVERY = 16
 # prompts this many tokens apart share a prefill segment whatever their ratio: a few dozen padded
 # positions cost less than one more prefill pass and one more attention call per layer and step
 SEGMENT_SLACK_TOKENS = 32
+# each segment adds a prefill pass and an attention call per layer to every step, so a batch whose
+# lengths spread widely gets at most this many (the cheapest neighbours merged): benchmarks/RESULTS.md
+MAX_PREFILL_SEGMENTS = 4
 
 
 def prefill_segments(lengths: Sequence[int], tolerance: float | None) -> list[range]:
     """Runs of consecutive rows prefilled together: within a run the longest prompt is at most
-    (1 + ``tolerance``) times the shortest, or ``SEGMENT_SLACK_TOKENS`` longer. None: one run."""
+    (1 + ``tolerance``) times the shortest, or ``SEGMENT_SLACK_TOKENS`` longer; beyond
+    ``MAX_PREFILL_SEGMENTS`` runs, the neighbours whose merge pads the fewest positions are merged.
+    None: one run."""
     if tolerance is None or not lengths:
         return [range(len(lengths))]
     segments, start = [], 0
@@ -53,7 +58,18 @@ def prefill_segments(lengths: Sequence[int], tolerance: float | None) -> list[ra
             segments.append(range(start, row))
             start, longest, shortest = row, lengths[row], lengths[row]
     segments.append(range(start, len(lengths)))
+    while len(segments) > MAX_PREFILL_SEGMENTS:
+        def added_padding(i: int) -> int:
+            a, b = segments[i], segments[i + 1]
+            return _padded(lengths, range(a.start, b.stop)) - _padded(lengths, a) - _padded(lengths, b)
+        cheapest = min(range(len(segments) - 1), key=added_padding)
+        segments[cheapest:cheapest + 2] = [range(segments[cheapest].start, segments[cheapest + 1].stop)]
     return segments
+
+
+def _padded(lengths: Sequence[int], rows: range) -> int:
+    """Prompt positions a prefill of these rows computes: rows x their longest prompt."""
+    return len(rows) * max(lengths[rows.start:rows.stop])
 
 
 def static_decode_unsupported(model: Any) -> str | None:
