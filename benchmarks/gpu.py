@@ -11,6 +11,12 @@ Each generate row also gives its share of the memory-bandwidth ceiling: the toke
 decoding step reads the weights once and each row's real keys and values once (prompt plus the
 tokens so far, no padding, no copies) at the device-to-device copy bandwidth measured here; rows in
 batches of the row's batch size (``auto``: all rows in one batch, the most favourable case).
+Beside it, ``roofline_tok_s``: each step the longer of those bytes over the bandwidth and its FLOPs
+(every row through every matrix, attention over the real keys) over the measured bf16 peak, plus
+the prefill of the real prompt tokens at that peak. Mixed-length rows also give ``previous_tok_s``,
+the engine with its CUDA batching before segmented prefills (batches cut by padding, each
+prefilled whole); ``--part mixed`` breaks that workload's time into prefill, capture and replayed
+steps per batch under both, and times a replayed step against the batch's rows.
 ``--part decode`` times the static decoder's steps on the 8B shape with the grouped-query attention
 on and off and profiles one eager step by kernel.
 Targets (issue 16): engine >= 1.0x plain generate on every row; a 512-sequence SmolLM2 cell with
@@ -27,6 +33,7 @@ import json
 import platform
 import time
 import traceback
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from statistics import median
 
@@ -35,7 +42,9 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from safetygrid.engines import Request, Settings, chat_token_ids
+from safetygrid.engines.batching import BatchLimits, plan_batches
 from safetygrid.engines.hf import HFEngine
+from safetygrid.engines.static_decode import StaticDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {
@@ -57,17 +66,23 @@ def build(shape: str) -> LlamaForCausalLM:
     return model
 
 
-def requests(tokenizer, n_prompts: int, k: int, long_every: int = 0) -> list[Request]:  # type: ignore[no-untyped-def]
+def requests(tokenizer, n_prompts: int, k: int, long_every: int = 0,  # type: ignore[no-untyped-def]
+             spread: bool = False) -> list[Request]:
     """``n_prompts`` benign prompts × ``k`` samples; with ``long_every`` = n, every n-th prompt carries
-    a ~500-token context before its request, as HarmBench's contextual behaviours do."""
+    a ~500-token context before its request, as HarmBench's contextual behaviours do; with
+    ``spread``, prompt i carries the context's first 500 * i / n_prompts tokens (lengths spread
+    evenly)."""
     import csv
 
     texts = [row["text"] for row in csv.DictReader(open(ROOT / "resources" / "prompts" / "benign.csv"))]
     context = " ".join(texts) * 2
-    context = tokenizer.decode(tokenizer(context, add_special_tokens=False)["input_ids"][:500])
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"][:500]
+    context = tokenizer.decode(context_ids)
 
     def text(i: int) -> str:
         base = texts[i % len(texts)]
+        if spread:
+            return f"{tokenizer.decode(context_ids[:500 * i // n_prompts])}\n\n---\n\n{base}"
         return f"{context}\n\n---\n\n{base}" if long_every and i % long_every == 0 else base
 
     return [Request(f"p{i:03d}", s, 1000 * i + s, text(i)) for i in range(n_prompts) for s in range(k)]
@@ -94,19 +109,40 @@ def copy_bandwidth() -> float:
 def ceiling_tok_s(model, tokenizer, reqs, batch, bandwidth: float) -> float:  # type: ignore[no-untyped-def]
     """Tokens/s if each decoding step only read the weights once and each row's real keys and
     values once, at ``bandwidth`` (the input embedding table is looked up, not read)."""
+    return limits_tok_s(model, tokenizer, reqs, batch, bandwidth, peak_flops=0.0)
+
+
+def limits_tok_s(model, tokenizer, reqs, batch, bandwidth: float, peak_flops: float) -> float:  # type: ignore[no-untyped-def]
+    """Tokens/s at the roofline: each decoding step takes the longer of its bytes (as in
+    :func:`ceiling_tok_s`) over ``bandwidth`` and its FLOPs (every row through every matrix, and its
+    attention over its real keys) over ``peak_flops``, and the prefill of the real prompt tokens
+    takes its FLOPs over ``peak_flops``. ``peak_flops`` 0: bytes alone, prefill left out."""
     config = model.config
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    embedding = model.model.embed_tokens.weight
     if not config.tie_word_embeddings:
-        weights -= model.model.embed_tokens.weight.numel() * model.model.embed_tokens.weight.element_size()
+        weights -= embedding.numel() * embedding.element_size()
+    layer_params = sum(p.numel() for p in model.model.layers.parameters())
+    head_params = embedding.numel()  # the vocabulary projection, tied or not
     head_dim = config.hidden_size // config.num_attention_heads
     kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 2  # bf16 keys + values
+    # scores and weighted sum: 2 FLOPs each per (query head, key, dim)
+    attention_per_key = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim
     lengths = [len(chat_token_ids(tokenizer, r.text, None)) for r in reqs]
     size = len(reqs) if batch == "auto" else int(batch)
-    n_batches = -(-len(reqs) // size)
-    steps = NEW_TOKENS
-    kv_bytes = sum(kv_per_token * (steps * length + steps * (steps - 1) // 2) for length in lengths)
-    seconds = (n_batches * steps * weights + kv_bytes) / bandwidth
-    return len(reqs) * steps / seconds
+    seconds = 0.0
+    for start in range(0, len(lengths), size):
+        chunk = lengths[start:start + size]
+        for t in range(NEW_TOKENS):
+            keys = sum(chunk) + t * len(chunk)
+            step_bytes = weights + kv_per_token * keys
+            step_flops = 2 * (layer_params + head_params) * len(chunk) + attention_per_key * keys
+            seconds += max(step_bytes / bandwidth, step_flops / peak_flops if peak_flops else 0.0)
+        if peak_flops:
+            prefill = 2 * layer_params * sum(chunk) + 2 * head_params * len(chunk) \
+                + attention_per_key * sum(n * (n + 1) // 2 for n in chunk)
+            seconds += prefill / peak_flops
+    return len(reqs) * NEW_TOKENS / seconds
 
 
 def engine_run(model, tokenizer, reqs, temperature: float, batch, compile: bool = False,  # type: ignore[no-untyped-def]
@@ -192,25 +228,53 @@ def plain_rate(model, tokenizer, reqs, temperature: float, batch: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
+class _UnsegmentedDecoder(StaticDecoder):
+    """The static decoder as it was before segmented prefills: one prefill over the padded batch."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **{**kwargs, "segment_tolerance": None})
+
+
+@contextmanager
+def previous_policy():  # type: ignore[no-untyped-def]
+    """The engine as it batched on CUDA before segmented prefills: batches cut by the padding
+    tolerance too, each prefilled whole."""
+    from safetygrid.engines import hf
+
+    saved = hf.decoder_batch_limits, hf.StaticDecoder
+    hf.decoder_batch_limits, hf.StaticDecoder = (lambda limits, graphs, device: limits), _UnsegmentedDecoder
+    try:
+        yield
+    finally:
+        hf.decoder_batch_limits, hf.StaticDecoder = saved
+
+
 def generate_row(model, tokenizer, reqs, batch, temperature: float, repeat: int, report,  # type: ignore[no-untyped-def]
-                 labels: dict, bandwidth: float) -> None:
+                 labels: dict, bandwidth: float, peak_flops: float) -> None:
     """One row of the table: plain generate, the engine as configured by default (graph replays on
     CUDA) and the engine with cuda_graphs: false (eager), each ``repeat`` times in rotating order
-    (medians reported)."""
+    (medians reported); on mixed-length rows also the engine's previous CUDA batching
+    (:func:`previous_policy`)."""
     # warm-up (kernels, allocator) of each path; the graph capture is checked on the first batch
     first = reqs if batch == "auto" else reqs[:batch]
     engine_rate(model, tokenizer, first, temperature, batch)
     engine_rate(model, tokenizer, first, temperature, batch, cuda_graphs=False)
     checks = graph_checks(model, tokenizer, first[:64], temperature)
-    runs: dict[str, list[float]] = {"plain": [], "engine": [], "eager": []}
+    order = ["plain", "engine", "eager"] + (["previous"] if labels.get("mixed") else [])
+    runs: dict[str, list[float]] = {name: [] for name in order}
     tables = {}
-    order = ["plain", "engine", "eager"]
+    if "previous" in order:
+        with previous_policy():
+            engine_rate(model, tokenizer, reqs, temperature, batch)  # its batch shapes' warm-up
     for run in range(repeat):
         # rotate which runs first, so drift (clocks, allocator) does not favour one side
-        for name in order[run % 3:] + order[:run % 3]:
+        for name in order[run % len(order):] + order[:run % len(order)]:
             if name == "plain":
                 runs[name].append(plain_rate(model, tokenizer, reqs, temperature,
                                              len(reqs) if batch == "auto" else batch))
+            elif name == "previous":
+                with previous_policy():
+                    runs[name].append(engine_rate(model, tokenizer, reqs, temperature, batch)[0])
             else:
                 rate, tables[name] = engine_run(model, tokenizer, reqs, temperature, batch,
                                                 cuda_graphs=False if name == "eager" else None)
@@ -218,9 +282,12 @@ def generate_row(model, tokenizer, reqs, batch, temperature: float, repeat: int,
     engine, plain, eager = (median(runs[name]) for name in ("engine", "plain", "eager"))
     same = float((tables["engine"]["response"] == tables["eager"]["response"]).mean())
     ceiling = ceiling_tok_s(model, tokenizer, reqs, batch, bandwidth)
+    roofline = limits_tok_s(model, tokenizer, reqs, batch, bandwidth, peak_flops)
     report({"figure": "generate", **labels, "rows": len(reqs), "batch": batch, "T": temperature,
             "engine_tok_s": round(engine), "plain_tok_s": round(plain), "ratio": round(engine / plain, 2),
             "ceiling_tok_s": round(ceiling), "share_of_ceiling": round(engine / ceiling, 3),
+            "roofline_tok_s": round(roofline), "share_of_roofline": round(engine / roofline, 3),
+            **({"previous_tok_s": round(median(runs["previous"]))} if runs.get("previous") else {}),
             "eager_tok_s": round(eager), "eager_ratio": round(eager / plain, 2),
             "paired_ratios": [round(e / p, 2) for e, p in zip(runs["engine"], runs["plain"])],
             "same_responses_as_eager_bf16": round(same, 3), "graph_checks": checks,
@@ -278,6 +345,89 @@ def decode_steps(model, rows: int, prompt_len: int, repeat: int, report) -> None
     report(record)
 
 
+class _PhaseTimed(StaticDecoder):
+    """The static decoder with its phases timed (synchronised): prefill (to the first token),
+    the capture (one eager step and the recording), and the replayed steps."""
+
+    def decode(self, input_ids, attention_mask):  # type: ignore[no-untyped-def]
+        torch.cuda.synchronize()
+        self.marks = [time.perf_counter()]
+        out = super().decode(input_ids, attention_mask)
+        torch.cuda.synchronize()
+        self.marks.append(time.perf_counter())
+        return out
+
+    def _capture(self, one_step):  # type: ignore[no-untyped-def]
+        torch.cuda.synchronize()
+        self.marks.append(time.perf_counter())
+        replay = super()._capture(one_step)
+        torch.cuda.synchronize()
+        self.marks.append(time.perf_counter())
+        return replay
+
+
+def mixed_phases(model, tokenizer, reqs, report) -> None:  # type: ignore[no-untyped-def]
+    """Where the mixed-length workload's time goes, batch by batch, under the previous CUDA
+    batching (batches cut by the padding tolerance, each prefilled whole) and the segmented one (one
+    batch, prefilled in segments of similar lengths); then the replayed step's time against the
+    batch's rows on uniform 24-token prompts (32 new tokens)."""
+    from safetygrid.engines.static_decode import prefill_segments
+
+    ids = {r.prompt_id: chat_token_ids(tokenizer, r.text, None) for r in reqs}
+    ordered = sorted(reqs, key=lambda r: (-len(ids[r.prompt_id]), r.prompt_id, r.sample))
+    lengths = [len(ids[r.prompt_id]) for r in ordered]
+    for policy in ("previous", "segmented", "previous", "segmented"):  # the first of each warms up
+        plan = (plan_batches(lengths, NEW_TOKENS, BatchLimits()) if policy == "previous"
+                else [range(len(lengths))])
+        batches = []
+        for part in plan:
+            rows = ordered[part.start:part.stop]
+            padded = tokenizer.pad({"input_ids": [ids[r.prompt_id] for r in rows]}, return_tensors="pt").to("cuda")
+            decoder = _PhaseTimed(model, NEW_TOKENS, [], temperature=0.7, seeds=[r.seed for r in rows], use_graph=True,
+                                  segment_tolerance=None if policy == "previous" else 0.25)
+            decoder.decode(padded["input_ids"], padded["attention_mask"])
+            start, captured, replaying, end = decoder.marks
+            batches.append({"rows": len(rows), "width": padded["input_ids"].shape[1],
+                            "segments": [len(s) for s in prefill_segments(lengths[part.start:part.stop],
+                                                                          decoder.segment_tolerance)],
+                            "prefill_s": round(captured - start, 3), "capture_s": round(replaying - captured, 3),
+                            "step_ms": round(1e3 * (end - replaying) / (NEW_TOKENS - 2), 2),
+                            "total_s": round(end - start, 3)})
+        report({"figure": "mixed-length phases", "policy": policy, "rows": len(reqs), "batches": batches,
+                "total_s": round(sum(b["total_s"] for b in batches), 3),
+                "decode_tok_s": round(len(reqs) * NEW_TOKENS / sum(b["total_s"] for b in batches))})
+    # the whole engine call on this workload and on one whose lengths spread evenly (~40 to ~540
+    # tokens), under the previous batching, segmented prefills, and segmented without the cap
+    from safetygrid.engines import static_decode
+
+    for workload, items in (("1 in 5 long", reqs), ("spread", requests(tokenizer, 64, 4, spread=True))):
+        spread_ids = {r.prompt_id: chat_token_ids(tokenizer, r.text, None) for r in items}
+        spread_lengths = sorted((len(spread_ids[r.prompt_id]) for r in items), reverse=True)
+        record = {"figure": "mixed-length engine calls", "workload": workload, "rows": len(items),
+                  "segments": [len(s) for s in prefill_segments(spread_lengths, 0.25)]}
+        for policy in ("previous", "segmented", "segmented, no cap"):
+            cap = static_decode.MAX_PREFILL_SEGMENTS
+            if policy.endswith("no cap"):
+                static_decode.MAX_PREFILL_SEGMENTS = 1 << 30
+                record["segments_no_cap"] = [len(s) for s in prefill_segments(spread_lengths, 0.25)]
+            try:
+                with previous_policy() if policy == "previous" else nullcontext():
+                    rates = [engine_rate(model, tokenizer, items, 0.7, "auto")[0] for _ in range(3)][1:]
+            finally:
+                static_decode.MAX_PREFILL_SEGMENTS = cap
+            record[f"{policy}_tok_s"] = [round(r) for r in rates]
+        report(record)
+    generator = torch.Generator().manual_seed(0)
+    steps = {}
+    for rows in (64, 128, 192, 256):
+        prompt = torch.randint(10, 40000, (rows, 24), generator=generator).cuda()
+        decoder = _PhaseTimed(model, 32, [], temperature=0.7, seeds=list(range(rows)), use_graph=True)
+        for _ in range(2):
+            decoder.decode(prompt, torch.ones_like(prompt))
+        steps[rows] = round(1e3 * (decoder.marks[3] - decoder.marks[2]) / 30, 2)
+    report({"figure": "replayed step ms by rows", "prompt_len": 24, "step_ms": steps})
+
+
 def matmul_peak() -> float:
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -320,11 +470,17 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True, help="a tokenizer folder with a chat template")
     parser.add_argument("--out", default="")
     parser.add_argument("--quick", action="store_true", help="fewer rows (a smoke run)")
-    parser.add_argument("--part", choices=["all", "generate", "decode", "compile", "judges"], default="all")
+    parser.add_argument("--part", default="all",
+                        help="all, or comma-separated parts: generate, mixed (where the mixed-length workload's "
+                             "time goes, phase by phase), decode, compile, judges")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each figure (the median is reported)")
     parser.add_argument("--shape", choices=["all", *SHAPES], default="all", help="generate rows of this model shape only")
-    parser.add_argument("--rows", default="", help="comma-separated row numbers (1-6) of the generate table to run")
+    parser.add_argument("--rows", default="", help="comma-separated row numbers (1-7) of the generate table to run")
     args = parser.parse_args()
+    parts = set(args.part.split(","))
+    unknown = parts - {"all", "generate", "mixed", "decode", "compile", "judges"}
+    if unknown:
+        parser.error(f"unknown --part {sorted(unknown)}")
     models: dict[str, LlamaForCausalLM] = {}
 
     def shaped(shape: str) -> LlamaForCausalLM:
@@ -353,7 +509,7 @@ def main() -> None:
             ("llama-3-8b", 32, 4, 128, 0.7, 0), ("llama-3-8b", 32, 4, 128, 0.0, 0),
             ("llama-3-8b", 64, 4, "auto", 0.7, 5)]
     picked = {int(r) for r in args.rows.split(",") if r}
-    if args.part in ("generate", "all"):
+    if parts & {"generate", "all"}:
         for number, (shape, n_prompts, k, batch, temperature, long_every) in enumerate(
                 rows[:2] if args.quick else rows, 1):
             if args.shape not in ("all", shape) or (picked and number not in picked):
@@ -362,12 +518,15 @@ def main() -> None:
                 generate_row(shaped(shape), tokenizer, requests(tokenizer, n_prompts, k, long_every), batch,
                              temperature, args.repeat, report,
                              {"row": number, "shape": shape, **({"mixed": f"1 in {long_every} long"} if long_every else {})},
-                             bandwidth)
+                             bandwidth, peak * 1e12)
             except Exception:  # one failed row must not lose the others' figures
                 traceback.print_exc()
-    if args.part in ("decode", "all"):
+    if parts & {"mixed", "all"}:
+        shape, n_prompts, k, _, _, long_every = rows[6]
+        mixed_phases(shaped(shape), tokenizer, requests(tokenizer, n_prompts, k, long_every), report)
+    if parts & {"decode", "all"}:
         decode_steps(shaped("llama-3-8b"), 128, 24, args.repeat, report)
-    if args.part in ("compile", "all"):
+    if parts & {"compile", "all"}:
         for shape, n_prompts, k, batch, temperature, _ in [rows[2], rows[1], rows[4]]:
             model = shaped(shape)
             reqs = requests(tokenizer, n_prompts, k)
@@ -380,7 +539,7 @@ def main() -> None:
             report({"figure": "generate, static cache + compile", "shape": shape, "rows": len(reqs), "batch": batch,
                     "T": temperature, "engine_tok_s": round(compiled), "plain_tok_s": round(plain),
                     "ratio": round(compiled / plain, 2), "first_call_s": round(warm, 1)})
-    if args.part in ("judges", "all"):
+    if parts & {"judges", "all"}:
         model = shaped("llama-3-8b")
         for batch in (None, 8, 16, 32, 64, "auto"):  # None: absent from the config (auto on CUDA)
             items_s, tflops, used = judge_rate(model, tokenizer, batch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
@@ -158,6 +159,16 @@ def use_static_decoder(requested: bool | None, device: str, model: Any, quantize
     return False
 
 
+def decoder_batch_limits(limits: BatchLimits, static_decoder: bool, device: str) -> BatchLimits:
+    """On CUDA the static decoder prefills a batch's prompt lengths in segments and attends each
+    over its own cache columns (static_decode.py), so its batches drop the padding bound: long and
+    short prompts then share each decoding step's read of the weights (issue 28's mixed-length
+    workload ran as two batches, each reading them). Rows and the token budget still bound memory."""
+    if static_decoder and device.startswith("cuda"):
+        return replace(limits, padding=None)
+    return limits
+
+
 class HFEngine:
     name = "hf"
 
@@ -199,9 +210,11 @@ class HFEngine:
             # step, which is what bounds a small model's decoding on a GPU
             cache = {"cache_implementation": "static"}
         graphs = use_static_decoder(settings.cuda_graphs, device, model, bool(cache), settings.compile)
+        limits = decoder_batch_limits(limits, graphs, device)
         decoder = (lambda batch: StaticDecoder(model, settings.max_new_tokens, sorted(eos_ids),
                                                temperature=settings.temperature, top_p=settings.top_p,
-                                               seeds=[r.seed for r in batch])) if graphs else None
+                                               seeds=[r.seed for r in batch],
+                                               segment_tolerance=settings.padding_tolerance)) if graphs else None
         config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
                                   eos_token_id=sorted(eos_ids) or None, pad_token_id=tokenizer.pad_token_id, **cache)
         bar = progress(len(order), "generate")

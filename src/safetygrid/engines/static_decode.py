@@ -13,6 +13,13 @@ capture costs one step's time per batch shape, not minutes. The attention reads 
 cache under a mask rather than a growing one, so results can differ from the dynamic-cache path by
 rounding, as they do between two batch sizes on a GPU. On a CPU the same steps run eagerly, which is
 how the tests check this code path against ``generate`` with a static cache.
+
+A batch may mix prompt lengths (the engine no longer splits a CUDA batch by padding, issue 28): its
+rows are prefilled in segments of similar lengths, each padded only to its own longest prompt, and
+their keys and values are copied right-aligned into the one static cache, where the decoding steps
+of all rows share one read of the weights and each segment attends over its own columns only
+(grouped_attention.py). Every row then gets what a prefill of its own would give it: its padding is
+masked either way and its positions are its own.
 """
 
 from __future__ import annotations
@@ -20,13 +27,49 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
-from transformers import StaticCache
+from transformers import DynamicCache, StaticCache
 
-from .grouped_attention import grouped_decoding
+from .batching import PADDING_TOLERANCE
+from .grouped_attention import grouped_decoding, splits_rows
 from .sampling import draw
 
 # how often (in steps) the host asks whether every row has ended: each ask is a device sync
 STOP_CHECK_EVERY = 16
+# prompts this many tokens apart share a prefill segment whatever their ratio: a few dozen padded
+# positions cost less than one more prefill pass and one more attention call per layer and step
+SEGMENT_SLACK_TOKENS = 32
+# each segment adds a prefill pass and an attention call per layer to every step, so a batch whose
+# lengths spread widely gets at most this many (the cheapest neighbours merged): benchmarks/RESULTS.md
+MAX_PREFILL_SEGMENTS = 4
+
+
+def prefill_segments(lengths: Sequence[int], tolerance: float | None) -> list[range]:
+    """Runs of consecutive rows prefilled together: within a run the longest prompt is at most
+    (1 + ``tolerance``) times the shortest, or ``SEGMENT_SLACK_TOKENS`` longer; beyond
+    ``MAX_PREFILL_SEGMENTS`` runs, the neighbours whose merge pads the fewest positions are merged.
+    None: one run."""
+    if tolerance is None or not lengths:
+        return [range(len(lengths))]
+    segments, start = [], 0
+    longest = shortest = lengths[0]
+    for row in range(1, len(lengths)):
+        longest, shortest = max(longest, lengths[row]), min(shortest, lengths[row])
+        if longest > (1 + tolerance) * shortest and longest - shortest > SEGMENT_SLACK_TOKENS:
+            segments.append(range(start, row))
+            start, longest, shortest = row, lengths[row], lengths[row]
+    segments.append(range(start, len(lengths)))
+    while len(segments) > MAX_PREFILL_SEGMENTS:
+        def added_padding(i: int) -> int:
+            a, b = segments[i], segments[i + 1]
+            return _padded(lengths, range(a.start, b.stop)) - _padded(lengths, a) - _padded(lengths, b)
+        cheapest = min(range(len(segments) - 1), key=added_padding)
+        segments[cheapest:cheapest + 2] = [range(segments[cheapest].start, segments[cheapest + 1].stop)]
+    return segments
+
+
+def _padded(lengths: Sequence[int], rows: range) -> int:
+    """Prompt positions a prefill of these rows computes: rows x their longest prompt."""
+    return len(rows) * max(lengths[rows.start:rows.stop])
 
 
 def static_decode_unsupported(model: Any) -> str | None:
@@ -51,7 +94,7 @@ class StaticDecoder:
 
     def __init__(self, model: Any, max_new_tokens: int, eos_ids: Sequence[int], *, temperature: float = 0.0,
                  top_p: float = 1.0, seeds: Sequence[int] | None = None, use_graph: bool | None = None,
-                 grouped_attention: bool = True) -> None:
+                 grouped_attention: bool = True, segment_tolerance: float | None = PADDING_TOLERANCE) -> None:
         self.model = model
         self.max_new_tokens = max_new_tokens
         self.eos_ids = sorted(eos_ids)
@@ -62,6 +105,8 @@ class StaticDecoder:
         self.use_graph = use_graph
         # off only to compare against transformers' own attention (tests, benchmarks/gpu.py)
         self.grouped_attention = grouped_attention
+        # None: one prefill over the whole padded batch (see prefill_segments)
+        self.segment_tolerance = segment_tolerance
 
     def _choose(self, logits: torch.Tensor, seeds: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
         """The next token of each row: greedy at T = 0, else the seeded draw of sampling step ``step``
@@ -80,10 +125,17 @@ class StaticDecoder:
         eos = torch.tensor(self.eos_ids or [-1], dtype=torch.int64, device=device)
         # as generate numbers them: padding positions get 1 (they are masked out of every real query)
         positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
-        with torch.inference_mode(), grouped_decoding(self.model, enabled=self.grouped_attention):
-            # the prefill runs eagerly, with the mask transformers builds from the 2D padding mask
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        lengths = attention_mask.sum(-1).tolist()
+        segments = prefill_segments(lengths, self.segment_tolerance) if splits_rows(self.model) else [range(rows)]
+        # each segment's rows attend from the first column their longest prompt fills
+        spans = [(s.start, s.stop, prompt_len - max(lengths[s.start:s.stop])) for s in segments]
+        with torch.inference_mode(), grouped_decoding(self.model, enabled=self.grouped_attention, spans=spans):
+            if len(segments) == 1:
+                # the prefill runs eagerly, with the mask transformers builds from the 2D padding mask
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+            else:
+                logits = self._prefill_segments(cache, input_ids, attention_mask, positions, spans)
             step = torch.zeros((), dtype=torch.int64, device=device)
             first = self._choose(logits, seeds, step)
             generated = torch.zeros((rows, n), dtype=torch.int64, device=device)
@@ -121,6 +173,30 @@ class StaticDecoder:
                 if self.eos_ids and done % STOP_CHECK_EVERY == 0 and bool(ended.all()):
                     break
         return generated[:, :done]
+
+    def _prefill_segments(self, cache: StaticCache, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          positions: torch.Tensor, spans: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+        """Prefill each (first row, end row, first column) span over its own columns, copy its keys
+        and values into the same rows and columns of ``cache``, and return every row's last logits."""
+        rows, prompt_len = input_ids.shape
+        logits = []
+        for start, end, column in spans:
+            own = DynamicCache()
+            out = self.model(input_ids=input_ids[start:end, column:], attention_mask=attention_mask[start:end, column:],
+                             position_ids=positions[start:end, column:], past_key_values=own, use_cache=True,
+                             logits_to_keep=1)
+            logits.append(out.logits[:, -1].float())
+            for layer, filled in zip(cache.layers, own.layers):
+                if not layer.is_initialized:
+                    # only the dtype, device and (rows, heads, ..., dim) shape of these are read
+                    layer.lazy_initialization(filled.keys.new_empty((rows, *filled.keys.shape[1:])),
+                                              filled.values.new_empty((rows, *filled.values.shape[1:])))
+                layer.keys[start:end, :, column:prompt_len] = filled.keys
+                layer.values[start:end, :, column:prompt_len] = filled.values
+            del own, out
+        for layer in cache.layers:
+            layer.cumulative_length.fill_(prompt_len)  # the next step writes at the first new slot
+        return torch.cat(logits)
 
     def _capture(self, one_step: Callable[[], None]) -> Callable[[], None]:
         """Run the first step eagerly on a side stream (it initialises cuBLAS and cuDNN and is a
