@@ -79,29 +79,32 @@ def test_a_requests_tokens_do_not_depend_on_the_batch_it_lands_in(tiny_checkpoin
         pd.testing.assert_frame_equal(table, tables[0])
 
 
-@pytest.mark.parametrize("temperature", [0.7, 1.0])
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
 def test_a_sample_is_the_same_whether_its_prompt_is_prefilled_once_or_per_row(tiny_checkpoint, monkeypatch, temperature):
-    """Prefilling a prompt once for its samples (the cost planner on a CPU) against every row
-    prefilling its own (the padding planner), float32: identical rows, and the shared prefill did run."""
+    """Prefilling a prompt once for its samples (a CPU's default) against every row prefilling its
+    own, float32, under both planners: identical rows, and the shared prefill did run."""
     from safetygrid.engines import Settings, hf
     from safetygrid.generate import build_requests
 
     requests = build_requests(PROMPTS, "tiny", 11, 3)
-    real, shared = hf.shared_prompt_cache, []
+    real, shared = hf.prefill_once_per_prompt, []
 
     def counting(model, input_ids, attention_mask, prompts):
-        cache = real(model, input_ids, attention_mask, prompts)
-        shared.append((len(prompts), None if cache is None else cache.get_seq_length()))
-        return cache
+        result = real(model, input_ids, attention_mask, prompts)
+        shared.append(None if result is None else result[1].get_seq_length())
+        return result
 
-    monkeypatch.setattr(hf, "shared_prompt_cache", counting)
-    tables = {}
+    monkeypatch.setattr(hf, "prefill_once_per_prompt", counting)
     for planner in ("padding", "cost"):
-        settings = Settings(temperature=temperature, max_new_tokens=10, batch_size=64, device="cpu", planner=planner)
-        tables[planner] = hf.HFEngine(str(tiny_checkpoint)).generate(requests, settings)
-    assert any(length for _, length in shared), shared  # some batch held a prompt's samples together
-    assert tables["cost"]["response"].str.len().gt(0).mean() > 0.5
-    pd.testing.assert_frame_equal(tables["cost"], tables["padding"])
+        tables = {}
+        for share in (False, True):
+            shared.clear()
+            settings = Settings(temperature=temperature, max_new_tokens=10, batch_size=64, device="cpu",
+                                planner=planner, share_prompts=share)
+            tables[share] = hf.HFEngine(str(tiny_checkpoint)).generate(requests, settings)
+            assert any(shared) == share, shared  # some batch held a prompt's samples together
+        assert tables[True]["response"].str.len().gt(0).mean() > 0.5
+        pd.testing.assert_frame_equal(tables[True], tables[False])
 
 
 # SmolLM2-135M-Instruct's chat-template lengths of the demo's 35 prompts (config.yaml: 25 HarmBench

@@ -204,11 +204,12 @@ class HFEngine:
                                                seeds=[r.seed for r in batch])) if graphs else None
         config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
                                   eos_token_id=sorted(eos_ids) or None, pad_token_id=tokenizer.pad_token_id, **cache)
-        # on a CPU's eager path: batches cut by modelled cost, each prompt prefilled once for its samples
-        by_cost = settings.planner == "cost" and device == "cpu" and not graphs and not cache
+        # on a CPU's eager path (dynamic cache, generate): each prompt prefilled once for its samples,
+        # and on request batches cut by modelled cost
+        eager_cpu = device == "cpu" and not graphs and not cache
+        share, by_cost = eager_cpu and settings.share_prompts, eager_cpu and settings.planner == "cost"
         if by_cost:
-            log.info("batches cut by modelled cost on the CPU (the padding tolerance unused), each prompt "
-                     "prefilled once for its samples")
+            log.info("batches cut by modelled cost on the CPU (the padding tolerance unused)")
         row_prompts = [requests[i].prompt_id for i in order]
         planned: list[int] = []  # sizes of the batches still to run, from the last plan
         bar = progress(len(order), "generate")
@@ -225,7 +226,7 @@ class HFEngine:
             padded = padded_tokens(lengths[done:done + size], settings.max_new_tokens)
             try:
                 new = self._generate_batch(model, tokenizer, device, config, batch, encoded, settings,
-                                           decoder(batch) if decoder else None, share_prompts=by_cost)
+                                           decoder(batch) if decoder else None, share_prompts=share)
             except torch.OutOfMemoryError as exc:
                 # the longest prompts come first, so limits that fit here fit for the rest too
                 if size == 1:
@@ -266,7 +267,7 @@ class HFEngine:
                         encoded: Mapping[str, list[int]], settings: Settings,
                         decoder: StaticDecoder | None = None, share_prompts: bool = False) -> list[list[int]]:
         """The new tokens of each request of one padded batch. ``share_prompts``: a prompt that
-        several rows share is prefilled once (:func:`shared_prompt_cache`)."""
+        several rows share is prefilled once (:func:`prefill_once_per_prompt`)."""
         inputs = tokenizer.pad({"input_ids": [encoded[r.prompt_id] for r in batch]},
                                return_tensors="pt", padding=True).to(device)
         if decoder is not None:
@@ -275,30 +276,43 @@ class HFEngine:
         if settings.temperature > 0:
             processors.append(SeededSampler([r.seed for r in batch], settings.temperature, settings.top_p))
         with torch.inference_mode():
-            cache = (shared_prompt_cache(model, inputs["input_ids"], inputs["attention_mask"],
-                                         [r.prompt_id for r in batch]) if share_prompts else None)
-            out = model.generate(**inputs, generation_config=config, logits_processor=processors,
-                                 **({"past_key_values": cache} if cache is not None else {}))
+            shared = (prefill_once_per_prompt(model, inputs["input_ids"], inputs["attention_mask"],
+                                              [r.prompt_id for r in batch]) if share_prompts else None)
+            if shared is None:
+                out = model.generate(**inputs, generation_config=config, logits_processor=processors)
+                return out[:, inputs["input_ids"].shape[1]:].cpu().tolist()
+            # the first token as generate's greedy step takes it from the prefill's logits (the seeded
+            # sampler's step 0), then generate goes on from the cached prompt and that token
+            logits, cache = shared
+            first = processors(inputs["input_ids"], logits).argmax(dim=-1, keepdim=True)
+            if settings.max_new_tokens == 1:
+                return first.cpu().tolist()
+            ids = torch.cat([inputs["input_ids"], first], dim=1)
+            mask = torch.cat([inputs["attention_mask"], torch.ones_like(first)], dim=1)
+            rest = GenerationConfig(**{**config.to_diff_dict(), "max_new_tokens": settings.max_new_tokens - 1})
+            out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, generation_config=rest,
+                                 logits_processor=processors)
         return out[:, inputs["input_ids"].shape[1]:].cpu().tolist()
 
 
-def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        prompts: Sequence[str]) -> DynamicCache | None:
-    """The KV cache of every row's prompt but its last token, computed once per distinct prompt and
-    copied to the rows that share it, or None when no two rows share one. ``generate`` given this
-    cache feeds only each row's last prompt token, so the k samples of a prompt cost one prefill.
-    ``input_ids`` is the batch left-padded to its longest prompt: the distinct rows' prefixes keep
-    that padding, so positions and mask are the rows' own and their cached keys the same vectors."""
+def prefill_once_per_prompt(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                            prompts: Sequence[str]) -> tuple[torch.Tensor, DynamicCache] | None:
+    """Each distinct prompt of a left-padded batch prefilled once, as ``generate`` prefills it (the
+    same padding, positions and mask, the last position's logits only), its last-token logits
+    (float32) and KV cache copied to every row that shares it; None when no two rows share a prompt.
+    The rows' computation is the one ``generate`` does for each of them, so the k samples of a prompt
+    cost one prefill and get the tokens they got before (float32 on a CPU: tested)."""
     first = {pid: row for row, pid in reversed(list(enumerate(prompts)))}  # each prompt's first row
-    if len(first) == len(prompts) or input_ids.shape[1] < 2:
+    if len(first) == len(prompts):
         return None
     unique = sorted(first.values())
     slot = {pid: unique.index(row) for pid, row in first.items()}
-    ids, mask = input_ids[unique, :-1], attention_mask[unique, :-1]
-    # what generate gives a left-padded prompt: positions count real tokens, padding sits at 0
+    rows = torch.tensor([slot[pid] for pid in prompts], device=input_ids.device)
+    ids, mask = input_ids[unique], attention_mask[unique]
+    # generate's positions for a left-padded prompt: they count real tokens, padding sits at 0
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = DynamicCache(config=model.config)
-    model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-          logits_to_keep=1)
-    cache.reorder_cache(torch.tensor([slot[pid] for pid in prompts], device=input_ids.device))
-    return cache
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    cache.reorder_cache(rows)
+    return out.logits[:, -1].to(dtype=torch.float32).index_select(0, rows), cache
