@@ -8,9 +8,9 @@ usage: .venv/bin/python benchmarks/engines.py [--checkpoint DIR] [--engines hf,v
 With --demo: the hf engine on a config's own cells (its prompts, seeds, checkpoints under
 RESULTS/models and generation settings), the batching policy before token budgets (rows alone:
 batch_size rows, longest prompts first) against the config's own (token budget and padding
-tolerance on CUDA; on a CPU batches cut by modelled cost, each prompt prefilled once for its samples), side by side in one process, each model loaded once and timed apart:
+tolerance; on a CPU each prompt prefilled once for its samples), side by side in one process, each model loaded once and timed apart:
     .venv/bin/python benchmarks/engines.py --demo [--config config.yaml] [--results results]
-           [--cells fp32/T0.0,fp32/T0.7 | all] [--repeat 1]
+           [--cells fp32/T0.0,fp32/T0.7 | all] [--repeat 1] [--also padding,cost]
 It prints each policy's batches, padded tokens, seconds and generated tokens/s per cell, and how many
 responses differ byte for byte between the two policies (naming each one that does).
 The checkpoint defaults to results/sources/smollm2-135m. vLLM runs in .venvs/vllm (make envs-vllm);
@@ -135,8 +135,11 @@ def demo_policies(args: argparse.Namespace) -> None:
         checkpoint = str(results / "models" / model_name / precision)
         new = cell_settings(config["generation"], config["precisions"][precision], config["kv"][kv_name],
                             float(temperature))
-        policies = {"old": dataclasses.replace(new, token_budget=None, padding_tolerance=None, planner="padding"),
-                    "new": new}
+        # on request (--also): "padding", the token budget and padding bound with every row prefilled
+        # (the policy before the shared prefill); "cost", batches cut by CpuCosts with the shared prefill
+        extra = {"padding": dataclasses.replace(new, share_prompts=False), "cost": dataclasses.replace(new, planner="cost")}
+        policies = {"old": dataclasses.replace(new, token_budget=None, padding_tolerance=None, share_prompts=False),
+                    **{name: extra[name] for name in args.also.split(",") if name}, "new": new}
         requests = build_requests(prompts, model_name, config["seed"], samples_for(temperature, config))
         engine = LoadedOnce(checkpoint)
         model, tokenizer, device = engine._load(new)
@@ -164,12 +167,12 @@ def demo_policies(args: argparse.Namespace) -> None:
         for name, settings in policies.items():
             limits = generation_limits(settings, model, device)
             by_cost = settings.planner == "cost" and device == "cpu"  # the demo's cells: no quantized cache
+            share = settings.share_prompts and device == "cpu"
             batches = (plan_by_cost(lengths, row_prompts, settings.max_new_tokens, limits) if by_cost
                        else plan_batches(lengths, settings.max_new_tokens, limits))
             padded = sum(len(b) * (lengths[b[0]] + settings.max_new_tokens) for b in batches)
             # prompt positions prefilled: each row's, or each distinct prompt's once where rows share it
-            prefilled = sum((len(set(row_prompts[i] for i in b)) if by_cost and len(set(row_prompts[i] for i in b)) < len(b)
-                             else len(b)) * lengths[b[0]] for b in batches)
+            prefilled = sum((len(set(row_prompts[i] for i in b)) if share else len(b)) * lengths[b[0]] for b in batches)
             real = sum(lengths) + len(lengths) * settings.max_new_tokens
             tokens = int(tables[name]["n_tokens"].sum())
             median, cpu = statistics.median(seconds[name]), statistics.median(cpu_seconds[name])
@@ -178,11 +181,19 @@ def demo_policies(args: argparse.Namespace) -> None:
                   + (f"   runs: {', '.join(f'{s:.1f}' for s in seconds[name])}" if args.repeat > 1 else ""),
                   flush=True)
         print(f"{cell:24} load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at {time.strftime('%H:%M')}")
-        old, new_table = tables["old"], tables["new"]
-        differ = old.index[old["response"] != new_table["response"]]
-        print(f"{cell:24} responses differing byte for byte between the policies: {len(differ)} of {len(old)}"
-              + "".join(f"\n    {old.at[i, 'prompt_id']} sample {old.at[i, 'sample']}: "
-                        f"{old.at[i, 'response']!r} -> {new_table.at[i, 'response']!r}" for i in differ), flush=True)
+        # the cell's generations in RESULTS, when a run left them there: the responses its labels are keyed to
+        shipped_path = results / "generations" / model_name / precision / kv_name / f"T{temperature}.parquet"
+        if shipped_path.exists():
+            shipped = pd.read_parquet(shipped_path).sort_values(["prompt_id", "sample"]).reset_index(drop=True)
+            for name in policies:
+                differ = (tables[name]["response"] != shipped["response"]).sum()
+                print(f"{cell:24} responses of {name} differing from {shipped_path}: {differ} of {len(shipped)}")
+        old = tables["old"]
+        for name in [name for name in policies if name != "old"]:
+            differ = old.index[old["response"] != tables[name]["response"]]
+            print(f"{cell:24} responses differing byte for byte between old and {name}: {len(differ)} of {len(old)}"
+                  + "".join(f"\n    {old.at[i, 'prompt_id']} sample {old.at[i, 'sample']}: "
+                            f"{old.at[i, 'response']!r} -> {tables[name].at[i, 'response']!r}" for i in differ), flush=True)
 
 
 def _cpu_name() -> str:
@@ -199,6 +210,8 @@ def main() -> None:
     parser.add_argument("--results", default=str(ROOT / "results"), help="--demo: where its prompts and models are")
     parser.add_argument("--cells", default="fp32/T0.0,fp32/T0.7", help="--demo: precision/T<temperature>,... or all")
     parser.add_argument("--repeat", type=int, default=1, help="--demo: runs of each policy (the median is printed)")
+    parser.add_argument("--also", default="", help="--demo: more policies beside old and new: padding (every row "
+                        "prefilled), cost (batches by CpuCosts)")
     parser.add_argument("--checkpoint", default=str(ROOT / "results" / "sources" / "smollm2-135m"))
     parser.add_argument("--engines", default="hf,vllm,llama_cpp")
     parser.add_argument("--prompts", type=int, default=16)
