@@ -8,9 +8,9 @@ usage: .venv/bin/python benchmarks/engines.py [--checkpoint DIR] [--engines hf,v
 With --demo: the hf engine on a config's own cells (its prompts, seeds, checkpoints under
 RESULTS/models and generation settings), the batching policy before token budgets (rows alone:
 batch_size rows, longest prompts first) against the config's own (token budget and padding
-tolerance), side by side in one process, each model loaded once and timed apart:
+tolerance; on a CPU each prompt prefilled once for its samples), side by side in one process, each model loaded once and timed apart:
     .venv/bin/python benchmarks/engines.py --demo [--config config.yaml] [--results results]
-           [--cells fp32/T0.0,fp32/T0.7 | all] [--repeat 1]
+           [--cells fp32/T0.0,fp32/T0.7 | all] [--repeat 1] [--also padding,cost]
 It prints each policy's batches, padded tokens, seconds and generated tokens/s per cell, and how many
 responses differ byte for byte between the two policies (naming each one that does).
 The checkpoint defaults to results/sources/smollm2-135m. vLLM runs in .venvs/vllm (make envs-vllm);
@@ -102,7 +102,7 @@ def demo_policies(args: argparse.Namespace) -> None:
 
     from safetygrid.config import load
     from safetygrid.engines import chat_token_ids
-    from safetygrid.engines.batching import plan_batches
+    from safetygrid.engines.batching import plan_batches, plan_by_cost
     from safetygrid.engines.hf import HFEngine, generation_limits
     from safetygrid.generate import build_requests, cell_settings
     from safetygrid.grid import samples_for
@@ -129,17 +129,24 @@ def demo_policies(args: argparse.Namespace) -> None:
     print(f"{platform.machine()}, {_cpu_name()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; config {args.config} "
           f"({len(prompts)} prompts, max_new_tokens {config['generation']['max_new_tokens']})")
-    print(f"{'cell':24} {'policy':6} {'batches':>7} {'padded':>7} {'real':>6} {'seconds':>8} {'tokens':>6} "
-          f"{'tok/s':>6} {'CPU s':>7} {'tok/CPU s':>9}")
+    print(f"{'cell':24} {'policy':6} {'batches':>7} {'padded':>7} {'real':>6} {'prefill':>8} {'seconds':>8} {'tokens':>6} "
+          f"{'tok/s':>6} {'CPU s':>7} {'tok/CPU s':>9}  (rows per batch)")
     for precision, temperature in demo_cells(config, args.cells):
         checkpoint = str(results / "models" / model_name / precision)
         new = cell_settings(config["generation"], config["precisions"][precision], config["kv"][kv_name],
                             float(temperature))
-        policies = {"old": dataclasses.replace(new, token_budget=None, padding_tolerance=None), "new": new}
+        # on request (--also): "padding", the token budget and padding bound with every row prefilled
+        # (the policy before the shared prefill); "cost", batches cut by CpuCosts with the shared prefill
+        extra = {"padding": dataclasses.replace(new, share_prompts=False), "cost": dataclasses.replace(new, planner="cost")}
+        policies = {"old": dataclasses.replace(new, token_budget=None, padding_tolerance=None, share_prompts=False),
+                    **{name: extra[name] for name in args.also.split(",") if name}, "new": new}
         requests = build_requests(prompts, model_name, config["seed"], samples_for(temperature, config))
         engine = LoadedOnce(checkpoint)
         model, tokenizer, device = engine._load(new)
-        lengths = sorted((len(chat_token_ids(tokenizer, r.text, new.system_prompt)) for r in requests), reverse=True)
+        # the engine's own order: longest first, a prompt's samples next to each other
+        encoded = sorted(((len(chat_token_ids(tokenizer, r.text, new.system_prompt)), r.prompt_id, r.sample)
+                          for r in requests), key=lambda row: (-row[0], row[1], row[2]))
+        lengths, row_prompts = [row[0] for row in encoded], [row[1] for row in encoded]
         # wall seconds, and CPU seconds of this process (every thread): on a machine shared with other
         # work the CPU seconds are the steadier measure of what a policy costs
         seconds: dict[str, list[float]] = {name: [] for name in policies}
@@ -158,20 +165,35 @@ def demo_policies(args: argparse.Namespace) -> None:
                 tables.setdefault(name, table)
         cell = f"{precision}/{kv_name}/T{temperature}"
         for name, settings in policies.items():
-            batches = plan_batches(lengths, settings.max_new_tokens, generation_limits(settings, model, device))
+            limits = generation_limits(settings, model, device)
+            by_cost = settings.planner == "cost" and device == "cpu"  # the demo's cells: no quantized cache
+            share = settings.share_prompts and device == "cpu"
+            batches = (plan_by_cost(lengths, row_prompts, settings.max_new_tokens, limits) if by_cost
+                       else plan_batches(lengths, settings.max_new_tokens, limits))
             padded = sum(len(b) * (lengths[b[0]] + settings.max_new_tokens) for b in batches)
+            # prompt positions prefilled: each row's, or each distinct prompt's once where rows share it
+            prefilled = sum((len(set(row_prompts[i] for i in b)) if share else len(b)) * lengths[b[0]] for b in batches)
             real = sum(lengths) + len(lengths) * settings.max_new_tokens
             tokens = int(tables[name]["n_tokens"].sum())
             median, cpu = statistics.median(seconds[name]), statistics.median(cpu_seconds[name])
-            print(f"{cell:24} {name:6} {len(batches):7d} {padded:7d} {real:6d} {median:8.1f} {tokens:6d} "
-                  f"{tokens / median:6.1f} {cpu:7.1f} {tokens / cpu:9.1f}"
+            print(f"{cell:24} {name:6} {len(batches):7d} {padded:7d} {real:6d} {prefilled:8d} {median:8.1f} {tokens:6d} "
+                  f"{tokens / median:6.1f} {cpu:7.1f} {tokens / cpu:9.1f}  ({', '.join(str(len(b)) for b in batches)})"
                   + (f"   runs: {', '.join(f'{s:.1f}' for s in seconds[name])}" if args.repeat > 1 else ""),
                   flush=True)
-        old, new_table = tables["old"], tables["new"]
-        differ = old.index[old["response"] != new_table["response"]]
-        print(f"{cell:24} responses differing byte for byte between the policies: {len(differ)} of {len(old)}"
-              + "".join(f"\n    {old.at[i, 'prompt_id']} sample {old.at[i, 'sample']}: "
-                        f"{old.at[i, 'response']!r} -> {new_table.at[i, 'response']!r}" for i in differ), flush=True)
+        print(f"{cell:24} load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at {time.strftime('%H:%M')}")
+        # the cell's generations in RESULTS, when a run left them there: the responses its labels are keyed to
+        shipped_path = results / "generations" / model_name / precision / kv_name / f"T{temperature}.parquet"
+        if shipped_path.exists():
+            shipped = pd.read_parquet(shipped_path).sort_values(["prompt_id", "sample"]).reset_index(drop=True)
+            for name in policies:
+                differ = (tables[name]["response"] != shipped["response"]).sum()
+                print(f"{cell:24} responses of {name} differing from {shipped_path}: {differ} of {len(shipped)}")
+        old = tables["old"]
+        for name in [name for name in policies if name != "old"]:
+            differ = old.index[old["response"] != tables[name]["response"]]
+            print(f"{cell:24} responses differing byte for byte between old and {name}: {len(differ)} of {len(old)}"
+                  + "".join(f"\n    {old.at[i, 'prompt_id']} sample {old.at[i, 'sample']}: "
+                            f"{old.at[i, 'response']!r} -> {tables[name].at[i, 'response']!r}" for i in differ), flush=True)
 
 
 def _cpu_name() -> str:
@@ -188,6 +210,8 @@ def main() -> None:
     parser.add_argument("--results", default=str(ROOT / "results"), help="--demo: where its prompts and models are")
     parser.add_argument("--cells", default="fp32/T0.0,fp32/T0.7", help="--demo: precision/T<temperature>,... or all")
     parser.add_argument("--repeat", type=int, default=1, help="--demo: runs of each policy (the median is printed)")
+    parser.add_argument("--also", default="", help="--demo: more policies beside old and new: padding (every row "
+                        "prefilled), cost (batches by CpuCosts)")
     parser.add_argument("--checkpoint", default=str(ROOT / "results" / "sources" / "smollm2-135m"))
     parser.add_argument("--engines", default="hf,vllm,llama_cpp")
     parser.add_argument("--prompts", type=int, default=16)

@@ -39,6 +39,13 @@ class Settings:
     token_budget: int | str | None = "auto"
     # hf engine: a batch's padding at most this share of its real tokens; None: any share
     padding_tolerance: float | None = PADDING_TOLERANCE
+    # hf engine: "padding" closes a batch at padding_tolerance; "cost" (a CPU's eager path only) cuts
+    # batches where batching.CpuCosts models the least total cost. Not the default: its batches pad
+    # some rows differently, and at T = 1.0 that flips 2 of the demo's 105 labelled responses
+    # (benchmarks/RESULTS.md)
+    planner: str = "padding"
+    # hf engine on a CPU's eager path: each prompt prefilled once for its samples, the tokens unchanged
+    share_prompts: bool = True
     batch_divisor: int = 1  # a retried job's batch (rows and token budget) is the resolved one divided by this
     compile: bool = False  # hf engine on CUDA: a static KV cache and a compiled forward pass
     # hf engine: a static KV cache, each decoding step a CUDA graph replay on CUDA; None: on CUDA only

@@ -92,3 +92,62 @@ def plan_batches(lengths: Sequence[int], new_tokens: int, limits: BatchLimits) -
         batches.append(range(start, start + size))
         start += size
     return batches
+
+
+@dataclass(frozen=True)
+class CpuCosts:
+    """What a generate batch costs on a CPU, in milliseconds of one core: the prefill, each position
+    (unique prompts x the batch's longest prompt, left padding included) at ``prefill_position`` plus
+    ``prefill_context`` for each earlier token it attends to (half the prompt on average); then
+    ``new_tokens`` decoding steps, each ``step`` (what a step costs whatever its rows: the weights
+    read once, Python) plus ``row_step`` a row (its share of the matmuls and the sampler) plus
+    ``context_token`` for every cached token a row attends over. Measured with SmolLM2-135M in
+    float32, 2 threads, on the 2-core AMD EPYC the demo is timed on (benchmarks/RESULTS.md,
+    "Token-budget batching"): a decoding step 57 ms for 1 row, 356 ms for 64 rows at 50 cached
+    tokens, 710 ms at 600; a prefill 3.1 ms a position at 50 tokens, 3.5 ms at 600. A CPU runs the
+    small model compute-bound, so a position costs about the same prefilled as decoded. Only the
+    ratios matter to the planner; a larger model scales the terms nearly alike."""
+
+    prefill_position: float = 3.1
+    prefill_context: float = 0.0013
+    context_token: float = 0.01
+    step: float = 50.0
+    row_step: float = 4.3
+
+    def batch(self, rows: int, unique_prompts: int, longest: int, new_tokens: int) -> float:
+        """The modelled cost of one left-padded batch of ``rows`` rows whose prompts are
+        ``unique_prompts`` distinct ones (each prefilled once), the longest ``longest`` tokens."""
+        prefill = unique_prompts * longest * (self.prefill_position + self.prefill_context * longest / 2)
+        per_row = self.row_step + self.context_token * (longest + new_tokens / 2)
+        return prefill + new_tokens * (self.step + rows * per_row)
+
+
+def plan_by_cost(lengths: Sequence[int], prompts: Sequence[object], new_tokens: int, limits: BatchLimits,
+                 costs: CpuCosts = CpuCosts()) -> list[range]:
+    """The cuts of ``lengths`` (longest first, the rows of one prompt next to each other, ``prompts``
+    naming each row's prompt) into batches of least total modelled cost (:class:`CpuCosts`), each
+    within ``limits.rows`` and ``limits.tokens``. ``limits.padding`` is not applied: padding is
+    priced, so a lone long row joins a batch of shorter ones when that costs less than its own
+    decoding steps, and a batch of short rows is not split for a little padding. Exact, by dynamic
+    programming over the cut points; a batch holds at most ``limits.rows`` (else 4096) rows, which
+    bounds the work at n x that."""
+    n = len(lengths)
+    widest = limits.rows or 4096
+    best = [0.0] + [float("inf")] * n  # best[j]: least cost of the first j rows
+    cut = [0] * (n + 1)  # cut[j]: where the last batch of that best plan starts
+    for end in range(1, n + 1):
+        unique = 0
+        for start in range(end - 1, max(end - widest, 0) - 1, -1):
+            if start == end - 1 or prompts[start] != prompts[start + 1]:
+                unique += 1
+            rows, longest = end - start, lengths[start]
+            if start < end - 1 and limits.tokens is not None and rows * (longest + new_tokens) > limits.tokens:
+                break  # longest first: a batch reaching further back only grows
+            total = best[start] + costs.batch(rows, unique, longest, new_tokens)
+            if total < best[end]:
+                best[end], cut[end] = total, start
+    batches, end = [], n
+    while end > 0:
+        batches.append(range(cut[end], end))
+        end = cut[end]
+    return batches[::-1]

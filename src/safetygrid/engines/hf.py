@@ -10,10 +10,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig, LogitsProcessorList
 
 from ..logs import progress
-from .batching import BatchLimits, next_batch, padded_tokens
+from .batching import BatchLimits, next_batch, padded_tokens, plan_by_cost
 from .sampling import SeededSampler
 from .static_decode import StaticDecoder, static_decode_unsupported
 from .numerics import Numerics, dtype_name, generation_table, torch_kernel
@@ -217,27 +217,41 @@ class HFEngine:
                                                segment_tolerance=settings.padding_tolerance)) if graphs else None
         config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
                                   eos_token_id=sorted(eos_ids) or None, pad_token_id=tokenizer.pad_token_id, **cache)
+        # on a CPU's eager path (dynamic cache, generate): each prompt prefilled once for its samples,
+        # and on request batches cut by modelled cost
+        eager_cpu = device == "cpu" and not graphs and not cache
+        share, by_cost = eager_cpu and settings.share_prompts, eager_cpu and settings.planner == "cost"
+        if by_cost:
+            log.info("batches cut by modelled cost on the CPU (the padding tolerance unused)")
+        row_prompts = [requests[i].prompt_id for i in order]
+        planned: list[int] = []  # sizes of the batches still to run, from the last plan
         bar = progress(len(order), "generate")
         while done < len(order):
-            size = next_batch(lengths, done, settings.max_new_tokens, limits)
+            if not by_cost:
+                size = next_batch(lengths, done, settings.max_new_tokens, limits)
+            else:
+                if not planned:
+                    planned = [len(b) for b in plan_by_cost(lengths[done:], row_prompts[done:],
+                                                            settings.max_new_tokens, limits)]
+                size = planned[0]
             idx = order[done:done + size]
             batch = [requests[i] for i in idx]
             padded = padded_tokens(lengths[done:done + size], settings.max_new_tokens)
             try:
                 new = self._generate_batch(model, tokenizer, device, config, batch, encoded, settings,
-                                           decoder(batch) if decoder else None)
+                                           decoder(batch) if decoder else None, share_prompts=share)
             except torch.OutOfMemoryError as exc:
                 # the longest prompts come first, so limits that fit here fit for the rest too
                 if size == 1:
                     raise OutOfMemory(f"one sequence of {lengths[done]} prompt tokens + "
                                       f"{settings.max_new_tokens} new tokens does not fit on {device}") from exc
-                limits = limits.halved_below(size, padded)
+                limits, planned = limits.halved_below(size, padded), []
                 log.warning("out of memory on %s at %d rows, %d padded tokens: now at most %d rows, %d tokens",
                             device, size, padded, limits.rows, limits.tokens)
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 continue
-            n_batches, n_padded = n_batches + 1, n_padded + padded
+            n_batches, n_padded, planned = n_batches + 1, n_padded + padded, planned[1:]
             stops = [next((j for j, t in enumerate(tokens) if t in eos_ids), None) for tokens in new]
             kept = [tokens if stop is None else tokens[:stop + 1] for tokens, stop in zip(new, stops)]
             # one call for the batch: the tokenizer decodes the rows in parallel
@@ -264,8 +278,9 @@ class HFEngine:
     @staticmethod
     def _generate_batch(model: Any, tokenizer: Any, device: str, config: GenerationConfig, batch: Sequence[Request],
                         encoded: Mapping[str, list[int]], settings: Settings,
-                        decoder: StaticDecoder | None = None) -> list[list[int]]:
-        """The new tokens of each request of one padded batch."""
+                        decoder: StaticDecoder | None = None, share_prompts: bool = False) -> list[list[int]]:
+        """The new tokens of each request of one padded batch. ``share_prompts``: a prompt that
+        several rows share is prefilled once (:func:`prefill_once_per_prompt`)."""
         inputs = tokenizer.pad({"input_ids": [encoded[r.prompt_id] for r in batch]},
                                return_tensors="pt", padding=True).to(device)
         if decoder is not None:
@@ -274,5 +289,43 @@ class HFEngine:
         if settings.temperature > 0:
             processors.append(SeededSampler([r.seed for r in batch], settings.temperature, settings.top_p))
         with torch.inference_mode():
-            out = model.generate(**inputs, generation_config=config, logits_processor=processors)
+            shared = (prefill_once_per_prompt(model, inputs["input_ids"], inputs["attention_mask"],
+                                              [r.prompt_id for r in batch]) if share_prompts else None)
+            if shared is None:
+                out = model.generate(**inputs, generation_config=config, logits_processor=processors)
+                return out[:, inputs["input_ids"].shape[1]:].cpu().tolist()
+            # the first token as generate's greedy step takes it from the prefill's logits (the seeded
+            # sampler's step 0), then generate goes on from the cached prompt and that token
+            logits, cache = shared
+            first = processors(inputs["input_ids"], logits).argmax(dim=-1, keepdim=True)
+            if settings.max_new_tokens == 1:
+                return first.cpu().tolist()
+            ids = torch.cat([inputs["input_ids"], first], dim=1)
+            mask = torch.cat([inputs["attention_mask"], torch.ones_like(first)], dim=1)
+            rest = GenerationConfig(**{**config.to_diff_dict(), "max_new_tokens": settings.max_new_tokens - 1})
+            out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, generation_config=rest,
+                                 logits_processor=processors)
         return out[:, inputs["input_ids"].shape[1]:].cpu().tolist()
+
+
+def prefill_once_per_prompt(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                            prompts: Sequence[str]) -> tuple[torch.Tensor, DynamicCache] | None:
+    """Each distinct prompt of a left-padded batch prefilled once, as ``generate`` prefills it (the
+    same padding, positions and mask, the last position's logits only), its last-token logits
+    (float32) and KV cache copied to every row that shares it; None when no two rows share a prompt.
+    The rows' computation is the one ``generate`` does for each of them, so the k samples of a prompt
+    cost one prefill and get the tokens they got before (float32 on a CPU: tested)."""
+    first = {pid: row for row, pid in reversed(list(enumerate(prompts)))}  # each prompt's first row
+    if len(first) == len(prompts):
+        return None
+    unique = sorted(first.values())
+    slot = {pid: unique.index(row) for pid, row in first.items()}
+    rows = torch.tensor([slot[pid] for pid in prompts], device=input_ids.device)
+    ids, mask = input_ids[unique], attention_mask[unique]
+    # generate's positions for a left-padded prompt: they count real tokens, padding sits at 0
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    cache.reorder_cache(rows)
+    return out.logits[:, -1].to(dtype=torch.float32).index_select(0, rows), cache
