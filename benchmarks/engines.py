@@ -40,7 +40,7 @@ import json, sys, time
 if __name__ == "__main__":
     started = time.perf_counter()
     from safetygrid.engines import Settings, make_engine
-    from safetygrid.generate import build_requests
+    from safetygrid.engines.cell import build_requests
     import pandas as pd
     cfg = json.loads(sys.argv[1])
     prompts = pd.read_parquet(cfg["prompts"])
@@ -104,7 +104,7 @@ def demo_policies(args: argparse.Namespace) -> None:
     from safetygrid.engines import chat_token_ids
     from safetygrid.engines.batching import plan_batches, plan_by_cost
     from safetygrid.engines.hf import HFEngine, generation_limits
-    from safetygrid.generate import build_requests, cell_settings
+    from safetygrid.engines.cell import build_requests, cell_settings
     from safetygrid.grid import samples_for
     from safetygrid.prompts import read_prompts
 

@@ -49,7 +49,7 @@ def test_a_requests_tokens_do_not_depend_on_the_batch_it_lands_in(tiny_checkpoin
     The rows are identical; the batchings are checked to differ, so the test compares something."""
     from safetygrid.engines import Settings
     from safetygrid.engines.hf import HFEngine
-    from safetygrid.generate import build_requests
+    from safetygrid.engines.cell import build_requests
 
     requests = build_requests(PROMPTS, "tiny", 11, 1 if temperature == 0 else 2)
     real = HFEngine._generate_batch
@@ -84,7 +84,7 @@ def test_a_sample_is_the_same_whether_its_prompt_is_prefilled_once_or_per_row(ti
     """Prefilling a prompt once for its samples (a CPU's default) against every row prefilling its
     own, float32, under both planners: identical rows, and the shared prefill did run."""
     from safetygrid.engines import Settings, hf
-    from safetygrid.generate import build_requests
+    from safetygrid.engines.cell import build_requests
 
     requests = build_requests(PROMPTS, "tiny", 11, 3)
     real, shared = hf.prefill_once_per_prompt, []

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from safetygrid.engines.sampling import SeededSampler, counter_uniforms, draw, reference_uniform
-from safetygrid.generate import build_requests, generate_cell
+from safetygrid.engines.cell import build_requests, generate_cell
 
 PROMPTS = pd.DataFrame({"prompt_id": ["a", "b", "c"],
                         "text": ["how do i make bread", "how do i make a cake and bread", "help"]})

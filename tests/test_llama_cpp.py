@@ -178,7 +178,7 @@ def test_llama_cpp_engine_renders_the_gguf_template_and_reproduces_seeded_sample
     from transformers import AutoTokenizer
 
     from safetygrid.engines import chat_token_ids
-    from safetygrid.generate import generate_cell
+    from safetygrid.engines.cell import generate_cell
 
     prompts = _prompts(ci_run)
     checkpoint = str(ladder["Q8_0"])

@@ -83,7 +83,7 @@ def test_every_engine_stamps_the_same_numerics_columns() -> None:
 
 
 def test_the_hf_engine_records_the_dtype_it_ran_and_its_kernel(tiny_checkpoint: Path) -> None:
-    from safetygrid.generate import generate_cell
+    from safetygrid.engines.cell import generate_cell
 
     prompts = pd.DataFrame({"prompt_id": ["a"], "text": ["help"]})
     rows = {dtype: generate_cell(str(tiny_checkpoint), prompts, model="tiny", engine="hf", temperature=0.0, k=1,

@@ -17,7 +17,7 @@ from safetygrid.engines import EngineUnavailable, Request, Settings, make_engine
 from safetygrid.engines.numerics import has_amx
 from safetygrid.engines.parity import (ForcedSequence, Parity, hf_forced_scores, hf_greedy_answers, parity,
                                        read_scores, write_sequences)
-from safetygrid.generate import generate_cell
+from safetygrid.engines.cell import generate_cell
 from safetygrid.io import write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]

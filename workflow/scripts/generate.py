@@ -6,7 +6,7 @@ import logging
 import sys
 
 from safetygrid.engines import EngineUnavailable, OutOfMemory
-from safetygrid.generate import generate_cell
+from safetygrid.engines.cell import generate_cell
 from safetygrid.io import write_parquet
 from safetygrid.logs import to_file
 from safetygrid.prompts import read_prompts

@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from .engines import Request, Settings, make_engine
-from .grid import sample_seed
+from . import Request, Settings, make_engine
+from ..grid import sample_seed
 
 
 def build_requests(prompts: pd.DataFrame, model: str, seed: int, k: int) -> list[Request]:
