@@ -104,8 +104,8 @@ def main() -> None:
     print("## Hidden danger (T = 0)\n\n" + markdown(hidden_table(pd.read_parquet(tables / "hidden_danger.parquet"))) + "\n")
     split = pd.read_parquet(tables / "direction_split.parquet")
     shown = split_table(split)
-    print(f"## Direction split ({int(split['split'].sum())} of {int((split['n_models'] > 0).sum())} pairings with "
-          "a change in at least one model split)\n\n" + markdown(shown) + "\n")
+    print(f"## Direction split ({int(split['split'].sum())} of {int((split['n_models'] > 0).sum())} measured "
+          "pairings split: the models moved differently)\n\n" + markdown(shown) + "\n")
     costs = cost_table(results / "benchmarks")
     if len(costs):
         print("## What each rule cost\n\n" + markdown(costs) + "\n")
