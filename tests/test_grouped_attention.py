@@ -7,35 +7,27 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from attention_inputs import AttentionHeads, decoding_step
+
 from safetygrid.engines.grouped_attention import NAME, grouped_decoding, grouped_sdpa_attention
 from safetygrid.engines.static_decode import StaticDecoder
 
 
-class _Heads(torch.nn.Module):
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.num_key_value_groups = groups
-        self.is_causal = True
-
-
 @pytest.mark.parametrize("groups", [1, 4])
 def test_one_query_position_matches_transformers_sdpa_under_a_padding_mask(groups: int) -> None:
-    generator = torch.Generator().manual_seed(0)
     rows, kv_heads, length, dim = 3, 2, 11, 8
-    query = torch.randn(rows, kv_heads * groups, 1, dim, generator=generator)
-    key = torch.randn(rows, kv_heads, length, dim, generator=generator)
-    value = torch.randn(rows, kv_heads, length, dim, generator=generator)
+    query, key, value = decoding_step(rows, kv_heads, groups, length, dim)
     mask = torch.ones(rows, 1, 1, length, dtype=torch.bool)
     mask[0, ..., :4] = False  # a left-padded row
     mask[2, ..., -3:] = False  # unwritten static-cache slots
-    ours, _ = grouped_sdpa_attention(_Heads(groups), query, key, value, mask, scaling=dim ** -0.5)
-    theirs, _ = sdpa_attention_forward(_Heads(groups), query, key, value, mask, scaling=dim ** -0.5)
+    ours, _ = grouped_sdpa_attention(AttentionHeads(groups), query, key, value, mask, scaling=dim ** -0.5)
+    theirs, _ = sdpa_attention_forward(AttentionHeads(groups), query, key, value, mask, scaling=dim ** -0.5)
     assert ours.shape == theirs.shape == (rows, 1, kv_heads * groups, dim)
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
     # a wrong head order (e.g. kv head h read by query heads h, h + kv_heads, ...) would not pass
     if groups > 1:
         shuffled = query.reshape(rows, groups, kv_heads, 1, dim).transpose(1, 2).reshape_as(query)
-        wrong, _ = grouped_sdpa_attention(_Heads(groups), shuffled, key, value, mask, scaling=dim ** -0.5)
+        wrong, _ = grouped_sdpa_attention(AttentionHeads(groups), shuffled, key, value, mask, scaling=dim ** -0.5)
         assert not torch.allclose(wrong, theirs)
 
 

@@ -8,6 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from attention_inputs import AttentionHeads, decoding_step
+
 from safetygrid.engines import grouped_attention
 from safetygrid.engines.grouped_attention import grouped_sdpa_attention
 from safetygrid.engines import static_decode
@@ -34,31 +36,21 @@ def test_a_wide_spread_of_lengths_gets_at_most_the_segment_cap(monkeypatch) -> N
     assert prefill_segments(lengths, 0.25) == [range(0, 6)]
 
 
-class _Heads(torch.nn.Module):
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.num_key_value_groups = groups
-        self.is_causal = True
-
-
 @pytest.mark.parametrize("groups", [1, 4])
 def test_segments_attend_over_their_own_columns_as_over_all(groups: int, monkeypatch) -> None:
-    generator = torch.Generator().manual_seed(0)
     rows, kv_heads, length, dim = 5, 2, 16, 8
-    query = torch.randn(rows, kv_heads * groups, 1, dim, generator=generator)
-    key = torch.randn(rows, kv_heads, length, dim, generator=generator)
-    value = torch.randn(rows, kv_heads, length, dim, generator=generator)
+    query, key, value = decoding_step(rows, kv_heads, groups, length, dim)
     mask = torch.ones(rows, 1, 1, length, dtype=torch.bool)
     mask[2:, ..., :9] = False  # the short rows' prompts start at column 9
     mask[3, ..., 9] = False  # one of them padded within its segment
     mask[..., -2:] = False  # unwritten slots
-    theirs, _ = sdpa_attention_forward(_Heads(groups), query, key, value, mask, scaling=dim ** -0.5)
+    theirs, _ = sdpa_attention_forward(AttentionHeads(groups), query, key, value, mask, scaling=dim ** -0.5)
     monkeypatch.setattr(grouped_attention, "_spans", ((0, 2, 0), (2, 5, 9)))
-    ours, _ = grouped_sdpa_attention(_Heads(groups), query, key, value, mask, scaling=dim ** -0.5)
+    ours, _ = grouped_sdpa_attention(AttentionHeads(groups), query, key, value, mask, scaling=dim ** -0.5)
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
     # a span that started too late (cutting a row's real keys) would not pass
     monkeypatch.setattr(grouped_attention, "_spans", ((0, 2, 3), (2, 5, 9)))
-    wrong, _ = grouped_sdpa_attention(_Heads(groups), query, key, value, mask, scaling=dim ** -0.5)
+    wrong, _ = grouped_sdpa_attention(AttentionHeads(groups), query, key, value, mask, scaling=dim ** -0.5)
     assert not torch.allclose(wrong, theirs)
 
 
