@@ -53,6 +53,30 @@ def test_vllm_missing_from_an_environment_is_a_clear_error() -> None:
         make_engine("vllm", "unused").generate([Request("p", 0, 1, "hi")], Settings(temperature=0, max_new_tokens=4))
 
 
+def test_the_engine_core_is_shut_down_before_the_cell_returns_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left to exit-time finalizers, vLLM's engine core aborted 1 run in 6 after its outputs were
+    written (CI, 2026-11-29); the engine stops it itself, on success and on failure."""
+    from types import SimpleNamespace
+
+    from safetygrid.engines.vllm import VLLMEngine
+
+    stopped: list[str] = []
+    llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: stopped.append("x"))))
+    engine = VLLMEngine("unused")
+    monkeypatch.setattr(engine, "_llm", lambda settings: llm)
+    request, settings = [Request("p", 0, 1, "hi")], Settings(temperature=0, max_new_tokens=4)
+    monkeypatch.setattr(engine, "_generate_on", lambda *args: pd.DataFrame({"response": ["ok"]}))
+    assert engine.generate(request, settings)["response"].tolist() == ["ok"] and stopped == ["x"]
+
+    def fail(*args: object) -> pd.DataFrame:
+        raise EngineUnavailable("prompt too long")
+
+    monkeypatch.setattr(engine, "_generate_on", fail)
+    with pytest.raises(EngineUnavailable, match="too long"):
+        engine.generate(request, settings)
+    assert stopped == ["x", "x"]
+
+
 def test_vllm_kv_settings_it_cannot_honour_are_refused() -> None:
     from safetygrid.engines.vllm import kv_cache_dtype
 

@@ -117,11 +117,14 @@ def vllm_forced_scores(checkpoint: str, sequences: Sequence[ForcedSequence], dty
     from vllm.inputs import TokensPrompt
 
     from . import Settings
-    from .vllm import VLLMEngine
+    from .vllm import VLLMEngine, shut_down
 
     llm = VLLMEngine(checkpoint, options)._llm(Settings(temperature=0, max_new_tokens=1, dtype=dtype))
     prompts = [TokensPrompt(prompt_token_ids=s.prompt_ids + s.answer_ids) for s in sequences]
-    outputs = llm.generate(prompts, SamplingParams(max_tokens=1, prompt_logprobs=top_k), use_tqdm=False)
+    try:
+        outputs = llm.generate(prompts, SamplingParams(max_tokens=1, prompt_logprobs=top_k), use_tqdm=False)
+    finally:
+        shut_down(llm)
     scores = []
     for seq, out in zip(sequences, outputs):
         per_position = out.prompt_logprobs[len(seq.prompt_ids):]

@@ -117,7 +117,7 @@ class LMJudge:
     def close(self) -> None:
         """Free the engine that serves the judge model (llama.cpp's model, vLLM's worker); the
         judge cannot label after this."""
-        close = getattr(self.scorer, "close", None)  # an in-process vLLM engine has nothing to free
+        close = getattr(self.scorer, "close", None)  # the hf engine's scorer has nothing to free
         if close is not None:
             close()
 

@@ -53,6 +53,11 @@ class VllmBackend:
                        max_model_len=max_model_len, gpu_memory_utilization=0.5 if on_cpu else 0.9,
                        enforce_eager=on_cpu)
 
+    def close(self) -> None:
+        from ..engines.vllm import shut_down
+
+        shut_down(self.llm)
+
     def verdict_logprobs(self, sequences: Sequence[list[int]], token_ids: Sequence[int]) -> list[list[float]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -186,6 +191,9 @@ class VllmScorer:
             raise ValueError(f"engine vllm reads at most {MAX_VERDICT_TOKENS} verdict tokens per step, not {len(token_ids)}")
         return self.backend.generate_scored(sequences, max_new_tokens, token_ids) if sequences else []
 
+    def close(self) -> None:
+        self.backend.close()
+
 
 def _serve(answer_fd: int) -> None:
     """The worker's loop: (method, kwargs) in on stdin, ("ok", value) or ("error", message) out."""
@@ -195,7 +203,9 @@ def _serve(answer_fd: int) -> None:
     while True:
         try:
             method, kwargs = _receive(requests)
-        except EOFError:
+        except EOFError:  # the judge closed its end: it is done
+            if backend is not None:
+                backend.close()
             return
         try:
             if method == "load":

@@ -235,16 +235,22 @@ def task_accuracy(checkpoint: str | Path | None, tasks: Sequence[str], *, engine
             raise TaskError(f"{label}: task(s) {', '.join(generative)} generate answers, which are read through the "
                             f"model's chat template, and {where}")
         out: dict[str, Any] = {"results": {}, "n-samples": {}}
-        # scored tasks read raw text, generating ones the chat template: one lm-eval run each
-        for part, chat in (([t for t in tasks if not generates.get(t)], False), (generative, True)):
-            if not part:
-                continue
-            run = simple_evaluate(model=lm, tasks=part, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
-                                  log_samples=False, bootstrap_iters=1000, apply_chat_template=chat,
-                                  random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                  fewshot_random_seed=seed) or {}
-            for key in out:
-                out[key].update(run.get(key, {}))
+        try:
+            # scored tasks read raw text, generating ones the chat template: one lm-eval run each
+            for part, chat in (([t for t in tasks if not generates.get(t)], False), (generative, True)):
+                if not part:
+                    continue
+                run = simple_evaluate(model=lm, tasks=part, num_fewshot=num_fewshot, limit=limit,
+                                      task_manager=manager, log_samples=False, bootstrap_iters=1000,
+                                      apply_chat_template=chat, random_seed=seed, numpy_random_seed=seed,
+                                      torch_random_seed=seed, fewshot_random_seed=seed) or {}
+                for key in out:
+                    out[key].update(run.get(key, {}))
+        finally:
+            if backend == "vllm":
+                from ..engines.vllm import shut_down
+
+                shut_down(lm.model)
         common["chat_template_tasks"] = generative
     results = {}
     for task in tasks:
