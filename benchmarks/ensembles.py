@@ -193,7 +193,7 @@ def judge_cells(config: dict, names: list[str], cells: list[Path], prompts: pd.D
 def response_features(generations: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
     """Per gold row, what the response itself says (no judge): it was cut at max_new_tokens, its
     length in tokens, it is empty."""
-    from safetygrid.judges.own import own_item_id
+    from safetygrid.labels.own import own_item_id
 
     keyed = generations.assign(item_id=[own_item_id(*r) for r in generations[
         ["model", "precision", "kv", "temperature", "prompt_id", "sample"]].itertuples(index=False)])
@@ -239,7 +239,7 @@ def stack_with_features(own: pd.DataFrame, own_labelled: pd.DataFrame, names: li
 def own_labels_search(config: dict, args: argparse.Namespace) -> None:
     import json
 
-    from safetygrid.judges.own import (labelled_cells, own_gold, own_judge_labels, own_validation_rows,
+    from safetygrid.labels.own import (labelled_cells, own_gold, own_judge_labels, own_validation_rows,
                                        read_cell_files)
     from safetygrid.labels import label_file_paths
     from safetygrid.prompts import read_prompts

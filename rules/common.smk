@@ -10,7 +10,7 @@ from safetygrid.analysis.aggregate import TABLES as AGGREGATE_TABLES
 from safetygrid.engines import cell_engine, cell_unsupported_reason
 from safetygrid.engines.sampling import SAMPLER as HF_SAMPLER
 from safetygrid.grid import iter_cells, samples_for
-from safetygrid.judges.own import labelled_cells
+from safetygrid.labels.own import labelled_cells
 from safetygrid.labels import LabelError, label_file_paths
 from safetygrid.models.fetch import fetch_request
 from safetygrid.prompts import PROMPTSETS, SELECTABLE

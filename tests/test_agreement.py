@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safetygrid.analysis.agreement import cohen, fleiss, judge_agreement, kappa_matrix
+from safetygrid.analysis.agreement import judge_agreement, kappa_matrix
+from safetygrid.stats.kappa import cohen, fleiss
 
 CELL = {"model": "m", "precision": "fp", "kv": "fp", "temperature": "0.0"}
 

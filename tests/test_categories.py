@@ -7,7 +7,7 @@ import pytest
 
 from safetygrid.analysis.categories import NO_CATEGORY, category_metrics
 from safetygrid.analysis.deployment import top_categories
-from safetygrid.analysis.stats import wilson
+from safetygrid.stats.intervals import wilson
 
 NA = None
 PROMPTS = pd.DataFrame({

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from safetygrid.analysis.dawid_skene import dawid_skene
+from safetygrid.stats.dawid_skene import dawid_skene
 
 
 def _judges(rng: np.random.Generator, truth: np.ndarray, sens: list[float], spec: list[float]) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The house's import structure: every module of safetygrid imports in the core environment, and no
-two modules reach each other through imports.
+two modules, nor two stage packages, reach each other through imports.
 
 The circle check reads the source with ``ast`` rather than watching Python import: an import moved
 into a function hides a circle from the interpreter at load time (the usual workaround), but the two
@@ -173,6 +173,38 @@ def test_no_module_reaches_itself_through_imports() -> None:
     found = cycles(graph)
     assert not found, "import circle(s), counting imports inside functions:\n" + "\n".join(
         describe(path, graph) for path in found)
+
+
+def package_graph(graph: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The graph between safetygrid's stage packages (``safetygrid.X``): X imports Y when any module
+    under X imports one under Y. The root package and the loose modules beside the stages (config,
+    io, ...) are left out: every stage may use them."""
+    def stage(module: str) -> str | None:
+        parts = module.split(".")
+        top = ".".join(parts[:2])
+        return top if len(parts) > 1 and is_package(top) else None
+
+    packages: dict[str, dict[str, int]] = {}
+    for module, targets in graph.items():
+        source = stage(module)
+        if source is None:
+            continue
+        edges = packages.setdefault(source, {})
+        for target, line in targets.items():
+            if stage(target) not in (None, source):
+                edges.setdefault(stage(target), line)
+    for edges in list(packages.values()):
+        for target in edges:
+            packages.setdefault(target, {})
+    return packages
+
+
+def test_no_stage_package_reaches_itself_through_imports() -> None:
+    """Stricter than the module check: two packages whose modules need each other (no module circle)
+    are one stage split in two; the line numbers are of the first importing module found."""
+    graph = package_graph(import_graph())
+    found = cycles(graph)
+    assert not found, "package circle(s): " + "; ".join(" -> ".join(path) for path in found)
 
 
 def test_the_circle_finder_finds_a_circle_and_names_it() -> None:

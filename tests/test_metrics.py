@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from safetygrid.analysis.metrics import cell_metrics, contrasts
-from safetygrid.analysis.stats import percentile_interval, wilson
+from safetygrid.stats.intervals import percentile_interval, wilson
 
 PROMPTS = pd.DataFrame({
     "prompt_id": ["h1", "h2", "h3", "h4", "b1", "b2"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from safetygrid.judges.own import labelled_cells, own_gold, own_item_id, read_cell_files
+from safetygrid.labels.own import labelled_cells, own_gold, own_item_id, read_cell_files
 from safetygrid.labels import label_file_paths
 
 HEADER = "model,precision,kv,temperature,prompt_id,sample,response_sha256,label,rater,labelled_at,rubric,draw,comment\n"

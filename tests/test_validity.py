@@ -182,7 +182,7 @@ def _own_fixture(n: int = 150, seed: int = 5):
 
 
 def test_validity_is_split_by_where_it_was_measured_and_fitted_on_own_labels_once_there_are_enough():
-    from safetygrid.judges.own import own_judge_labels, own_validation_rows
+    from safetygrid.labels.own import own_judge_labels, own_validation_rows
 
     human, labelled = _validation_fixture()
     gold, judgements = _own_fixture()

@@ -3,7 +3,7 @@ import logging
 import pandas as pd
 
 from safetygrid.io import write_json, write_parquet
-from safetygrid.judges.own import own_judge_labels, own_validation_rows, read_cell_files
+from safetygrid.labels.own import own_judge_labels, own_validation_rows, read_cell_files
 from safetygrid.ensemble import validity
 from safetygrid.logs import to_file
 

@@ -1,5 +1,5 @@
 from safetygrid.io import write_parquet
-from safetygrid.judges.own import own_gold
+from safetygrid.labels.own import own_gold
 from safetygrid.logs import to_file
 
 to_file(snakemake.log[0])

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .agreement import cohen
+from ..stats.kappa import cohen
 from ..grid import canonical_temperature
 from ..io import atomic_path, write_parquet
 from ..labels import response_sha256

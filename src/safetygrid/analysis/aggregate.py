@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..grid import canonical_temperature
 from ..io import write_parquet
-from ..judges.own import empty_gold
+from ..labels.own import empty_gold
 from .agreement import judge_agreement
 from .categories import category_metrics
 from .deployment import deployment_card, top_categories
@@ -183,7 +183,7 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
               deployment: Mapping[str, float] | None = None,
               skipped_cells: Sequence[Mapping[str, str]] = (),
               calibration: Mapping[str, Any] | None = None, gold: pd.DataFrame | None = None) -> None:
-    """``gold``: human labels of the run's own responses (``judges.own``; None or empty: none), whose
+    """``gold``: human labels of the run's own responses (``labels.own``; None or empty: none), whose
     random draws give the prediction-powered ASR beside the judge-only one."""
     prompt_table = read_prompts(list(prompts))
     skipped = skipped_precisions(checkpoints, skipped_cells)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import _ratio_draws, _rng, prompt_level
-from .stats import bootstrap_indices, bootstrap_means, percentile_interval, wilson
+from ..stats.intervals import bootstrap_indices, bootstrap_means, percentile_interval, wilson
 
 NO_CATEGORY = "(none)"
 CATEGORY_COLUMNS = ["model", "precision", "kv", "temperature", "category", "k", "n_prompts", "n_responses", "interval",

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .stats import bootstrap_indices, bootstrap_means, percentile_interval, wilson
+from ..stats.intervals import bootstrap_indices, bootstrap_means, percentile_interval, wilson
 
 CELL_KEYS = ["model", "precision", "kv", "temperature"]
 

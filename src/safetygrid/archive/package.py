@@ -245,7 +245,7 @@ def _verify_judge_validity(base: Path, config: Mapping[str, Any]) -> int:
     gold = _archived_gold(results)
     own, own_labelled = None, None
     if gold is not None and len(gold):
-        from ..judges.own import own_judge_labels, own_validation_rows, read_cell_files
+        from ..labels.own import own_judge_labels, own_validation_rows, read_cell_files
 
         own = own_validation_rows(gold)
         own_labelled = own_judge_labels(read_cell_files(sorted((results / "judgements").rglob("*.parquet"))), gold)

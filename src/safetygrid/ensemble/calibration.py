@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..analysis.agreement import cohen
+from ..stats.kappa import cohen
 
 
 def kappa(labels: np.ndarray, predicted: np.ndarray) -> float:

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ..analysis.dawid_skene import MIN_JUDGES, dawid_skene
-from ..analysis.stats import percentile_interval
+from ..stats.dawid_skene import MIN_JUDGES, dawid_skene
+from ..stats.intervals import percentile_interval
 from .calibration import cross_fit, fit_threshold, fold_ids, kappa
 from .stack import Stack, fit_stack, judge_features, scoreless
 from .voting import refusal_majority, votes_needed
@@ -155,7 +155,7 @@ def validity(human: pd.DataFrame, labelled: pd.DataFrame, judges: Mapping[str, M
              resamples: int = 2000, level: float = 0.95) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``human``: the borrowed validation set; ``labelled``: every judge's labels of it (item_id,
     judge, unsafe, score, refusal, error); ``own``/``own_labelled``: the same for human labels of the
-    run's own responses (``judges.own``: item_id, target, label, draw); ``judges``: the config's
+    run's own responses (``labels.own``: item_id, target, label, draw); ``judges``: the config's
     judge entries (``calibrate``). Thresholds and the stack are fitted on the own labels when there
     are at least ``own_min`` of them, else on the borrowed set; figures on the set they were fitted
     on are cross-fitted, on the other set they come from the full fit (which never saw its rows).

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..analysis.dawid_skene import MIN_JUDGES, dawid_skene
+from ..stats.dawid_skene import MIN_JUDGES, dawid_skene
 from .stack import stack_probability
 
 VOTE_COLUMNS = ["prompt_id", "sample", "unsafe", "refusal", "n_unsafe", "n_judges", "n_failed", "unsafe_majority",

@@ -4,7 +4,8 @@ terminal labeller and scoring the judges against any labelled file.
 
 Modules: ``files`` (the label file format, load_labels), ``gold`` (gold, inter_rater_kappa),
 ``sample`` (label_sample's draw), ``store`` (atomic label saving), ``queue`` (what the labeller
-shows), ``terminal`` (the labeller), ``score`` (`safetygrid judge --labels`).
+shows), ``terminal`` (the labeller), ``score`` (`safetygrid judge --labels`), ``own`` (the gold
+labels in the shapes judge validity and the prediction-powered estimates read).
 """
 
 from .files import (DRAWS, LABEL_COLUMNS, RUBRICS_DIR, LabelError, label_file_paths, load_labels,

@@ -4,8 +4,8 @@ estimates read.
 *Gold* (one row per labelled response; built by ``safetygrid.labels.gold`` from the user's label
 files and the current responses): model, precision, kv, temperature, prompt_id, sample, human (0/1,
 the raters' majority), draw (``random`` | ``targeted`` | ``other``), n_raters, ... This module only
-reads those columns; it never reads or writes a label file itself except through
-:func:`read_gold`, the one call into ``safetygrid.labels``.
+reads those columns; it reads label files only through :func:`read_gold`, which hands them to
+``labels.files`` and ``labels.gold``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Sequence
 import pandas as pd
 
 from ..grid import canonical_temperature
+from .gold import GOLD_COLUMNS
 
-GOLD_COLUMNS = ["model", "precision", "kv", "temperature", "prompt_id", "sample", "human", "draw", "n_raters"]
 OWN_SET = "own"
 
 
 def empty_gold() -> pd.DataFrame:
+    """The gold table of a run without label files: labels.gold's columns, no rows."""
     return pd.DataFrame({c: pd.Series(dtype=float if c == "temperature" else "int64" if c in (
         "sample", "human", "n_raters") else object) for c in GOLD_COLUMNS})
 
@@ -69,7 +70,7 @@ def read_gold(label_files: Sequence[str | Path], responses: pd.DataFrame) -> pd.
     configured label files; no files: an empty gold table (the run has no own-response labels)."""
     if not label_files:
         return empty_gold()
-    from ..labels import gold, load_labels  # the label package owns reading, validation and the join
+    from . import gold, load_labels  # reading and validation (labels.files), the join (labels.gold)
 
     return gold(load_labels([str(p) for p in label_files]), responses)
 
