@@ -228,14 +228,14 @@ def task_accuracy(checkpoint: str | Path | None, tasks: Sequence[str], *, engine
                 lm = _vllm_lm(checkpoint, dtype, batch_size, seed)
             else:
                 lm = _hf_lm(checkpoint, dtype, device, batch_size)
-        generative = [t for t in tasks if generates.get(t)]
-        if generative and chat_template_of(lm) is None:
-            where = ("its GGUF file has no tokenizer.chat_template" if backend == "llama_cpp"
-                     else "its tokenizer has no chat template")
-            raise TaskError(f"{label}: task(s) {', '.join(generative)} generate answers, which are read through the "
-                            f"model's chat template, and {where}")
-        out: dict[str, Any] = {"results": {}, "n-samples": {}}
         try:
+            generative = [t for t in tasks if generates.get(t)]
+            if generative and chat_template_of(lm) is None:
+                where = ("its GGUF file has no tokenizer.chat_template" if backend == "llama_cpp"
+                         else "its tokenizer has no chat template")
+                raise TaskError(f"{label}: task(s) {', '.join(generative)} generate answers, which are read "
+                                f"through the model's chat template, and {where}")
+            out: dict[str, Any] = {"results": {}, "n-samples": {}}
             # scored tasks read raw text, generating ones the chat template: one lm-eval run each
             for part, chat in (([t for t in tasks if not generates.get(t)], False), (generative, True)):
                 if not part:
