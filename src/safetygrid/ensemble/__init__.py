@@ -13,8 +13,7 @@ module is named like a name it exports, so a lazily imported module never shadow
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ..registry import lazy_attributes
 
 _EXPORTS = {
     "kappa": "calibration", "fit_threshold": "calibration", "fold_ids": "calibration", "cross_fit": "calibration",
@@ -28,8 +27,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ lazily imported module never shadows the name on the package.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ..registry import lazy_attributes
 
 _EXPORTS = {
     "perplexity": "text_perplexity", "make_cache": "text_perplexity",
@@ -21,8 +20,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

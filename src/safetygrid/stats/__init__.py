@@ -1,7 +1,7 @@
 """The estimators under both the votes (safetygrid.ensemble) and the findings
 (safetygrid.analysis): Wilson and percentile-bootstrap intervals (``intervals``), Cohen's and Fleiss'
 kappa (``kappa``) and the Dawid-Skene model of judges without gold labels (``dawid_skene``). This
-package imports no other of safetygrid's, so the two above it depend on it and never on each other.
+package imports no other stage package, so the two above it depend on it and never on each other.
 
 Names are imported when first used: ``from safetygrid.stats import wilson`` works, and so does
 ``safetygrid.stats.intervals.wilson``. The function ``dawid_skene`` is imported from its module
@@ -10,8 +10,7 @@ Names are imported when first used: ``from safetygrid.stats import wilson`` work
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ..registry import lazy_attributes
 
 _EXPORTS = {
     "wilson": "intervals", "bootstrap_indices": "intervals", "bootstrap_means": "intervals",
@@ -21,8 +20,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
