@@ -19,6 +19,9 @@ rule aggregate:
         deployment=config["deployment_card"],
         judges=sorted(config["judges"]),
         skipped_cells=lambda w: skipped_engine_cells(),
+        # how the votes were made: the labelled responses' cross-fitted votes (prediction-powered estimates)
+        ensemble={"vote_threshold": config["vote_threshold"], "lead": config["ensemble_label"],
+                  "folds": config["validation"]["folds"]},
     log:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:

@@ -14,5 +14,6 @@ aggregate(
     skipped_cells=snakemake.params.skipped_cells,
     calibration=read_json(snakemake.input.calibration[0]) if snakemake.input.calibration else None,
     gold=pd.read_parquet(snakemake.input.gold[0]) if snakemake.input.gold else None,
+    ensemble=snakemake.params.ensemble,
     out=snakemake.output,
 )

@@ -23,6 +23,7 @@ from .ppi import cell_ppi, contrast_ppi
 from ..prompts import read_prompts
 from .significance import significance_table
 from ..ensemble.voting import apply_thresholds
+from ..ensemble.crossfit import with_cross_fitted_labels
 
 log = logging.getLogger(__name__)
 # kv "*": the precision itself could not be made, so every kv setting of it is missing
@@ -176,15 +177,30 @@ def generation_summary(generations: Sequence[str], timings: Sequence[str]) -> pd
     return summary
 
 
+def labelled_judgements(paths: Sequence[str], gold: pd.DataFrame) -> pd.DataFrame:
+    """Every judge's rows (cell columns, temperature a float) of the cells that hold gold labels."""
+    cells = {(m, p, k, float(t)) for m, p, k, t in gold[CELL_KEYS].drop_duplicates().itertuples(index=False)}
+    def key(path: str) -> tuple[str, str, str, float]:
+        cell = cell_of(path, _root(path))
+        return cell["model"], cell["precision"], cell["kv"], float(cell["temperature"])
+
+    wanted = [path for path in paths if key(path) in cells]
+    table = read_cells(wanted, columns=["prompt_id", "sample", "judge", "unsafe", "score", "refusal", "error"])
+    return table.assign(temperature=table["temperature"].astype(float)) if len(table) else table
+
+
 def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequence[str],
               generations: Sequence[str], timings: Sequence[str], quality: Sequence[str], judges: Sequence[str],
               baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any,
               hidden_danger: Mapping[str, float] | None = None, judgements: Sequence[str] = (),
               deployment: Mapping[str, float] | None = None,
               skipped_cells: Sequence[Mapping[str, str]] = (),
-              calibration: Mapping[str, Any] | None = None, gold: pd.DataFrame | None = None) -> None:
+              calibration: Mapping[str, Any] | None = None, gold: pd.DataFrame | None = None,
+              ensemble: Mapping[str, Any] | None = None) -> None:
     """``gold``: human labels of the run's own responses (``labels.own``; None or empty: none), whose
-    random draws give the prediction-powered ASR beside the judge-only one."""
+    random draws give the prediction-powered ASR, RR and CR beside the judge-only ones. ``ensemble``:
+    how the votes were made (vote_threshold, lead, folds), for the cross-fitted judge labels of the
+    labelled responses when ``calibration`` was fitted on them."""
     prompt_table = read_prompts(list(prompts))
     skipped = skipped_precisions(checkpoints, skipped_cells)
     for row in skipped.itertuples():
@@ -201,8 +217,12 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
     cells = cells.merge(precision_quantizers(checkpoints), on=["model", "precision"], how="left")
     cells["judges"] = ",".join(judges)
     harmful_ids = set(prompt_table.loc[prompt_table["harmful"], "prompt_id"])
-    cells_pp = cell_ppi(vote_table, gold if gold is not None else empty_gold(), harmful_ids, level=level)
-    cells = cells.merge(cells_pp, on=CELL_KEYS, how="left")
+    gold = gold if gold is not None else empty_gold()
+    # the labelled responses' judge labels, cross-fitted where the votes' calibration saw those labels
+    ppi_votes = with_cross_fitted_labels(vote_table, lambda: labelled_judgements(judgements, gold), gold,
+                                         calibration, **(ensemble or {}), seed=seed)
+    cells_pp = cell_ppi(ppi_votes, gold, harmful_ids, seed=seed, resamples=resamples, level=level)
+    cells = cells.merge(cells_pp.cells, on=CELL_KEYS, how="left")
     table = contrasts(draws, baseline_precision=baseline["precision"], baseline_kv=baseline["kv"], level=level)
     table = contrast_ppi(table, cells_pp, baseline, level=level)
     write_parquet(cells, out.cells)

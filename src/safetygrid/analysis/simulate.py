@@ -55,3 +55,105 @@ def asr_interval_coverage(*, studies: int, n_prompts: int, k: int, asr: float, r
         covered += lo <= asr <= hi
         widths.append(hi - lo)
     return Coverage(studies, covered, float(np.mean(widths)))
+
+
+# ---- prediction-powered estimates (analysis/ppi.py) -------------------------------------------
+# prompts differ on the logit scale by this much (a prompt one sd up: e.g. 10 % -> 45 %), and
+# samples of one prompt share its rate: the correlation the prompt-cluster bootstrap must carry
+PROMPT_LOGIT_SD = 1.5
+# the compared cell's logit shift from the baseline: a real change for Delta_pp to cover
+CELL_SHIFT = 0.5
+
+
+@dataclass
+class PPIRegime:
+    """One setting of the coverage simulation: ``prevalence`` the baseline's population rate,
+    ``k`` samples per prompt in the compared cell (the baseline is greedy, k = 1), ``labelled`` the
+    size of each cell's random label draw (None: every response labelled), the judge's error."""
+
+    prevalence: float
+    k: int
+    labelled: int | None
+    tpr: float
+    fpr: float
+    n_prompts: int = 35
+
+
+@dataclass
+class PPICoverage:
+    regime: PPIRegime
+    studies: int
+    cell: float  # coverage of theta_pp in the compared cell
+    baseline: float
+    delta: float
+    cell_width: float
+    delta_width: float
+    na: int  # studies with fewer than MIN_RANDOM_LABELS labels in a cell (left out)
+
+
+def _logit_normal_mean(mu: float, sd: float) -> float:
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    return float((weights / weights.sum() * (1 / (1 + np.exp(-(mu + sd * nodes))))).sum())
+
+
+def _logit_location(prevalence: float, sd: float) -> float:
+    from scipy.optimize import brentq
+
+    return float(brentq(lambda mu: _logit_normal_mean(mu, sd) - prevalence, -30, 30))
+
+
+def _simulated_cell(rng: np.random.Generator, logits: np.ndarray, k: int, labelled: int | None, tpr: float,
+                    fpr: float):
+    from .ppi import PromptTotals
+
+    n_prompts = len(logits)
+    human = rng.random((n_prompts, k)) < (1 / (1 + np.exp(-logits)))[:, None]
+    judge = np.where(human, rng.random(human.shape) < tpr, rng.random(human.shape) < fpr)
+    drawn = np.ones(human.size, bool)
+    if labelled is not None and labelled < human.size:
+        drawn = np.zeros(human.size, bool)
+        drawn[rng.choice(human.size, labelled, replace=False)] = True
+    drawn = drawn.reshape(human.shape)
+    residual = np.where(drawn, human.astype(float) - judge, 0.0)
+    return PromptTotals(judge.sum(axis=1).astype(float), np.full(n_prompts, float(k)), residual.sum(axis=1),
+                        drawn.sum(axis=1).astype(float))
+
+
+def ppi_coverage(regime: PPIRegime, *, studies: int, resamples: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> PPICoverage:
+    """How often theta_pp's interval (analysis/ppi.py: the prompt-cluster bootstrap of the whole
+    estimator, clipped, Clopper-Pearson where it has zero width) holds the true population rate of a
+    cell, and the paired Delta_pp's the true difference from the baseline. Each study draws prompts
+    with their own rate (logit-normal, sd PROMPT_LOGIT_SD, shared by the two cells: the pairing),
+    the people's labels from those rates, the judge's from the people's with the regime's TPR/FPR."""
+    from .ppi import MIN_RANDOM_LABELS, estimate_cell, paired_delta
+    from ..stats.intervals import bootstrap_counts, bootstrap_indices
+
+    rng = np.random.default_rng(seed)
+    mu = _logit_location(regime.prevalence, PROMPT_LOGIT_SD)
+    true_base = regime.prevalence
+    true_cell = _logit_normal_mean(mu + CELL_SHIFT, PROMPT_LOGIT_SD)
+    hits = {"cell": 0, "baseline": 0, "delta": 0}
+    widths: dict[str, list[float]] = {"cell": [], "delta": []}
+    na = 0
+    for _ in range(studies):
+        logits = mu + PROMPT_LOGIT_SD * rng.standard_normal(regime.n_prompts)
+        base = _simulated_cell(rng, logits, 1, regime.labelled, regime.tpr, regime.fpr)
+        cell = _simulated_cell(rng, logits + CELL_SHIFT, regime.k, regime.labelled, regime.tpr, regime.fpr)
+        if min(base.labelled_n.sum(), cell.labelled_n.sum()) < MIN_RANDOM_LABELS:
+            na += 1
+            continue
+        counts = bootstrap_counts(bootstrap_indices(regime.n_prompts, resamples, rng), regime.n_prompts)
+        b = estimate_cell(base, counts, regime.n_prompts, level)
+        c = estimate_cell(cell, counts, regime.n_prompts, level)
+        _, lo, hi = paired_delta(c, b, level)
+        hits["baseline"] += b.interval[0] <= true_base <= b.interval[1]
+        hits["cell"] += c.interval[0] <= true_cell <= c.interval[1]
+        hits["delta"] += lo <= true_cell - true_base <= hi
+        widths["cell"].append(c.interval[1] - c.interval[0])
+        widths["delta"].append(hi - lo)
+    done = studies - na
+    rate = {name: value / done if done else float("nan") for name, value in hits.items()}
+    return PPICoverage(regime, done, rate["cell"], rate["baseline"], rate["delta"],
+                       float(np.mean(widths["cell"])) if done else float("nan"),
+                       float(np.mean(widths["delta"])) if done else float("nan"), na)

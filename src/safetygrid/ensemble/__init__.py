@@ -4,7 +4,9 @@ fitted on human labels that the vote can use, with their validity.
 Layered one way (each module imports only those before it): ``calibration`` (a judge's threshold
 fitted on human labels, cross-fitting) and ``stack`` (the stacked logistic model) <- ``voting`` (the
 votes: majority, Dawid-Skene, stacked; calibrated thresholds applied) <- ``judge_validity`` (every
-judge and ensemble label scored against human labels; the calibration the workflow applies).
+judge and ensemble label scored against human labels; the calibration the workflow applies) and
+``crossfit`` (the labelled responses re-voted with calibrations fitted on other prompt folds, for the
+prediction-powered estimates).
 
 Names are imported when first used (scipy and statsmodels load only where a step needs them):
 ``from safetygrid.ensemble import vote`` works, and so does ``safetygrid.ensemble.voting.vote``. No
@@ -24,6 +26,8 @@ _EXPORTS = {
     "validity": "judge_validity", "binary_validity": "judge_validity", "auc": "judge_validity",
     "ENSEMBLES": "judge_validity", "METRICS": "judge_validity", "TRUST_KAPPA": "judge_validity",
     "VALIDITY_COLUMNS": "judge_validity",
+    "prompt_fold_ids": "calibration", "cross_fitting_needed": "crossfit", "cross_fitted_unsafe": "crossfit",
+    "with_cross_fitted_labels": "crossfit",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -6,6 +6,8 @@
 - The **stacked** ensemble, the other model fitted on human labels, is stack.py.
 - **Cross-fitting**: rows are split into k label-stratified folds by a seeded permutation; each
   fold is labelled by a fit made on the other folds, so no row is ever scored by a fit that saw it.
+  For the prediction-powered estimates the folds are split by prompt instead (``prompt_fold_ids``):
+  a response is labelled by a fit that saw no response to its prompt, in any cell.
 """
 
 from __future__ import annotations
@@ -57,6 +59,20 @@ def fold_ids(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
         out[rows] = (np.arange(len(rows)) + offset) % folds
         offset += len(rows)
     return out
+
+
+def prompt_fold_ids(prompt_ids: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold number per row such that all rows of one prompt share a fold: the distinct prompts, in
+    a seeded random order, dealt round the folds (fewer prompts than folds: one prompt per fold)."""
+    if folds < 2:
+        raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
+    prompts, which = np.unique(np.asarray(prompt_ids, dtype=str), return_inverse=True)
+    if len(prompts) < 2:
+        raise ValueError("cross-fitting by prompt needs labels of at least 2 prompts")
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    fold_of_prompt = np.empty(len(prompts), dtype=int)
+    fold_of_prompt[order] = np.arange(len(prompts)) % min(folds, len(prompts))
+    return fold_of_prompt[which]
 
 
 def cross_fit(n_rows: int, fold: np.ndarray, fit: Callable[[np.ndarray], object],

@@ -14,7 +14,8 @@ from ..registry import lazy_attributes
 
 _EXPORTS = {
     "wilson": "intervals", "bootstrap_indices": "intervals", "bootstrap_means": "intervals",
-    "percentile_interval": "intervals",
+    "percentile_interval": "intervals", "clopper_pearson": "intervals", "proportion_interval": "intervals",
+    "bootstrap_counts": "intervals",
     "cohen": "kappa", "fleiss": "kappa",
     "MIN_JUDGES": "dawid_skene", "DawidSkene": "dawid_skene",
 }
