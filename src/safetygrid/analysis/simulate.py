@@ -104,7 +104,7 @@ def _logit_location(prevalence: float, sd: float) -> float:
 
 def _simulated_cell(rng: np.random.Generator, logits: np.ndarray, k: int, labelled: int | None, tpr: float,
                     fpr: float):
-    from .ppi import PromptTotals
+    from .ppi import prompt_totals
 
     n_prompts = len(logits)
     human = rng.random((n_prompts, k)) < (1 / (1 + np.exp(-logits)))[:, None]
@@ -114,9 +114,8 @@ def _simulated_cell(rng: np.random.Generator, logits: np.ndarray, k: int, labell
         drawn = np.zeros(human.size, bool)
         drawn[rng.choice(human.size, labelled, replace=False)] = True
     drawn = drawn.reshape(human.shape)
-    residual = np.where(drawn, human.astype(float) - judge, 0.0)
-    return PromptTotals(judge.sum(axis=1).astype(float), np.full(n_prompts, float(k)), residual.sum(axis=1),
-                        drawn.sum(axis=1).astype(float))
+    prompt = np.repeat(np.arange(n_prompts), k)
+    return prompt_totals(prompt, judge.ravel().astype(float), np.where(drawn, human, np.nan).ravel(), n_prompts)
 
 
 def ppi_coverage(regime: PPIRegime, *, studies: int, resamples: int = 2000, seed: int = 0,
