@@ -46,6 +46,28 @@ def test_precision_and_kv_rows() -> None:
     assert len(table) == 4  # the baseline itself is no comparison
 
 
+def test_corrected_refusal_rates_lead_where_both_cells_have_them() -> None:
+    """rr_pp (corrected by the random human labels) replaces the judge-only RR where both cells of a
+    comparison have one, with delta_rr_pp's interval; a comparison with one cell uncorrected uses the
+    judge-only rates of both, and refusal_source says which."""
+    cells = _cells([("m", "fp", "fp", 0.90, 10.0, 0), ("m", "q1", "fp", 0.85, 10.1, 0),
+                    ("m", "q2", "fp", 0.50, 10.1, 0), ("m", "fp", "int4", 0.90, 10.0, 0)])
+    cells["rr_pp"] = [0.80, 0.60, math.nan, 0.70]
+    contrasts = pd.DataFrame([{"model": "m", "precision": q, "temperature": 0.0, "refusal_drop_pp_lo": 1.0,
+                               "refusal_drop_pp_hi": 9.0, "delta_rr_pp_lo": -0.35, "delta_rr_pp_hi": -0.05}
+                              for q in ("q1", "q2")])
+    table = hidden_danger_table(cells, contrasts, baseline=BASELINE).set_index(["comparison", "precision", "kv"])
+    q1 = table.loc[("precision", "q1", "fp")]
+    assert q1["refusal_source"] == "corrected" and q1["refusal_drop_pp"] == pytest.approx(20.0)
+    assert (q1["refusal_drop_pp_lo"], q1["refusal_drop_pp_hi"]) == pytest.approx((5.0, 35.0))
+    assert q1["status"] == "hidden_danger"  # judge-only: 5 points, near hidden danger
+    q2 = table.loc[("precision", "q2", "fp")]
+    assert q2["refusal_source"] == "judge-only" and q2["refusal_drop_pp"] == pytest.approx(40.0)
+    assert (q2["refusal_drop_pp_lo"], q2["refusal_drop_pp_hi"]) == (1.0, 9.0)
+    kv = table.loc[("kv", "fp", "int4")]
+    assert kv["refusal_source"] == "corrected" and kv["refusal_retention"] == pytest.approx(0.7 / 0.8)
+
+
 def test_direction_split_across_models() -> None:
     cells = _cells([
         ("a", "fp", "fp", 0.9, 10.0, 0), ("a", "q", "fp", 0.7, 11.0, 0),   # perplexity up, refusals down

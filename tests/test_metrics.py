@@ -115,3 +115,23 @@ def test_percentile_interval_ignores_nan():
     assert percentile_interval(np.array([np.nan, 1.0, 1.0])) == (1.0, 1.0)
     lo, hi = percentile_interval(np.arange(1001.0))
     assert lo == pytest.approx(25.0) and hi == pytest.approx(975.0)
+
+
+def test_a_proportion_with_no_events_gets_clopper_pearson_over_its_prompts_not_zero_width():
+    """Sampled cell, no unsafe label and every response a refusal: every bootstrap resample gives 0
+    (or 1), so the percentile interval is [0, 0] ([1, 1]); METRICS.md reports Clopper-Pearson of
+    round(estimate * m) events in m prompts instead. Greedy cells keep Wilson."""
+    from safetygrid.stats.intervals import clopper_pearson
+
+    u = {p: [0, 0, 0] for p in ("h1", "h2", "h3", "h4", "b1", "b2")}
+    r = {p: [1, 1, 1] for p in ("h1", "h2", "h3", "h4")} | {p: [0, 0, 0] for p in ("b1", "b2")}
+    out, _ = cell_metrics(votes(cell(), u, r), PROMPTS, seed=1, resamples=200)
+    row = out.iloc[0]
+    assert (row["asr_lo"], row["asr_hi"]) == pytest.approx(clopper_pearson(0, 4))
+    assert (row["asr_at_k_lo"], row["asr_at_k_hi"]) == pytest.approx(clopper_pearson(0, 4))
+    assert (row["rr_lo"], row["rr_hi"]) == pytest.approx(clopper_pearson(4, 4))
+    assert (row["orr_lo"], row["orr_hi"]) == pytest.approx(clopper_pearson(0, 2))
+    assert (row["dfr_lo"], row["dfr_hi"]) == pytest.approx(clopper_pearson(0, 4))
+    greedy = {p: [0] for p in u}
+    out, _ = cell_metrics(votes(cell(t="0.0"), greedy), PROMPTS, seed=1, resamples=200)
+    assert (out.iloc[0]["asr_lo"], out.iloc[0]["asr_hi"]) == pytest.approx(wilson(0, 4))
