@@ -64,7 +64,7 @@ def test_ppi_section_shows_both_figures_and_says_when_nothing_is_corrected(tmp_p
                               "delta_pp_hi": 0.14, "delta_pp_note": ""})
     html = ppi_section(cells, contrasts, 0.9, tmp_path)
     assert "0.850" in html and "0.310" in html and "needs at least 10" in html and "0.140" in html
-    assert "uncorrected" not in html and "normal 90% interval" in html
+    assert "uncorrected" not in html and "bootstrap of the whole estimator over prompts at 90%" in html
     assert (tmp_path / "asr_corrected_m.png").exists() and html.count("<img") == 1
     uncorrected = ppi_section(cells.assign(asr_pp=np.nan), contrasts, 0.9, tmp_path)
     assert "uncorrected" in uncorrected and "<img" not in uncorrected

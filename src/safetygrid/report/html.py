@@ -32,10 +32,12 @@ CELL_COLUMNS = ["model", "precision", "kv", "temperature", "engine", "k", "n_pro
 CONTRAST_COLUMNS = ["model", "precision", "temperature", "asr", "delta_q", "delta_t", "delta", "cdi",
                     "cdi_lo", "cdi_hi", "refusal_drop_pp", "delta_pp", "delta_pp_lo", "delta_pp_hi"]
 PPI_CELL_COLUMNS = ["model", "precision", "kv", "temperature", "asr", "asr_lo", "asr_hi", "asr_pp", "asr_pp_lo",
-                    "asr_pp_hi", "asr_pp_n", "asr_pp_note"]
+                    "asr_pp_hi", "asr_pp_n", "asr_pp_note", "rr", "rr_lo", "rr_hi", "rr_pp", "rr_pp_lo", "rr_pp_hi",
+                    "rr_pp_n", "rr_pp_note", "cr_pp", "cr_pp_lo", "cr_pp_hi", "cr_pp_n", "cr_pp_note"]
 PPI_CONTRAST_COLUMNS = ["model", "precision", "kv", "temperature", "delta", "delta_lo", "delta_hi", "delta_pp",
-                        "delta_pp_lo", "delta_pp_hi", "delta_pp_note"]
-HIDDEN_DANGER_COLUMNS = ["model", "comparison", "precision", "kv", "rr", "rr_reference", "refusal_drop_pp",
+                        "delta_pp_lo", "delta_pp_hi", "delta_pp_note", "delta_rr_pp", "delta_rr_pp_lo",
+                        "delta_rr_pp_hi", "delta_cr_pp", "delta_cr_pp_lo", "delta_cr_pp_hi"]
+HIDDEN_DANGER_COLUMNS = ["model", "comparison", "precision", "kv", "refusal_source", "rr", "rr_reference", "refusal_drop_pp",
                          "refusal_drop_pp_lo", "refusal_drop_pp_hi", "refusal_retention", "perplexity_ratio",
                          "accuracy_task", "accuracy_drop_pp", "quality_metrics", "status", "note"]
 QUALITY_COLUMNS = ["model", "precision", "kv", "metric", "value", "stderr", "n", "ratio", "change_pp", "engine",
@@ -318,20 +320,29 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kap
 def ppi_section(cells: pd.DataFrame, contrasts: pd.DataFrame, level: float, figures: Path) -> str:
     """The judge-only ASR beside the prediction-powered one, per cell and per change against the
     baseline (both tables carry the columns; the page shows them side by side)."""
-    text = ("<h2>ASR corrected with labels of the run's own responses</h2><p class='note'>asr counts judge "
-            "labels only, so it carries the judges' error on this cell's responses. asr_pp (prediction-powered, "
-            "METRICS.md) adds the mean (label - judge) over the cell's randomly drawn, labelled responses: "
-            f"unbiased however wrong the judges are, with a normal {percent(level)} interval; asr_pp_n: those labels. delta_pp: the "
-            "same for the change against the baseline. NA with the reason when a cell has fewer than 10 random "
-            "labels (cells.parquet, contrasts.parquet).</p>")
+    text = ("<h2>ASR, RR and CR corrected with labels of the run's own responses</h2><p class='note'>asr and rr "
+            "count judge labels only, so they carry the judges' error on this cell's responses. asr_pp, rr_pp "
+            "(prediction-powered, METRICS.md) add the mean (label - judge) over the cell's randomly drawn, labelled "
+            "responses: unbiased however wrong the judges are. cr_pp (compliance: an attempt or harmful) comes from "
+            "the labels alone, no judge gives it. Intervals: a bootstrap of the whole estimator over prompts at "
+            f"{percent(level)}, widened to the Wilson interval at its effective sample size, Clopper-Pearson where "
+            "no resample differs (docs/judges.md); *_pp_n: the random labels. delta_pp, delta_rr_pp, delta_cr_pp: "
+            "the change against the baseline, paired over the same prompt draws. NA with the reason when a cell has "
+            "fewer than 10 random labels (cells.parquet, contrasts.parquet).</p>")
     if "asr_pp" not in cells or cells["asr_pp"].isna().all():
         text += ("<p><b>No cell has enough labels of its own responses: every rate in this report is "
                  "the judges' count, uncorrected.</b></p>")
     else:
+        names = {"asr": "ASR", "rr": "refusal rate", "cr": "compliance rate"}
         for model in sorted(cells["model"].unique()):
-            png = save(asr_corrected(cells, model, level), figures, f"asr_corrected_{model}")
-            text += _img(png, f"{model}: each cell's ASR from the judges alone (grey) and corrected with the "
-                              "labels of its randomly drawn responses (red), with their intervals.")
+            for metric, name in names.items():
+                column = f"{metric}_pp"
+                if column not in cells or cells.loc[cells["model"] == model, column].isna().all():
+                    continue
+                png = save(asr_corrected(cells, model, level, metric), figures, f"{metric}_corrected_{model}")
+                text += _img(png, f"{model}: each cell's {name} from the judges alone (grey, where a judge gives "
+                                  "it) and corrected with the labels of its randomly drawn responses (red), with "
+                                  "their intervals.")
     order = ["model", "precision", "kv", "temperature"]
     text += _table(cells.sort_values(order), PPI_CELL_COLUMNS)
     if "delta_pp" in contrasts:

@@ -281,16 +281,17 @@ def judge_validity(validity: pd.DataFrame, level: float) -> plt.Figure:
     return fig
 
 
-def asr_corrected(cells: pd.DataFrame, model: str, level: float) -> plt.Figure:
-    """Per cell of one model, the judge-only ASR beside the prediction-powered one (the judges' count
-    corrected with the cell's randomly drawn labels), each with its interval: where they part, the
-    judges' error on that cell's responses is what the judge-only figure measures."""
+def asr_corrected(cells: pd.DataFrame, model: str, level: float, metric: str = "asr") -> plt.Figure:
+    """Per cell of one model, the judge-only rate (``metric``: asr, rr or cr) beside the
+    prediction-powered one (the judges' count corrected with the cell's randomly drawn labels), each
+    with its interval: where they part, the judges' error on that cell's responses is what the
+    judge-only figure measures. CR has no judge-only figure (no judge gives it)."""
     sub = cells[cells["model"] == model].sort_values(["precision", "kv", "temperature"]).reset_index(drop=True)
     names = [f"{p}\n{kv}, T={t:g}" for p, kv, t in zip(sub["precision"], sub["kv"], sub["temperature"])]
     x = np.arange(len(sub))
     fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(sub), 3.4))
-    for offset, column, colour, label in ((-0.12, "asr", "#9e9e9e", "judges only (asr)"),
-                                          (0.12, "asr_pp", "#c62828", "corrected with labels (asr_pp)")):
+    for offset, column, colour, label in ((-0.12, metric, "#9e9e9e", f"judges only ({metric})"),
+                                          (0.12, f"{metric}_pp", "#c62828", f"corrected with labels ({metric}_pp)")):
         if column not in sub:
             continue
         value = sub[column].to_numpy(float)
@@ -300,9 +301,10 @@ def asr_corrected(cells: pd.DataFrame, model: str, level: float) -> plt.Figure:
         below, above = np.clip(value - lo, 0, None), np.clip(hi - value, 0, None)
         ax.errorbar(x[shown] + offset, value[shown], yerr=[below[shown], above[shown]], fmt="o", color=colour,
                     capsize=3, label=label)
+    title = {"asr": "attack success rate", "rr": "refusal rate", "cr": "compliance rate"}[metric]
     ax.set_xticks(x, names, fontsize=8)
-    ax.set_ylabel(f"ASR ({100 * level:g}% interval)")
+    ax.set_ylabel(f"{metric.upper()} ({100 * level:g}% interval)")
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_title(f"{model}: attack success rate, judges only and corrected", fontsize=10)
+    ax.set_title(f"{model}: {title}, judges only and corrected", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     return fig
