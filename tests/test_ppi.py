@@ -262,6 +262,10 @@ def test_aggregate_writes_the_corrected_figures_beside_the_judge_only_ones(tmp_p
     assert contrasts.loc["q4", "delta_rr_pp"] == pytest.approx(0.0)
     row = hidden.set_index("precision").loc["q4"]
     assert row["refusal_source"] == "corrected" and row["refusal_drop_pp"] == pytest.approx(0.0)
+    from safetygrid.analysis.aggregate import labelled_judgements
+
+    read = labelled_judgements(judgements, golds[1])  # what the cross-fitted votes read: labelled cells only
+    assert set(read["precision"]) == {"q4"} and len(read) == n and read["temperature"].dtype == float
     cells, contrasts, hidden = run(None)
     assert cells["asr_pp"].isna().all() and cells["asr_pp_note"].str.contains("0 randomly drawn").all()
     assert contrasts["delta_pp"].isna().all() and (cells["asr_pp_n"] == 0).all()
