@@ -18,12 +18,13 @@ correlated, so the interval is a percentile bootstrap of the whole estimator ove
 resample draws the model's harmful prompts with replacement (the same draw as the judge-only
 figures, metrics.harmful_draws), every drawn prompt brings all its responses, labelled and
 unlabelled, and theta_pp is recomputed. Per-prompt totals make that one matrix product per term.
-The estimate and every resample are clipped to [0, 1]; an interval of zero width becomes the
-Clopper-Pearson interval over the cell's prompts (stats.intervals.proportion_interval). Delta_pp
-uses the same draws in both cells (paired) and is clipped to [-1, 1]; where both cells' intervals
-have zero width, Delta_pp's does too, and it becomes [lo(c) - hi(b), hi(c) - lo(b)] from the two
-cells' Clopper-Pearson intervals (conservative). A cell with n_c < ``MIN_RANDOM_LABELS`` gets NA
-and the reason.
+The estimate and every resample are clipped to [0, 1]. A percentile bootstrap of few events over a
+few dozen prompts is too narrow (benchmarks/ppi_coverage.py: 88 % at a nominal 95 %), so the
+interval is widened to hold the Wilson interval at the effective sample size; an interval of zero
+width becomes the Clopper-Pearson interval over the cell's prompts. Delta_pp uses the same draws in
+both cells (paired), widened to hold the MOVER interval built from the two cells' intervals, and is
+clipped to [-1, 1]. A cell with n_c < ``MIN_RANDOM_LABELS`` on an axis gets NA and the reason.
+docs/judges.md, "Prediction-powered estimates", gives the reasons and the measured coverage.
 
 Columns added to cells.parquet, for a in (asr, rr, cr): a_pp, a_pp_lo, a_pp_hi, a_pp_n (n_c),
 a_pp_note. To contrasts.parquet: a_pp, a_pp_baseline, and delta_pp (ASR), delta_rr_pp,
@@ -46,7 +47,7 @@ from .metrics import CELL_KEYS, harmful_draws
 # below this many randomly drawn labels in a cell the correction is too poorly known to cite
 MIN_RANDOM_LABELS = 10
 GOLD_KEYS = [*CELL_KEYS, "prompt_id", "sample"]
-# axis of METRICS.md -> (metric prefix, the votes' column, the gold column)
+# axis of METRICS.md (the column in the votes and in the gold labels) -> the metric's prefix
 AXES = {"unsafe": "asr", "refusal": "rr", "complied": "cr"}
 DELTA_NAMES = {"asr": "delta_pp", "rr": "delta_rr_pp", "cr": "delta_cr_pp"}
 CELL_PP_COLUMNS = [f"{m}_pp{s}" for m in AXES.values() for s in ("", "_lo", "_hi", "_n", "_note")]
