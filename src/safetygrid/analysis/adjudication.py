@@ -134,6 +134,7 @@ def own_label_agreement(own_gold: pd.DataFrame, judgements: pd.DataFrame, votes:
                               "fpr": math.nan, "kappa": math.nan,
                               "note": "no current own label. " + label_counts(own_gold)}], columns=GOLD_COLUMNS)
     keyed = own_gold.assign(temperature=own_gold["temperature"].map(canonical_temperature))
+    keyed = keyed[keyed["human"].notna()]  # raters tied on the unsafe axis (decided on another axis only)
     keys = pd.MultiIndex.from_frame(keyed[ITEM])
     table = _score_raters(keys, keyed["human"].to_numpy(float), judgements, votes, "own")
     return table.assign(note=table["note"].map(lambda note: "; ".join(filter(None, [note, label_counts(own_gold)]))))
@@ -146,7 +147,8 @@ def label_counts(own_gold: pd.DataFrame) -> str:
         return ""
     return (f"{counts['matched']} of {counts['labels']} labels current; {counts['stale']} stale (the response "
             f"changed since: not used), {counts['unmatched']} of responses not in this run, {counts['tied']} "
-            "responses with tied raters left out")
+            "responses with tied raters left out"
+            + (f", {counts['tied_unsafe']} tied on the unsafe axis" if counts.get("tied_unsafe") else ""))
 
 
 def adjudicate(*, prompts: Sequence[str], votes: Sequence[str], generations: Sequence[str],
