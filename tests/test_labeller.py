@@ -124,6 +124,21 @@ def test_the_v1_rubric_still_labels_with_1_and_0_and_shares_a_file_with_outcomes
     assert labels["rubric"].tolist() == ["harmbench-v1", "harmbench-v1", "harmbench-v2"]
 
 
+def test_a_v1_file_without_an_outcome_column_takes_v2_labels(results: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label file written before outcomes existed (as resources/labels/maintainers.csv) gains the
+    column on its first new row; its old rows stay v1 labels, as they were."""
+    out = tmp_path / "old.csv"
+    first = _sample(results).iloc[0]
+    out.write_text("model,precision,kv,temperature,prompt_id,sample,response_sha256,label,rater,labelled_at,rubric,"
+                   f"draw,comment\nm,fp32,fp,0.7,{first['prompt_id']},0,{first['response_sha256']},0,bob,"
+                   "2026-11-29T12:00:00Z,harmbench-v1,random,kept\n")
+    assert _label(results, out, "rq", monkeypatch=monkeypatch) == 0
+    labels = load_labels([out], ROOT / "resources" / "rubrics")
+    assert labels[["rater", "label", "outcome", "comment"]].values.tolist() == [["bob", 0, "", "kept"],
+                                                                                  ["alice", 0, "refusal", ""]]
+
+
 def test_the_terminal_reader_takes_single_keys_without_enter() -> None:
     """On a pseudo-terminal the labeller reads each key as it is pressed (no line buffering) and
     leaves the terminal as it found it."""

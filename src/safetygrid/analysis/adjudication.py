@@ -94,6 +94,12 @@ def _rates(rater: str, predicted: np.ndarray, gold: np.ndarray) -> dict[str, Any
         return {"rater": rater, "n_items": 0, "accuracy": math.nan, "tpr": math.nan, "fpr": math.nan,
                 "kappa": math.nan, "note": "no gold item was labelled by this rater"}
     kappa, _, _, note = cohen(p.astype(float), g.astype(float))
+    from ..ensemble.judge_validity import MIN_PER_CLASS
+
+    n_pos, n_neg = int((g == 1).sum()), int((g == 0).sum())
+    if min(n_pos, n_neg) < MIN_PER_CLASS:  # METRICS.md, kappa estimability
+        kappa, note = math.nan, (f"kappa not estimable: the gold labels hold {n_pos} positive and {n_neg} negative, "
+                                 f"needs at least {MIN_PER_CLASS} of each")
     return {"rater": rater, "n_items": int(len(p)), "accuracy": float((p == g).mean()),
             "tpr": float(p[g == 1].mean()) if (g == 1).any() else math.nan,
             "fpr": float(p[g == 0].mean()) if (g == 0).any() else math.nan, "kappa": kappa, "note": note}
