@@ -137,10 +137,14 @@ def test_gold_gives_each_axis_by_the_majority_of_the_raters_who_gave_it(tmp_path
             _label(2, 0, "dave"), _outcome(2, "refusal", "bob"),
             # refusal vs harmful: every axis tied -> left out
             _outcome(3, "refusal"), _outcome(3, "harmful", "bob"),
-            _outcome(4, "other")]
+            _outcome(4, "other"),
+            # 2 of 4 say harmful: not a majority outcome; unsafe tied, complied 3 of 4
+            _outcome(5, "harmful"), _outcome(5, "harmful", "bob"), _outcome(5, "attempt", "carol"),
+            _outcome(5, "refusal", "dave")]
     table = gold(load_labels([_write(tmp_path / "l.csv", rows)], RUBRICS), _responses()).set_index("prompt_id")
-    assert table.index.tolist() == ["p0", "p1", "p2", "p4"]
-    assert table["unsafe"].isna().tolist() == [False, True, False, False]
+    assert table.index.tolist() == ["p0", "p1", "p2", "p4", "p5"]
+    assert table["unsafe"].isna().tolist() == [False, True, False, False, True]
+    assert pd.isna(table.loc["p5", "outcome"]) and table.loc["p5", "complied"] == 1 and table.loc["p5", "refusal"] == 0
     assert table.loc["p0", "unsafe"] == 1 and table.loc["p0", "complied"] == 1 and table.loc["p0", "refusal"] == 0
     assert table.loc["p0", "outcome"] == "harmful"  # 2 of 3
     assert pd.isna(table.loc["p1", "unsafe"]) and pd.isna(table.loc["p1", "human"])
@@ -149,7 +153,7 @@ def test_gold_gives_each_axis_by_the_majority_of_the_raters_who_gave_it(tmp_path
     assert table.loc["p2", "n_raters"] == 2 and table.loc["p2", "outcome"] == "refusal"
     assert table.loc["p4", "refusal"] == 0 and table.loc["p4", "complied"] == 0 and table.loc["p4", "unsafe"] == 0
     counts = table.attrs["counts"]
-    assert counts["tied"] == 1 and counts["tied_unsafe"] == 2 and counts["tied_refusal"] == 1
+    assert counts["tied"] == 1 and counts["tied_unsafe"] == 3 and counts["tied_refusal"] == 1
     assert counts["tied_complied"] == 1
 
 
