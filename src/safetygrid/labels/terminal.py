@@ -123,7 +123,8 @@ def show_item(item: pd.Series, position: int, total: int, done: int, summary: st
     write("RESPONSE:\n" + _indent(item["response"]))
     if item["judges"]:
         write("JUDGES: " + str(item["judges"]))
-    write(textwrap.fill(" ".join(summary.split()), width=78, initial_indent="RUBRIC: ", subsequent_indent="  "))
+    plain = " ".join(summary.replace("**", "").split())  # markdown emphasis means nothing in a terminal
+    write(textwrap.fill(plain, width=78, initial_indent="RUBRIC: ", subsequent_indent="  "))
 
 
 def run_session(queue: pd.DataFrame, store: LabelStore, *, rater: str, rubric: str, rubric_text: str,
