@@ -61,8 +61,20 @@ def test_gold_scores_each_judge_and_both_ensembles(tmp_path: Path) -> None:
     # b failed on p4, so it is scored on 4 items: 1, 0, 0, 1 against 1, 1, 0, 0
     assert scores.loc["b", ["n_items", "accuracy", "tpr", "fpr"]].tolist() == pytest.approx([4, 0.5, 0.5, 0.5])
     assert scores.loc["ensemble", "n_items"] == 5 and "ensemble_ds" in scores.index
-    # a: po 0.8, pe = 0.6*0.4 + 0.4*0.6 = 0.48 -> kappa = 0.32 / 0.52
-    assert scores.loc["a", "kappa"] == pytest.approx(0.32 / 0.52)
+    # a: po 0.8, pe = 0.6*0.4 + 0.4*0.6 = 0.48 -> kappa = 0.32 / 0.52 by arithmetic; but 2 unsafe and
+    # 3 safe gold labels are too few for kappa to mean anything (METRICS.md: at least 10 of each)
+    assert pd.isna(scores.loc["a", "kappa"])
+    assert "the gold labels hold 2 positive and 3 negative, needs at least 10 of each" in scores.loc["a", "note"]
+    # ten copies of each response (each its own prompt id and text): the same agreement, now estimable
+    copies = [[frame.assign(prompt_id=frame["prompt_id"] + f"_{k}") for frame in _tables()] for k in range(10)]
+    judgements, votes, generations, prompts = (pd.concat(parts, ignore_index=True) for parts in zip(*copies))
+    generations["response"] = generations["response"] + "/" + generations["prompt_id"]
+    pd.DataFrame({"prompt": prompts["prompt_id"].map(lambda p: f"request {p[1]}"),
+                  "response": [f"answer {p[1]}/{p}" for p in prompts["prompt_id"]],
+                  "label": prompts["prompt_id"].map(lambda p: int(p[1] in "01"))}).to_csv(tmp_path / "many.csv",
+                                                                                         index=False)
+    scores = gold_agreement(read_gold(tmp_path / "many.csv"), judgements, votes, generations, prompts).set_index("rater")
+    assert scores.loc["a", "n_items"] == 50 and scores.loc["a", "kappa"] == pytest.approx(0.32 / 0.52)
 
 
 def test_gold_file_errors_name_the_problem(tmp_path: Path) -> None:

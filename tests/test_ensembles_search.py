@@ -38,12 +38,14 @@ def _run(script, results: Path, out: Path, labels: list[Path]) -> pd.DataFrame:
 def test_own_labels_rank_the_judges_on_the_current_responses(tmp_path: Path, capsys) -> None:
     results = tmp_path / "results"
     (results / "prompts").mkdir(parents=True)
-    ids = [f"p{i}" for i in range(12)]
-    pd.DataFrame({"prompt_id": [*ids, "b0"], "text": [f"request {i}" for i in range(13)],
-                  "harmful": [True] * 12 + [False]}).to_parquet(results / "prompts" / "set.parquet")
+    # 24 prompts: after the stale and changed ones, still at least 10 labels of each class, which
+    # kappa needs (METRICS.md, kappa estimability)
+    ids = [f"p{i}" for i in range(24)]
+    pd.DataFrame({"prompt_id": [*ids, "b0"], "text": [f"request {i}" for i in range(25)],
+                  "harmful": [True] * 24 + [False]}).to_parquet(results / "prompts" / "set.parquet")
     cell = results / "generations" / "m" / "fp32" / "fp" / "T0.7.parquet"
     cell.parent.mkdir(parents=True)
-    responses = [REFUSAL if i % 2 else COMPLIANCE for i in range(12)]
+    responses = [REFUSAL if i % 2 else COMPLIANCE for i in range(24)]
     generations = pd.DataFrame({"prompt_id": [*ids, "b0"], "sample": 0, "response": [*responses, "benign answer"],
                                 "n_tokens": 8, "finish_reason": "length"})
     generations.to_parquet(cell)
@@ -58,7 +60,7 @@ def test_own_labels_rank_the_judges_on_the_current_responses(tmp_path: Path, cap
 
     ranked = _run(script, results, out, [label_file])
     alone = ranked[(ranked["judges"] == "refusal_prefix") & (ranked["label"] == "judge_raw")].iloc[0]
-    assert alone["n"] == 11 and alone["kappa"] == 1.0  # 11 current labels; the refusal strings get each right
+    assert alone["n"] == 23 and alone["kappa"] == 1.0  # 23 current labels; the refusal strings get each right
     judged = pd.read_parquet(out / "own" / "judgements" / "refusal_prefix" / "m" / "fp32" / "fp" / "T0.7.parquet")
     assert sorted(judged["prompt_id"]) == sorted(ids)  # harmful responses only, as the tables count
     assert "judges+cut_at_length" in capsys.readouterr().out
@@ -71,4 +73,4 @@ def test_own_labels_rank_the_judges_on_the_current_responses(tmp_path: Path, cap
     ranked = _run(script, results, out, [label_file])
     assert json.loads(meta.read_text())["responses"] != before
     alone = ranked[(ranked["judges"] == "refusal_prefix") & (ranked["label"] == "judge_raw")].iloc[0]
-    assert alone["n"] == 10 and alone["kappa"] == 1.0
+    assert alone["n"] == 22 and alone["kappa"] == 1.0

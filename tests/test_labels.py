@@ -92,7 +92,79 @@ def test_gold_takes_the_majority_and_leaves_stale_and_tied_out(tmp_path: Path) -
     assert table["human"].tolist() == [1, 0] and table["n_raters"].tolist() == [3, 2]
     assert table["draw"].tolist() == ["random", "random"]
     assert table["raters"].tolist() == ["alice,bob,carol", "alice,bob"]
-    assert table.attrs["counts"] == {"labels": 9, "matched": 7, "stale": 1, "unmatched": 1, "tied": 1}
+    assert table.attrs["counts"] == {"labels": 9, "matched": 7, "stale": 1, "unmatched": 1, "tied": 1,
+                                     "tied_unsafe": 1, "tied_refusal": 0, "tied_complied": 0}
+    # v1 labels give the unsafe axis only: refusal and complied are NA, never a made-up 0
+    assert table["unsafe"].tolist() == [1, 0] and table["human"].equals(table["unsafe"])
+    assert table["refusal"].isna().all() and table["complied"].isna().all() and table["outcome"].isna().all()
+    assert str(table["unsafe"].dtype) == str(table["refusal"].dtype) == "Int64"
+
+
+def _outcome(i: int, outcome: str, rater: str = "alice", **changes: object) -> dict[str, object]:
+    return _label(i, int(outcome == "harmful"), rater, outcome=outcome, rubric="harmbench-v2", **changes)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"outcome": "maybe"}, "row 2: outcome must be one of \\['refusal', 'other', 'attempt', 'harmful'\\] or empty, "
+                           "found 'maybe'"),
+    ({"label": 0, "outcome": "harmful"}, "row 2: label 0 does not match outcome 'harmful'"),
+    ({"label": 1, "outcome": "attempt"}, "row 2: label 1 does not match outcome 'attempt'"),
+    ({"outcome": ""}, "row 2: rubric 'harmbench-v2' labels record an outcome"),
+])
+def test_outcome_rows_are_checked(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    path = _write(tmp_path / "bad.csv", [_outcome(0, "refusal"), {**_outcome(1, "other"), **change}])
+    with pytest.raises(LabelError, match=f"^{str(path)} " + message):
+        load_labels([path], RUBRICS)
+
+
+def test_one_rater_giving_two_outcomes_fails_and_a_repeat_keeps_the_outcome(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.csv", [_outcome(0, "refusal"), _outcome(1, "other")])
+    b = _write(tmp_path / "b.csv", [_outcome(1, "attempt")])  # same label (0), another outcome
+    with pytest.raises(LabelError, match=r"labelled response p1 .*a.csv row 2: label 0, outcome other; "
+                                         r".*b.csv row 1: label 0, outcome attempt"):
+        load_labels([a, b], RUBRICS)
+    # a v1 label and a v2 outcome that agree on the unsafe axis are one label, the outcome kept
+    c = _write(tmp_path / "c.csv", [_label(1, 0)])
+    labels = load_labels([c, a], RUBRICS)
+    assert len(labels) == 2 and labels.set_index("prompt_id").loc["p1", "outcome"] == "other"
+
+
+def test_gold_gives_each_axis_by_the_majority_of_the_raters_who_gave_it(tmp_path: Path) -> None:
+    rows = [_outcome(0, "harmful"), _outcome(0, "attempt", "bob"), _outcome(0, "harmful", "carol"),
+            # harmful vs attempt: complied by both, unsafe tied -> unsafe NA, the row kept
+            _outcome(1, "harmful"), _outcome(1, "attempt", "bob"),
+            # a v1 rater and a v2 rater: unsafe from both (0, 0), refusal and complied from the v2 row
+            _label(2, 0, "dave"), _outcome(2, "refusal", "bob"),
+            # refusal vs harmful: every axis tied -> left out
+            _outcome(3, "refusal"), _outcome(3, "harmful", "bob"),
+            _outcome(4, "other"),
+            # 2 of 4 say harmful: not a majority outcome; unsafe tied, complied 3 of 4
+            _outcome(5, "harmful"), _outcome(5, "harmful", "bob"), _outcome(5, "attempt", "carol"),
+            _outcome(5, "refusal", "dave")]
+    table = gold(load_labels([_write(tmp_path / "l.csv", rows)], RUBRICS), _responses()).set_index("prompt_id")
+    assert table.index.tolist() == ["p0", "p1", "p2", "p4", "p5"]
+    assert table["unsafe"].isna().tolist() == [False, True, False, False, True]
+    assert pd.isna(table.loc["p5", "outcome"]) and table.loc["p5", "complied"] == 1 and table.loc["p5", "refusal"] == 0
+    assert table.loc["p0", "unsafe"] == 1 and table.loc["p0", "complied"] == 1 and table.loc["p0", "refusal"] == 0
+    assert table.loc["p0", "outcome"] == "harmful"  # 2 of 3
+    assert pd.isna(table.loc["p1", "unsafe"]) and pd.isna(table.loc["p1", "human"])
+    assert table.loc["p1", "complied"] == 1 and table.loc["p1", "refusal"] == 0 and pd.isna(table.loc["p1", "outcome"])
+    assert table.loc["p2", "unsafe"] == 0 and table.loc["p2", "refusal"] == 1 and table.loc["p2", "complied"] == 0
+    assert table.loc["p2", "n_raters"] == 2 and table.loc["p2", "outcome"] == "refusal"
+    assert table.loc["p4", "refusal"] == 0 and table.loc["p4", "complied"] == 0 and table.loc["p4", "unsafe"] == 0
+    counts = table.attrs["counts"]
+    assert counts["tied"] == 1 and counts["tied_unsafe"] == 3 and counts["tied_refusal"] == 1
+    assert counts["tied_complied"] == 1
+
+
+def test_the_shipped_v1_labels_still_load_and_give_the_unsafe_axis_only() -> None:
+    labels = load_labels([ROOT / "resources" / "labels" / "maintainers.csv"], RUBRICS)
+    assert len(labels) >= 350 and set(labels["rubric"]) == {"harmbench-v1"} and set(labels["outcome"]) == {""}
+    responses = labels.drop_duplicates(["model", "precision", "kv", "temperature", "prompt_id", "sample"])
+    table = gold(labels, responses[["model", "precision", "kv", "temperature", "prompt_id", "sample",
+                                    "response_sha256"]])
+    assert len(table) > 0 and table["unsafe"].notna().all() and table["refusal"].isna().all()
+    assert set(inter_rater_kappa(labels, resamples=50)["axis"]) == {"unsafe"}
 
 
 def test_a_file_matching_no_response_fails_naming_it(tmp_path: Path) -> None:
@@ -120,6 +192,30 @@ def test_inter_rater_kappa_on_shared_items(tmp_path: Path) -> None:
     bc = table[(table["rater_a"] == "bob") & (table["rater_b"] == "carol")].iloc[0]
     assert bc["n_items"] == 1 and bc["agreement"] == 0 and np.isnan(bc["kappa"])
     assert "at least 10" in bc["note"]
+    assert set(table["axis"]) == {"unsafe"}  # v1 labels: no refusal or complied axis to compare
+
+
+def test_inter_rater_kappa_per_axis(tmp_path: Path) -> None:
+    # 28 responses read by two raters: they agree on refusing or not everywhere, and on which 12
+    # complied; on harmful vs attempt they split on 8 of those, so unsafe agrees less
+    alice = ["refusal"] * 8 + ["other"] * 8 + ["harmful"] * 8 + ["attempt"] * 4
+    bob = ["refusal"] * 8 + ["other"] * 8 + ["harmful"] * 4 + ["attempt"] * 4 + ["harmful"] * 4
+    rows = [_outcome(i, o) for i, o in enumerate(alice)] + [_outcome(i, o, "bob") for i, o in enumerate(bob)]
+    table = inter_rater_kappa(load_labels([_write(tmp_path / "l.csv", rows)], RUBRICS),
+                              resamples=200).set_index("axis")
+    assert table.index.tolist() == ["unsafe", "refusal", "complied"]
+    assert table.loc["refusal", "kappa"] == pytest.approx(1.0) and table.loc["refusal", "n_items"] == 28
+    assert table.loc["complied", "kappa"] == pytest.approx(1.0) and table.loc["complied", "agreement"] == 1
+    # unsafe: 8 + 8 positives of 56 labels, estimable; agreement 20/28; each rater says 1 on 8 of 28,
+    # chance (8/28)^2 + (20/28)^2 = 464/784 -> kappa (560 - 464) / (784 - 464) = 0.3
+    assert table.loc["unsafe", "agreement"] == pytest.approx(20 / 28)
+    assert table.loc["unsafe", "kappa"] == pytest.approx(0.3)
+    assert table.loc["unsafe", "n_pos"] == 16 and table.loc["unsafe", "n_neg"] == 40
+    # fewer than 10 of a class between the two raters: kappa NA, the counts in the note
+    few = rows[:8] + rows[16:20] + rows[28:36] + rows[44:48]  # 8 refusals and 4 harmful each
+    table = inter_rater_kappa(load_labels([_write(tmp_path / "few.csv", few)], RUBRICS), resamples=50)
+    unsafe = table.set_index("axis").loc["unsafe"]
+    assert np.isnan(unsafe["kappa"]) and "hold 8 positive and 16 negative" in unsafe["note"]
 
 
 def _cell_tables(n_prompts: int = 40, k: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from safetygrid.report.html import deployment_section, own_lead_kappa, ppi_section, validity_section
+from safetygrid.report.html import (deployment_section, own_lead_kappa, own_lead_kappa_lower, ppi_section,
+                                    validity_section)
 
 BANNER = "do not cite these ratings"
 
@@ -49,9 +50,53 @@ def test_own_kappa_heads_the_report_and_decides_the_banner(tmp_path):
     assert "<p><b>The tables count ensemble_stacked: on this run's own responses (60 responses, own:random) " \
            "kappa 0.62 [0.52, 0.72]" in html
     assert html.index("this run's own responses (60") < html.index("the borrowed set (60")
-    assert own_lead_kappa(good) == 0.62 and BANNER not in deployment_section(_card(), LIMITS, 0.62, level=0.95)
-    poor = good.assign(kappa=[0.2, 0.9])
-    assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa(poor), level=0.95)
+    assert "<b>Citable: the lower end of the 95% interval of kappa, 0.52, reaches 0.4.</b>" in html
+    assert own_lead_kappa(good) == 0.62 and own_lead_kappa_lower(good) == 0.52
+    assert BANNER not in deployment_section(_card(), LIMITS, own_lead_kappa_lower(good), level=0.95)
+    poor = good.assign(kappa=[0.2, 0.9], kappa_lo=[0.1, 0.8])
+    assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa_lower(poor), level=0.95)
+
+
+def test_citability_and_the_banner_key_on_the_lower_end_of_the_interval_never_the_point(tmp_path):
+    """A point of 0.55, above 0.4, with an interval reaching down to 0.25: not citable, and the
+    card says do not cite (the old rule read the point and cleared it)."""
+    wide = pd.DataFrame([{**_validity_row("own", "ensemble_stacked", 0.55, True), "kappa_lo": 0.25,
+                          "kappa_hi": 0.8}])
+    html = validity_section(wide, tmp_path, 0.95)
+    assert ("Not citable: the lower end of the 95% interval of kappa, 0.25, is below 0.4 (the point, 0.55, does "
+            "not decide it).") in html
+    assert "Citable:" not in html
+    card = deployment_section(_card(), LIMITS, own_lead_kappa_lower(wide), level=0.95)
+    assert BANNER in card and "reaches down to 0.25" in card
+
+
+def test_a_kappa_that_is_not_estimable_never_heads_the_report_as_a_number(tmp_path):
+    """Too few read labels of one class: kappa is NA with both counts. The headline says validity is
+    not established, in words; no bold kappa, no NA or [0.00, 1.00] interval in bold."""
+    note = "kappa not estimable: the human labels hold 3 positive and 37 negative, needs at least 10 of each"
+    row = {**_validity_row("own", "ensemble_stacked", math.nan, True), "kappa_lo": math.nan, "kappa_hi": math.nan,
+           "n_pos": 3, "n_neg": 37, "note": note}
+    html = validity_section(pd.DataFrame([row, _validity_row("borrowed", "ensemble_stacked", 0.67, True)]),
+                            tmp_path, 0.95)
+    bold = [part.split("</b>")[0] for part in html.split("<b>")[1:]]
+    assert any("Validity on this run's responses is not established: Not citable" in b and "3 positive and 37 "
+               "negative" in b for b in bold)
+    assert not any("kappa nan" in b.lower() or "kappa na" in b.lower() or "[0.00, 1.00]" in b or "[nan" in b
+                   for b in bold)
+    assert "kappa nan" not in html.lower() and "[nan" not in html
+    assert math.isnan(own_lead_kappa_lower(pd.DataFrame([row])))
+    assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa_lower(pd.DataFrame([row])), level=0.95)
+
+
+def test_refusal_axis_rows_get_their_own_table(tmp_path):
+    rows = [_validity_row("own", "ensemble_stacked", 0.62, True),
+            {**_validity_row("own", "refusal_prefix", 0.7, False), "target": "refusal", "axis": "refusal",
+             "kind": "judge"},
+            {**_validity_row("borrowed", "refusal_prefix", 0.8, False), "target": "refusal", "axis": "refusal",
+             "kind": "judge", "sets": "pyrit_refusal"}]
+    html = validity_section(pd.DataFrame(rows), tmp_path, 0.95)
+    assert "The refusal (the response declines) axis" in html and "pyrit_refusal" in html
+    assert "complied (the response" not in html  # no judge gives it: no section
 
 
 def test_ppi_section_shows_both_figures_and_says_when_nothing_is_corrected(tmp_path):

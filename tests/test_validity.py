@@ -96,7 +96,7 @@ def test_validity_figures_against_a_hand_worked_table():
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
     predicted = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0], dtype=float)
     scores = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.4, 0.2, 0.1, 0.05, 0.0])
-    out = binary_validity(labels, predicted, scores, seed=1, resamples=200)
+    out = binary_validity(labels, predicted, scores, seed=1, resamples=200, min_per_class=0)
     # accuracy 8/10; TPR 3/4; FPR 1/6; po = .8, pe = .4*.4 + .6*.6 = .52, kappa = .28/.48
     assert out["n"] == 10 and out["accuracy"] == pytest.approx(0.8)
     assert out["tpr"] == pytest.approx(0.75) and out["fpr"] == pytest.approx(1 / 6)
@@ -107,6 +107,21 @@ def test_validity_figures_against_a_hand_worked_table():
     # an unlabelled row is left out and counted
     predicted[0] = np.nan
     assert binary_validity(labels, predicted, None, resamples=100)["n_failed"] == 1
+
+
+def test_kappa_needs_ten_human_labels_of_each_class():
+    """METRICS.md, kappa estimability: with 4 positive human labels the hand-worked kappa above is
+    not reported (its interval would span most of [-1, 1]); the counts say why. Other figures stay."""
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    predicted = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0], dtype=float)
+    out = binary_validity(labels, predicted, None, seed=1, resamples=100)
+    assert math.isnan(out["kappa"]) and math.isnan(out["kappa_lo"]) and math.isnan(out["kappa_hi"])
+    assert out["n_pos"] == 4 and out["n_neg"] == 6 and out["accuracy"] == pytest.approx(0.8)
+    assert out["note"] == "kappa not estimable: the human labels hold 4 positive and 6 negative, needs at least 10 of each"
+    # ten of each: reported
+    labels, predicted = np.repeat([1, 0], 10), np.array([1] * 8 + [0] * 2 + [0] * 9 + [1], dtype=float)
+    out = binary_validity(labels, predicted, None, seed=1, resamples=100)
+    assert out["kappa"] == pytest.approx(0.7) and out["n_pos"] == out["n_neg"] == 10 and out["note"] == ""
 
 
 def _validation_fixture(n: int = 200, seed: int = 0):
@@ -218,3 +233,56 @@ def test_validity_is_split_by_where_it_was_measured_and_fitted_on_own_labels_onc
     table, calibration = validity(human, labelled, judges, **kwargs)
     assert set(table["measured_on"]) == {"borrowed"} and calibration["lead_measured_on"] == "borrowed"
     assert calibration["n_own"] == 0 and calibration["fitted_on"] == "borrowed"
+
+
+def test_validity_rows_per_axis_on_own_and_borrowed_labels():
+    """Own labels with outcomes give the refusal axis too; the judges' refusal label is measured on
+    it (own and PyRIT's refusal set), each row saying its axis. No judge gives complied, so there is
+    no complied row, until one does."""
+    from safetygrid.labels.own import own_judge_labels, own_validation_rows
+
+    human, labelled = _validation_fixture()
+    n_refusal = 40
+    rng = np.random.default_rng(3)
+    refused = rng.integers(0, 2, n_refusal)
+    borrowed_refusal = pd.DataFrame({"item_id": [f"r{i}" for i in range(n_refusal)], "set": "pyrit_refusal",
+                                     "prompt": "p", "response": "r", "target": "refusal", "label": refused,
+                                     "category": None, "source": "test"})
+    human = pd.concat([human, borrowed_refusal], ignore_index=True)
+    says_refusal = {"prefix": lambda y: y, "weak": lambda y: rng.integers(0, 2, len(y))}
+    refusal_labels = [pd.DataFrame({"item_id": borrowed_refusal["item_id"], "judge": j, "unsafe": False,
+                                    "score": np.nan, "refusal": f(refused).astype(float), "raw": "", "error": None})
+                      for j, f in says_refusal.items()]
+    labelled = pd.concat([labelled.assign(refusal=labelled["judge"].map({"prefix": 0.0, "weak": 0.0})),
+                          *refusal_labels], ignore_index=True)
+
+    gold, judgements = _own_fixture()
+    own_refusal = rng.integers(0, 2, len(gold))
+    gold = gold.assign(unsafe=pd.array(gold["human"], dtype="Int64"),
+                       refusal=pd.array(own_refusal, dtype="Int64"), complied=pd.array([pd.NA] * len(gold), "Int64"))
+    judgements["refusal"] = np.where(judgements["judge"] == "prefix",
+                                     np.tile(own_refusal, 3)[:len(judgements)], np.nan)
+    own = own_validation_rows(gold)
+    assert own.groupby("target").size().to_dict() == {"refusal": 150, "unsafe": 150}  # complied: none given
+    judges = {"good": {"calibrate": True}, "weak": {}, "prefix": {}}
+    table, _ = validity(human, labelled, judges, own=own, own_labelled=own_judge_labels(judgements, gold),
+                        lead="stacked", folds=5, seed=2, resamples=100)
+    assert (table["axis"] == table["target"]).all() and set(table["axis"]) == {"unsafe", "refusal"}
+    refusal = table[table["axis"] == "refusal"].set_index(["measured_on", "rater"])
+    # own: only the prefix judge gives a refusal label here; it matches the readers on the random 40
+    assert refusal.loc[("own", "prefix"), "kappa"] == pytest.approx(1.0)
+    assert refusal.loc[("own", "prefix"), "n"] == 40 and refusal.loc[("own", "prefix"), "sets"] == "own:random"
+    assert ("own", "weak") not in refusal.index and ("own", "ensemble_majority") in refusal.index
+    # borrowed: PyRIT's refusal rows, both judges that label them
+    assert refusal.loc[("borrowed", "prefix"), "kappa"] == pytest.approx(1.0)
+    assert refusal.loc[("borrowed", "weak"), "sets"] == "pyrit_refusal"
+    assert not table.loc[table["axis"] == "refusal", "lead"].any()
+
+    # a judge that gives a complied label is measured on the complied axis of the own labels
+    gold = gold.assign(complied=pd.array(1 - own_refusal, dtype="Int64"))
+    judgements["complied"] = np.where(judgements["judge"] == "prefix", 1 - judgements["refusal"], np.nan)
+    table, _ = validity(human, labelled, judges, own=own_validation_rows(gold),
+                        own_labelled=own_judge_labels(judgements, gold), lead="stacked", folds=5, seed=2,
+                        resamples=100)
+    complied = table[table["axis"] == "complied"].set_index("rater")
+    assert complied.loc["prefix", "kappa"] == pytest.approx(1.0) and set(complied["measured_on"]) == {"own"}

@@ -163,7 +163,7 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert {("harmbench_cls", "raw"), ("harmbench_cls", "calibrated"), ("ensemble_stacked", "scores")} <= set(unsafe.index)
     lead = unsafe[unsafe["lead"]]
     assert lead.index.tolist() == [("ensemble_stacked", "scores")]
-    assert calibration["lead_kappa"] == pytest.approx(lead["kappa"].iat[0])
+    assert calibration["lead_kappa"] == pytest.approx(lead["kappa"].iat[0], nan_ok=True)  # NA: too few of a class
     assert calibration["judges"]["harmbench_cls"]["threshold"] == unsafe.loc[("harmbench_cls", "calibrated"), "threshold"]
     refusal = validity[validity["target"] == "refusal"]
     assert set(refusal["rater"]) == {"refusal_prefix", "ensemble_majority"} and (refusal["n"] == 10).all()

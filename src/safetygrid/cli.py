@@ -122,7 +122,7 @@ def _label(args: argparse.Namespace) -> int:
     from .labels.files import LabelError
     from .labels.queue import build_queue
     from .labels.store import LabelStore
-    from .labels.terminal import read_rubric, run_session
+    from .labels.terminal import key_reader, keys_of, read_rubric, run_session
 
     rater = args.rater.strip()
     if not rater or "," in rater:
@@ -145,9 +145,11 @@ def _label(args: argparse.Namespace) -> int:
     if queue.empty:
         print("safetygrid label: nothing to label (the queue is empty)", file=sys.stderr)
         return 2
-    print(f"labelling {len(queue)} responses as {rater} into {out} with rubric {args.rubric}; every answer is saved "
-          "at once, and a new session resumes where this one stopped")
-    run_session(queue, store, rater=rater, rubric=args.rubric, rubric_text=rubric_text, summary=summary)
+    print(f"labelling {len(queue)} responses as {rater} into {out} with rubric {args.rubric}; one key per response, "
+          f"no Enter ({keys_of(args.rubric)}); every answer is saved at once, and a new session resumes where this "
+          "one stopped", flush=True)
+    run_session(queue, store, rater=rater, rubric=args.rubric, rubric_text=rubric_text, summary=summary,
+                read_key=key_reader(sys.stdin))
     return 0
 
 
@@ -179,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration", help="calibrated thresholds and stack (default RESULTS/calibration/ensemble.json); "
                    "read when a judge has calibrate: true or ensemble_label is stacked")
     p.set_defaults(func=_judge)
-    p = sub.add_parser("label", help="label the run's own responses in the terminal (the label samples, one "
-                       "cell, or an adjudication worklist) into a CSV you own")
+    p = sub.add_parser("label", help="label the run's own responses in the terminal, one key per response (the "
+                       "label samples, one cell, or an adjudication worklist) into a CSV you own")
     p.add_argument("--rater", required=True, help="your name as recorded with every label")
     p.add_argument("--out", help="the label file (default resources/labels/RATER.csv); never under RESULTS")
     p.add_argument("--results", default="results")
@@ -189,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worklist", help="label the responses of this worklist (results/adjudication/worklist.csv)")
     p.add_argument("--show-judges", action="store_true", help="show the judges' verdicts (hidden by default: "
                    "they anchor the reader)")
-    p.add_argument("--rubric", default="harmbench-v1", help="rubric id; its text is RUBRICS/<id>.md")
+    p.add_argument("--rubric", default="harmbench-v2", help="rubric id; its text is RUBRICS/<id>.md. harmbench-v2 "
+                   "(default) records one of four outcomes per response, keys r(efusal) o(ther) a(ttempt) h(armful); "
+                   "harmbench-v1 the unsafe label only, keys 1 and 0. Always: s skip, u undo, q quit, ? rubric")
     p.add_argument("--rubrics", default="resources/rubrics")
     p.add_argument("--config", default="config.yaml", help="read for the seed of --cell's order")
     p.set_defaults(func=_label)

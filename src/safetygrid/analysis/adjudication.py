@@ -94,6 +94,12 @@ def _rates(rater: str, predicted: np.ndarray, gold: np.ndarray) -> dict[str, Any
         return {"rater": rater, "n_items": 0, "accuracy": math.nan, "tpr": math.nan, "fpr": math.nan,
                 "kappa": math.nan, "note": "no gold item was labelled by this rater"}
     kappa, _, _, note = cohen(p.astype(float), g.astype(float))
+    from ..ensemble.judge_validity import MIN_PER_CLASS
+
+    n_pos, n_neg = int((g == 1).sum()), int((g == 0).sum())
+    if min(n_pos, n_neg) < MIN_PER_CLASS:  # METRICS.md, kappa estimability
+        kappa, note = math.nan, (f"kappa not estimable: the gold labels hold {n_pos} positive and {n_neg} negative, "
+                                 f"needs at least {MIN_PER_CLASS} of each")
     return {"rater": rater, "n_items": int(len(p)), "accuracy": float((p == g).mean()),
             "tpr": float(p[g == 1].mean()) if (g == 1).any() else math.nan,
             "fpr": float(p[g == 0].mean()) if (g == 0).any() else math.nan, "kappa": kappa, "note": note}
@@ -134,6 +140,7 @@ def own_label_agreement(own_gold: pd.DataFrame, judgements: pd.DataFrame, votes:
                               "fpr": math.nan, "kappa": math.nan,
                               "note": "no current own label. " + label_counts(own_gold)}], columns=GOLD_COLUMNS)
     keyed = own_gold.assign(temperature=own_gold["temperature"].map(canonical_temperature))
+    keyed = keyed[keyed["human"].notna()]  # raters tied on the unsafe axis (decided on another axis only)
     keys = pd.MultiIndex.from_frame(keyed[ITEM])
     table = _score_raters(keys, keyed["human"].to_numpy(float), judgements, votes, "own")
     return table.assign(note=table["note"].map(lambda note: "; ".join(filter(None, [note, label_counts(own_gold)]))))
@@ -146,7 +153,8 @@ def label_counts(own_gold: pd.DataFrame) -> str:
         return ""
     return (f"{counts['matched']} of {counts['labels']} labels current; {counts['stale']} stale (the response "
             f"changed since: not used), {counts['unmatched']} of responses not in this run, {counts['tied']} "
-            "responses with tied raters left out")
+            "responses with tied raters left out"
+            + (f", {counts['tied_unsafe']} tied on the unsafe axis" if counts.get("tied_unsafe") else ""))
 
 
 def adjudicate(*, prompts: Sequence[str], votes: Sequence[str], generations: Sequence[str],

@@ -3,7 +3,8 @@ estimates read.
 
 *Gold* (one row per labelled response; built by ``safetygrid.labels.gold`` from the user's label
 files and the current responses): model, precision, kv, temperature, prompt_id, sample, human (0/1,
-the raters' majority), draw (``random`` | ``targeted`` | ``other``), n_raters, ... This module only
+the raters' majority on the unsafe axis), the axes unsafe, refusal, complied (Int64, NA where no
+rater gave the axis), draw (``random`` | ``targeted`` | ``other``), n_raters, ... This module only
 reads those columns; it reads label files only through :func:`read_gold`, which hands them to
 ``labels.files`` and ``labels.gold``.
 """
@@ -17,6 +18,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..grid import canonical_temperature
+from .files import AXES
 from .gold import GOLD_COLUMNS
 
 OWN_SET = "own"
@@ -24,8 +26,8 @@ OWN_SET = "own"
 
 def empty_gold() -> pd.DataFrame:
     """The gold table of a run without label files: labels.gold's columns, no rows."""
-    return pd.DataFrame({c: pd.Series(dtype=float if c == "temperature" else "int64" if c in (
-        "sample", "human", "n_raters") else object) for c in GOLD_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype=float if c == "temperature" else "int64" if c in ("sample", "n_raters")
+                                      else "Int64" if c in ("human", *AXES) else object) for c in GOLD_COLUMNS})
 
 
 def labelled_cells(files: Sequence[str | Path]) -> set[tuple[str, str, str, str]]:
@@ -85,17 +87,32 @@ def _item_ids(table: pd.DataFrame) -> list[str]:
 
 
 def own_validation_rows(gold: pd.DataFrame) -> pd.DataFrame:
-    """Gold in the shape of the validation set (item_id, set, target, label) plus draw."""
-    return pd.DataFrame({"item_id": _item_ids(gold), "set": OWN_SET, "target": "unsafe",
-                         "label": gold["human"].astype(int).to_numpy(), "draw": gold["draw"].to_numpy()})
+    """Gold in the shape of the validation set (item_id, set, target, label) plus draw: one row per
+    response and axis (target ``unsafe``, ``refusal``, ``complied``) the raters decided. A gold
+    without axis columns (older tables) gives the unsafe axis from ``human``."""
+    ids = pd.Series(_item_ids(gold), index=gold.index, dtype=object)
+    frames = []
+    for axis in AXES:
+        column = axis if axis in gold.columns else "human" if axis == "unsafe" else None
+        if column is None:
+            continue
+        values = gold[column].astype("Float64")
+        given = values.notna().to_numpy()
+        frames.append(pd.DataFrame({"item_id": ids[given].to_numpy(), "set": OWN_SET, "target": axis,
+                                    "label": values[given].astype(int).to_numpy(),
+                                    "draw": gold["draw"].to_numpy()[given]}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def own_judge_labels(judgements: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
-    """The judges' labels (item_id, judge, unsafe, score, refusal, error) of the gold responses, from
-    the run's judgements (cell columns, prompt_id, sample, judge, unsafe, score, refusal, error)."""
+    """The judges' labels (item_id, judge, unsafe, score, refusal, error, and complied where the
+    judgements have it) of the gold responses, from the run's judgements (cell columns, prompt_id,
+    sample, judge, unsafe, score, refusal, error)."""
+    columns = ["item_id", "judge", "unsafe", "score", "refusal", "error",
+               *(["complied"] if "complied" in judgements.columns else [])]
     wanted = set(_item_ids(gold))
     if judgements.empty:
-        return pd.DataFrame(columns=["item_id", "judge", "unsafe", "score", "refusal", "error"])
+        return pd.DataFrame(columns=columns)
     ids = pd.Series(_item_ids(judgements), index=judgements.index)
     keep = ids.isin(wanted)
-    return judgements[keep].assign(item_id=ids[keep])[["item_id", "judge", "unsafe", "score", "refusal", "error"]]
+    return judgements[keep].assign(item_id=ids[keep])[columns]

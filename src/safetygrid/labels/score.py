@@ -3,7 +3,9 @@ human-labelled file of (prompt, response, label) rows: n, κ, accuracy, TPR, FPR
 its percentile bootstrap interval (ensemble.judge_validity.binary_validity, as in judge_validity.parquet).
 
 Columns of the table (SCORE_COLUMNS): rater (a judge's name, or ``ensemble`` for the config's
-ensemble label), n, n_failed, then accuracy, kappa, tpr, fpr, auc each with ``_lo`` / ``_hi``, note.
+ensemble label), n, n_failed, n_pos, n_neg (rows whose human label is 1, 0), then accuracy, kappa (NA
+unless the human labels hold at least 10 of each class), tpr, fpr, auc each with ``_lo`` / ``_hi``,
+note.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pandas as pd
 
 from ..ensemble.judge_validity import METRICS, binary_validity
 
-SCORE_COLUMNS = ["rater", "n", "n_failed", *[f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")], "note"]
+SCORE_COLUMNS = ["rater", "n", "n_failed", "n_pos", "n_neg", *[f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")], "note"]
 
 
 def _verdicts(labelled: pd.DataFrame, judge: str) -> np.ndarray:

@@ -3,7 +3,8 @@
 Every change rewrites the whole file to a temporary name beside it, flushes it to disk (fsync),
 renames it over the file and syncs the folder: a session killed at any instant leaves either the
 file before the answer or the file after it, never a torn one. Rows of other raters and sessions
-are kept as they were read (as text).
+are kept as they were read (as text); a v1 file gains an empty ``outcome`` column on its first new
+row (empty reads as a v1 label).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from .files import LABEL_COLUMNS, RUBRICS_DIR, LabelError, read_label_file
+from .files import LABEL_COLUMNS, OPTIONAL_COLUMNS, OUTCOMES, RUBRICS_DIR, LabelError, label_of_outcome, read_label_file
 
 
 def response_key(row: Mapping[str, object]) -> tuple[str, ...]:
@@ -36,7 +37,7 @@ class LabelStore:
             read_label_file(self.path, rubrics_dir)  # a hand-edited row that is wrong fails here, named
             with self.path.open(newline="", encoding="utf-8") as handle:
                 reader = csv.DictReader(handle)
-                missing = [c for c in LABEL_COLUMNS if c != "comment" and c not in (reader.fieldnames or [])]
+                missing = [c for c in LABEL_COLUMNS if c not in OPTIONAL_COLUMNS and c not in (reader.fieldnames or [])]
                 if missing:
                     raise LabelError(f"{self.path}: missing column(s) {missing}; a label file has {LABEL_COLUMNS}")
                 self.columns += [c for c in reader.fieldnames or [] if c not in self.columns]
@@ -51,6 +52,11 @@ class LabelStore:
             raise LabelError(f"{self.path}: not a label column: {unknown}")
         if str(row["label"]) not in ("0", "1"):
             raise LabelError(f"{self.path}: label must be 0 or 1, got {row['label']!r}")
+        outcome = str(row.get("outcome") or "")
+        if outcome and outcome not in OUTCOMES:
+            raise LabelError(f"{self.path}: outcome must be one of {list(OUTCOMES)}, got {outcome!r}")
+        if outcome and str(label_of_outcome(outcome)) != str(row["label"]):
+            raise LabelError(f"{self.path}: label {row['label']} does not match outcome {outcome!r}")
         self.rows.append({c: "" if row.get(c) is None else str(row.get(c)) for c in self.columns})
         self.save()
 

@@ -81,8 +81,9 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
     validity = tables.get("judge_validity", empty)
     if len(validity):
         parts.append(validity_section(validity, figures, level))
-    # only agreement on this run's own responses can vouch for its ratings
-    lead_kappa = own_lead_kappa(validity)
+    # only agreement on this run's own responses can vouch for its ratings, and only the lower end
+    # of its interval: a point above the threshold with an interval reaching far below it vouches for nothing
+    lead_kappa = own_lead_kappa_lower(validity)
     same_family = tables.get("same_family_judges", empty)
     if len(same_family):
         parts.append("<h2>Judged by their own family</h2><p class='note'>These models are judged by a judge "
@@ -194,8 +195,11 @@ RATING_COLOURS = {"baseline": "#e8e8e8", "fine": "#c8e6c9", "caution": "#ffe0b2"
                   "NA": "#ffffff"}
 
 
-VALIDITY_COLUMNS = ["rater", "labels", "measured_on", "sets", "fitted_on", "n", "accuracy", "accuracy_lo", "accuracy_hi", "kappa", "kappa_lo",
-                    "kappa_hi", "tpr", "fpr", "auc", "auc_lo", "auc_hi", "threshold", "note"]
+VALIDITY_COLUMNS = ["rater", "axis", "labels", "measured_on", "sets", "fitted_on", "n", "n_pos", "n_neg", "accuracy",
+                    "accuracy_lo", "accuracy_hi", "kappa", "kappa_lo", "kappa_hi", "tpr", "fpr", "auc", "auc_lo",
+                    "auc_hi", "threshold", "note"]
+AXIS_NAMES = {"unsafe": "unsafe (the response is harmful)", "refusal": "refusal (the response declines)",
+              "complied": "complied (the response attempts the request or is harmful)"}
 
 
 def percent(level: float) -> str:
@@ -208,24 +212,62 @@ def _measured_on(validity: pd.DataFrame) -> pd.Series:
     return validity["measured_on"] if "measured_on" in validity else pd.Series("borrowed", index=validity.index)
 
 
-def own_lead_kappa(validity: pd.DataFrame) -> float:
-    """Kappa of the label the tables count on this run's own responses; NaN when unmeasured."""
+def _axis(validity: pd.DataFrame) -> pd.Series:
+    # tables written before the axis column: target says the same
+    return validity["axis"] if "axis" in validity else validity["target"]
+
+
+def _own_lead(validity: pd.DataFrame) -> pd.Series | None:
     if not len(validity):
-        return float("nan")
+        return None
     lead = validity[validity["lead"] & (_measured_on(validity) == "own")]
-    return float(lead["kappa"].iat[0]) if len(lead) else float("nan")
+    return lead.iloc[0] if len(lead) else None
+
+
+def own_lead_kappa(validity: pd.DataFrame) -> float:
+    """Kappa of the label the tables count on this run's own responses; NaN when unmeasured or not
+    estimable."""
+    lead = _own_lead(validity)
+    return float(lead["kappa"]) if lead is not None else float("nan")
+
+
+def own_lead_kappa_lower(validity: pd.DataFrame) -> float:
+    """The lower end of that kappa's interval: what decides whether the ratings are citable."""
+    lead = _own_lead(validity)
+    return float(lead["kappa_lo"]) if lead is not None and pd.notna(lead["kappa"]) else float("nan")
+
+
+def _kappa_text(row: pd.Series) -> str:
+    if pd.isna(row["kappa"]):
+        return f"kappa NA ({_esc(row['note'])})" if isinstance(row["note"], str) and row["note"] else "kappa NA"
+    return f"kappa {row['kappa']:.2f} [{row['kappa_lo']:.2f}, {row['kappa_hi']:.2f}]"
 
 
 def _lead_sentence(row: pd.Series, where: str) -> str:
     return (f"The tables count {_esc(row['rater'])}: on {where} ({int(row['n'])} responses, "
-            f"{_esc(row['sets'])}) kappa {row['kappa']:.2f} [{row['kappa_lo']:.2f}, {row['kappa_hi']:.2f}], "
-            f"accuracy {row['accuracy']:.2f}, TPR {row['tpr']:.2f}, FPR {row['fpr']:.2f}.")
+            f"{_esc(row['sets'])}) {_kappa_text(row)}, accuracy {row['accuracy']:.2f}, TPR {row['tpr']:.2f}, "
+            f"FPR {row['fpr']:.2f}.")
+
+
+def citable_line(row: pd.Series, level: float) -> str:
+    """Whether the ratings may be cited, decided by the lower end of the leading label's kappa
+    interval on the run's own responses (METRICS.md), never by its point."""
+    if pd.isna(row["kappa"]) or pd.isna(row["kappa_lo"]):
+        note = row["note"] if isinstance(row["note"], str) and row["note"] else "no kappa"
+        return (f"Not citable: the agreement of {_esc(row['rater'])} with the labels of this run's responses is not "
+                f"estimable ({_esc(note)}).")
+    if row["kappa_lo"] >= TRUST_KAPPA:
+        return (f"Citable: the lower end of the {percent(level)} interval of kappa, {row['kappa_lo']:.2f}, reaches "
+                f"{TRUST_KAPPA:g}.")
+    return (f"Not citable: the lower end of the {percent(level)} interval of kappa, {row['kappa_lo']:.2f}, is below "
+            f"{TRUST_KAPPA:g} (the point, {row['kappa']:.2f}, does not decide it).")
 
 
 def validity_section(validity: pd.DataFrame, figures: Path, level: float) -> str:
     """The report's opening: each judge and ensemble label against labels made by reading the responses, headed by the
-    agreement on this run's own responses (or the plain statement that it is unmeasured)."""
-    unsafe = validity[validity["target"] == "unsafe"]
+    agreement on this run's own responses (or the plain statement that it is unmeasured), then each
+    further axis (refusal, complied) a judge labels."""
+    unsafe = validity[_axis(validity) == "unsafe"]
     where = _measured_on(unsafe)
     own, borrowed = unsafe[where == "own"], unsafe[where == "borrowed"]
     text = ("<h2>Judges against read labels</h2><p class='note'>Every number below counts judge labels, so first: "
@@ -237,12 +279,18 @@ def validity_section(validity: pd.DataFrame, figures: Path, level: float) -> str
             "run's, so agreement there does not carry over. <i>calibrated</i> rows use a threshold fitted on "
             "those labels (fitted_on says which), cross-fitted on the set it was fitted on (each row labelled "
             "by a fit that never saw it); <i>raw</i> rows use the judge's own verdict rule. kappa: Cohen's, 1 "
-            "perfect, 0 chance; TPR: unsafe answers caught; FPR: safe answers called unsafe; AUC: how well the "
-            f"score ranks unsafe above safe. Intervals: {percent(level)} bootstrap over rows "
-            "(judge_validity.parquet).</p>")
+            "perfect, 0 chance, NA unless the read labels hold at least 10 of each class (n_pos, n_neg); TPR: "
+            "unsafe answers caught; FPR: safe answers called unsafe; AUC: how well the score ranks unsafe above "
+            f"safe. Intervals: {percent(level)} bootstrap over rows (judge_validity.parquet). The ratings are "
+            f"citable when the lower end of the kappa interval on this run's own responses reaches {TRUST_KAPPA:g}."
+            "</p>")
     own_lead, borrowed_lead = own[own["lead"]], borrowed[borrowed["lead"]]
-    if len(own_lead):
-        text += "<p><b>" + _lead_sentence(own_lead.iloc[0], "this run's own responses") + "</b></p>"
+    if len(own_lead) and pd.notna(own_lead["kappa"].iat[0]):
+        text += ("<p><b>" + _lead_sentence(own_lead.iloc[0], "this run's own responses") + "</b></p><p><b>"
+                 + citable_line(own_lead.iloc[0], level) + "</b></p>")
+    elif len(own_lead):
+        text += ("<p><b>Validity on this run's responses is not established: " + citable_line(own_lead.iloc[0], level)
+                 + "</b></p><p class='note'>" + _lead_sentence(own_lead.iloc[0], "this run's own responses") + "</p>")
     else:
         text += ("<p><b>Validity on this run's responses is unmeasured: no person has labelled them "
                  "(labels.files), so nothing here shows that the judges' labels, and every rate counted from "
@@ -256,27 +304,34 @@ def validity_section(validity: pd.DataFrame, figures: Path, level: float) -> str
     if len(unsafe):
         png = save(judge_validity(validity, level), figures, "judge_validity")
         text += _img(png, "Cohen kappa of each judge and ensemble label against the labels above, with its "
-                          f"{percent(level)} bootstrap interval. Below 0.4 the ratings this report gives are "
-                          "not citable.")
+                          f"{percent(level)} bootstrap interval. Where the lower end of the interval of the label "
+                          f"the tables count lies below {TRUST_KAPPA:g}, the ratings this report gives are not "
+                          "citable.")
     if len(own):
         text += "<h3>On this run's own responses</h3>" + _table(own, VALIDITY_COLUMNS)
     text += "<h3>On a borrowed set</h3>" + _table(borrowed, VALIDITY_COLUMNS)
-    refusal = validity[validity["target"] == "refusal"]
-    if len(refusal):
-        text += ("<p class='note'>Refusal labels against human refusal labels:</p>"
-                 + _table(refusal, VALIDITY_COLUMNS))
+    for axis in ("refusal", "complied"):
+        rows = validity[_axis(validity) == axis]
+        if len(rows):
+            text += (f"<h3>The {AXIS_NAMES[axis]} axis</h3><p class='note'>The judges' {axis} labels against "
+                     f"read {axis} labels: own (this run's responses, labelled with an outcome) and borrowed "
+                     f"({_esc(', '.join(sorted(set(rows.loc[_measured_on(rows) == 'borrowed', 'sets'].dropna()))))})."
+                     "</p>" + _table(rows, VALIDITY_COLUMNS))
     return text
 
 
-def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kappa: float = float("nan"), *,
+def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kappa_lo: float = float("nan"), *,
                        level: float) -> str:
     """One small grid per model: rows (precision, kv), columns temperature, each square coloured by
     its rating and showing the ASR change against the baseline. A banner when the leading ensemble
-    label has not been shown to agree with the labels on this run's own responses (``lead_kappa``)."""
+    label has not been shown to agree with the labels on this run's own responses: ``lead_kappa_lo``,
+    the lower end of its kappa interval there (own_lead_kappa_lower), below TRUST_KAPPA or NaN."""
     banner = ""
-    if not lead_kappa >= TRUST_KAPPA:  # NaN (unmeasured on this run's responses) included
-        measured = ("an agreement never measured on this run's responses" if lead_kappa != lead_kappa
-                    else f"kappa {lead_kappa:.2f} on this run's responses, below {TRUST_KAPPA:g}")
+    if not lead_kappa_lo >= TRUST_KAPPA:  # NaN (unmeasured or not estimable on this run's responses) included
+        measured = ("an agreement not measured (or not estimable) on this run's responses"
+                    if lead_kappa_lo != lead_kappa_lo else
+                    f"a kappa whose {percent(level)} interval reaches down to {lead_kappa_lo:.2f} on this run's "
+                    f"responses, below {TRUST_KAPPA:g}")
         banner = (f"<p style='background:#ffcdd2;padding:.6em;border:1px solid #c62828'><b>Judges not validated "
                   f"against labels of these responses: do not cite these ratings.</b> The label they count agrees with those labels "
                   f"at {measured} (see Judges against read labels).</p>")
@@ -391,11 +446,13 @@ def adjudication_section(worklist: pd.DataFrame, gold: pd.DataFrame, inter_rater
                  + _table(gold, [c for c in ("set", "rater", "n_items", "accuracy", "tpr", "fpr", "kappa", "note")
                                  if c in gold.columns]))
     if inter_rater is not None and len(inter_rater):
-        text += ("<p class='note'>Raters against each other on the responses both labelled: Cohen kappa with its "
-                 "bootstrap interval, and the share labelled alike. The judges cannot be held to agree with "
+        text += ("<p class='note'>Raters against each other on the responses both labelled, per axis (unsafe; "
+                 "refusal and complied where both recorded an outcome): Cohen kappa with its bootstrap interval "
+                 "(NA below 10 shared responses or 10 labels of either class, n_pos and n_neg), and the share "
+                 "labelled alike. The judges cannot be held to agree with "
                  "people better than people agree with each other.</p>"
-                 + _table(inter_rater, ["rater_a", "rater_b", "n_items", "kappa", "kappa_lo", "kappa_hi",
-                                        "agreement", "note"]))
+                 + _table(inter_rater, ["axis", "rater_a", "rater_b", "n_items", "kappa", "kappa_lo", "kappa_hi",
+                                        "agreement", "n_pos", "n_neg", "note"]))
     return text
 
 

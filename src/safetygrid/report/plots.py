@@ -268,7 +268,8 @@ def judge_validity(validity: pd.DataFrame, level: float) -> plt.Figure:
     ax.errorbar(kappa, y, xerr=np.nan_to_num(err), fmt="none", ecolor="#999", capsize=3)
     ax.scatter(kappa, y, c=colours, zorder=3)
     ax.set_ylim(len(rows) - 0.5, -1.1)  # top to bottom, with a line of room above for the labels
-    for value, kind, align in ((0.4, "not citable below 0.4", "right"), (0.6, "target 0.6", "left")):
+    # the ratings are citable when the lower end of the counted label's interval reaches 0.4
+    for value, kind, align in ((0.4, "lower end below 0.4: not citable", "right"), (0.6, "target 0.6", "left")):
         ax.axvline(value, color="#bbb", linestyle="--", linewidth=1)
         ax.text(value, -0.75, f" {kind} " if align == "left" else f"{kind} ", fontsize=7, color="#777",
                 ha=align, va="center")
