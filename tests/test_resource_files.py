@@ -42,6 +42,7 @@ INSTRUCT = [
     {"kind": "refusal_prefix"},
     {"kind": "llm_yes_no", "template": "harmbench"},
     {"kind": "harmbench_cls", "template": "harmbench_prefix"},
+    {"kind": "refusal_lm", "template": "refusal"},
     {"kind": "llama_guard"},
     {"kind": "shieldgemma", "policies": ["dangerous", "hate"]},
     {"kind": "wildguard"},
