@@ -155,7 +155,8 @@ def own_mode(args: argparse.Namespace) -> None:
     if gold.empty:
         raise SystemExit("no gold row gives the refusal axis (no label with an outcome matches a current response)")
     key = ["model", "precision", "kv", "temperature", "prompt_id", "sample"]
-    judgements = read_cell_files(sorted((results / "judgements").glob(args.cells + ".parquet")))
+    # results/judgements/{judge}/{model}/{precision}/{kv}/T{temperature}.parquet
+    judgements = read_cell_files(sorted((results / "judgements").glob("*/" + args.cells + ".parquet")))
     if "refusal_score" not in judgements.columns:
         judgements["refusal_score"] = np.nan
     judgements = judgements.assign(temperature=judgements["temperature"].astype(float))

@@ -162,3 +162,88 @@ def test_calibrate_fits_the_refusal_threshold_of_a_refusal_judge_on_refusal_labe
     out = vote([cells, harm], 0.5, calibration=calibration).set_index("prompt_id")
     assert out.loc[[f"r{i}" for i in range(len(refusal_y))], "refusal"].astype(int).tolist() == refusal_y.tolist()
     assert not vote([cells, harm], 0.5)["refusal"].any()
+
+
+def refusal_axis_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "refusal_axis.py"
+    spec = importlib.util.spec_from_file_location("refusal_axis_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prompt_folds_keep_every_sample_of_a_prompt_together():
+    bench = refusal_axis_benchmark()
+    prompts = np.repeat([f"p{i}" for i in range(20)], 3)
+    fold = bench.prompt_folds(prompts, 5, seed=0)
+    assert pd.Series(fold).groupby(prompts).nunique().eq(1).all()
+    assert sorted(np.bincount(fold)) == [12] * 5
+
+
+def test_refusal_axis_selection_scores_judges_and_candidate_rhos_cross_fitted():
+    """The strings miss redirect-style refusals; the LM judge's score separates them at a cut far
+    below 0.5, which only the cross-fitted calibration finds; the table says who meets the target."""
+    bench = refusal_axis_benchmark()
+    rng = np.random.default_rng(4)
+    n_prompts, samples = 40, 3
+    prompts = np.repeat([f"p{i}" for i in range(n_prompts)], samples)
+    y = rng.integers(0, 2, len(prompts))
+    explicit = (y == 1) & (rng.uniform(size=len(y)) < 0.2)  # a few say "I'm sorry"
+    strings = explicit.astype(float)
+    lm_score = np.where(y == 1, rng.uniform(0.15, 0.3, len(y)), rng.uniform(0.0, 0.12, len(y)))
+    raw = pd.DataFrame({"refusal_prefix": strings, "refusal_lm": (lm_score >= 0.5).astype(float)})
+    scores = pd.DataFrame({"refusal_prefix": np.nan, "refusal_lm": lm_score}, index=raw.index)
+    table = bench.refusal_table(y, raw, scores, prompts, np.ones(len(y), bool), ["refusal_lm"], folds=5, seed=0,
+                                resamples=200, level=0.95, max_subset=2).set_index(["rater", "labels"])
+    assert table.loc[("refusal_lm", "calibrated"), "kappa"] > 0.9
+    assert table.loc[("refusal_lm", "calibrated"), "meets_target"]
+    assert table.loc[("refusal_lm", "raw"), "kappa"] == pytest.approx(0.0)
+    assert not table.loc[("refusal_prefix", "raw"), "meets_target"]
+    assert table.loc[("refusal_prefix", "raw"), "n_pos"] == int(y.sum())
+    assert table.loc[("refusal_prefix", "raw"), "n_neg"] == int((y == 0).sum())
+    lo, hi = table.loc[("refusal_lm", "calibrated"), ["kappa_lo", "kappa_hi"]]
+    assert lo <= table.loc[("refusal_lm", "calibrated"), "kappa"] <= hi
+    # rho of the two: a tie (1 of 2) is no refusal, so the strings' few hits cannot outvote the LM judge
+    assert ("rho(refusal_prefix+refusal_lm)", "raw+calibrated") in table.index
+
+
+def test_refusal_axis_own_mode_reads_the_runs_judgements_and_the_gold_refusal_axis(tmp_path, monkeypatch, capsys):
+    """The script the lead runs on the demo's labels: judgements as the workflow writes them
+    (results/judgements/{judge}/{cell}.parquet), gold rows without a refusal axis left out."""
+    import argparse
+    from pathlib import Path
+
+    import safetygrid.labels.own as own
+
+    bench = refusal_axis_benchmark()
+    rng = np.random.default_rng(7)
+    n = 60
+    y = rng.integers(0, 2, n)
+    key = dict(model="m", precision="fp32", kv="fp16", temperature=0.7)
+    prompt_ids = [f"p{i // 3}" for i in range(n)]
+    gold = pd.DataFrame({**{k: [v] * n for k, v in key.items()}, "prompt_id": prompt_ids, "sample": [i % 3 for i in range(n)],
+                         "draw": "random", "refusal": pd.array(list(y[:-2]) + [None, None], dtype="Int64")})
+    monkeypatch.setattr(own, "own_gold", lambda files, generations: gold)
+    monkeypatch.setattr("safetygrid.labels.label_file_paths", lambda patterns: ["labels.csv"])
+    lm_score = np.where(y == 1, rng.uniform(0.2, 0.3, n), rng.uniform(0.0, 0.15, n))
+    for judge, refusal, score in (("refusal_prefix", (y == 1) & (np.arange(n) % 4 == 0), np.full(n, np.nan)),
+                                  ("refusal_lm", lm_score >= 0.5, lm_score)):
+        path = tmp_path / "judgements" / judge / "m" / "fp32" / "fp16" / "T0.7.parquet"
+        path.parent.mkdir(parents=True)
+        pd.DataFrame({"prompt_id": prompt_ids, "sample": gold["sample"], "judge": judge,
+                      "unsafe": pd.array([None] * n, dtype="boolean"), "score": np.nan,
+                      "refusal": pd.array(refusal, dtype="boolean"), "refusal_score": score, "raw": "",
+                      "error": pd.array([None] * n, dtype="string")}).to_parquet(path)
+    args = argparse.Namespace(config=str(Path(__file__).resolve().parents[1] / "config" / "ci.yaml"),
+                              results=str(tmp_path), labels=["labels.csv"], cells="*/*/*/*", folds=5, seed=0,
+                              resamples=100, level=0.95, max_subset=2, calibrate_all=True)
+    bench.own_mode(args)
+    printed = capsys.readouterr().out
+    assert f"{n - 2} responses ({int(y[:-2].sum())} refusals)" in printed
+    rows = {tuple(line.split()[:2]): line.split() for line in printed.splitlines()[2:]}
+    assert rows[("refusal_lm", "calibrated")][-1] == "True" and rows[("refusal_prefix", "raw")][-1] == "False"
+    # two judges: a tie is no refusal, so their rho says refusal only where both do
+    assert ("rho(refusal_lm+refusal_prefix)", "calibrated+raw") in rows
