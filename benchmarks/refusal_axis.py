@@ -25,7 +25,7 @@ those are other models' answers, not the run's).
 usage: .venv/bin/python benchmarks/refusal_axis.py --results results --labels resources/labels/*.csv
            [--config config.yaml] [--cells '*/*/*/*'] [--folds 5] [--seed 0] [--calibrate-all]
        .venv/bin/python benchmarks/refusal_axis.py --borrowed refusal.csv --checkpoint DIR
-           [--engine llama_cpp] [--items 16] [--max-response-tokens 256]
+           [--engine llama_cpp] [--items 16] [--max-response-tokens 256] [--template refusal|attempt]
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def borrowed_mode(args: argparse.Namespace) -> None:
     items = pd.DataFrame({"prompt_id": rows["item_id"], "sample": 0, "response": rows["response"]})
     prompts = pd.DataFrame({"prompt_id": rows["item_id"], "text": rows["prompt"]})
     specs = {"refusal_prefix": ({"kind": "refusal_prefix"}, None),
-             "refusal_lm": ({"kind": "refusal_lm", "engine": args.engine, "device": "cpu",
+             "refusal_lm": ({"kind": "refusal_lm", "engine": args.engine, "device": "cpu", "template": args.template,
                              "max_response_tokens": args.max_response_tokens}, args.checkpoint)}
     y = rows["label"].to_numpy(int)
     print(f"{len(rows)} PyRIT refusal rows ({int(y.sum())} refusals); engine {args.engine}; "
@@ -240,6 +240,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="borrowed mode: the refusal_lm judge's model directory")
     parser.add_argument("--engine", choices=["hf", "llama_cpp", "vllm"], default="llama_cpp")
     parser.add_argument("--items", type=int, default=16)
+    parser.add_argument("--template", choices=["refusal", "attempt"], default="refusal", help="borrowed mode: refusal_lm's template")
     parser.add_argument("--max-response-tokens", type=int, default=256)
     args = parser.parse_args()
     if args.borrowed:

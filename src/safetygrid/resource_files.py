@@ -22,7 +22,7 @@ BENIGN_PROMPTS = "resources/prompts/benign.csv"
 
 # the instruct protocol: the kind's format (judges/llm_yes_no.TEMPLATES, the guards' template_name)
 YES_NO_TEMPLATES = {"harmbench": "harmbench_cls", "harmbench_prefix": "harmbench_cls_prefix"}
-REFUSAL_TEMPLATES = {"refusal": "refusal_cls"}
+REFUSAL_TEMPLATES = {"refusal": "refusal_cls", "attempt": "refusal_attempt_cls"}
 INSTRUCT_FILES = {
     "llama_guard": ("llama_guard.txt",),
     "shieldgemma": ("shieldgemma.txt", "shieldgemma_policies.yaml"),
