@@ -263,3 +263,13 @@ def test_refusal_axis_own_mode_reads_the_runs_judgements_and_the_gold_refusal_ax
     assert rows[("refusal_lm", "calibrated")][-1] == "True" and rows[("refusal_prefix", "raw")][-1] == "False"
     # two judges: a tie is no refusal, so their rho says refusal only where both do
     assert ("rho(refusal_lm+refusal_prefix)", "calibrated+raw") in rows
+
+
+def test_judge_agreement_leaves_a_refusal_only_judge_out_of_the_unsafe_raters():
+    from safetygrid.analysis.agreement import label_matrix
+
+    key = dict(model="m", precision="fp32", kv="fp16", temperature=0.0)
+    tables = [cell("a", [True, False, True], [None, None, None]), cell("b", [True, False, False], [None, None, None]),
+              cell("refusal_lm", [None, None, None], [True, False, True], [0.9, 0.1, 0.7])]
+    wide = label_matrix(pd.concat(tables, ignore_index=True).assign(**key))
+    assert list(wide.columns) == ["a", "b"] and len(wide.dropna()) == 3
