@@ -47,16 +47,6 @@ SHOWN = ["rater", "labels", "n", "n_pos", "n_neg", "kappa", "kappa_lo", "kappa_h
          "meets_target"]
 
 
-def prompt_folds(prompt_ids: Sequence[str], folds: int, seed: int) -> np.ndarray:
-    """A fold per row such that every row of one prompt lands in the same fold (samples of one
-    prompt are correlated: METRICS.md's cross-fitting holds out whole prompts)."""
-    prompts = np.asarray(prompt_ids).astype(str)
-    unique = np.unique(prompts)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    fold_of = dict(zip(unique[order], np.arange(len(unique)) % folds))
-    return np.array([fold_of[p] for p in prompts], dtype=int)
-
-
 def cross_fitted_labels(scores: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """Each row's label at the kappa-best threshold fitted on the other folds (NaN: no score)."""
     from safetygrid.ensemble.calibration import cross_fit, fit_threshold
@@ -110,7 +100,9 @@ def refusal_table(y: np.ndarray, raw: pd.DataFrame, scores: pd.DataFrame, prompt
     (the majority of a subset of judges, each voting with its calibrated label when in
     ``calibrated``), cross-fitted kappa on the ``reported`` rows. ``raw`` and ``scores``: one column
     per judge (refusal label 0/1/NaN; refusal_score or NaN), one row per gold row."""
-    fold = prompt_folds(prompt_ids, folds, seed)
+    from safetygrid.ensemble.calibration import prompt_fold_ids
+
+    fold = prompt_fold_ids(prompt_ids, folds, seed)
     boot = dict(resamples=resamples, level=level, seed=seed)
     rows: list[dict[str, Any]] = []
     voting = {}

@@ -191,14 +191,6 @@ def refusal_axis_benchmark():
     return module
 
 
-def test_prompt_folds_keep_every_sample_of_a_prompt_together():
-    bench = refusal_axis_benchmark()
-    prompts = np.repeat([f"p{i}" for i in range(20)], 3)
-    fold = bench.prompt_folds(prompts, 5, seed=0)
-    assert pd.Series(fold).groupby(prompts).nunique().eq(1).all()
-    assert sorted(np.bincount(fold)) == [12] * 5
-
-
 def test_refusal_axis_selection_scores_judges_and_candidate_rhos_cross_fitted():
     """The strings miss redirect-style refusals; the LM judge's score separates them at a cut far
     below 0.5, which only the cross-fitted calibration finds; the table says who meets the target."""
