@@ -37,6 +37,7 @@ rule vote:
     params:
         threshold=config["vote_threshold"],
         lead=config["ensemble_label"],
+        refusal_judges=config.get("refusal_judges"),
     log:
         f"{RESULTS}/logs/vote/{CELL}.log",
     benchmark:

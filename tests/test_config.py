@@ -41,6 +41,10 @@ def test_shipped_configs_are_valid(path):
     (lambda c: c["judges"]["harmbench_cls"].update(model="nobody"), "judges.harmbench_cls.model"),
     (lambda c: c.update(labels={"files": ["resources/labels/*.csv", "resources/labels/typo.csv"]}), "labels.files[1]"),
     (lambda c: c.update(labels={"random_per_cell": -1}), "labels.random_per_cell"),
+    (lambda c: c.update(refusal_judges=["refusal_prefix", "nobody"]), "refusal_judges"),
+    (lambda c: c["judges"].update(r={"kind": "refusal_lm", "model": "smollm2-135m", "template": "harmbench"}),
+     "judges.r.template"),
+    (lambda c: c.update(judges={"r": {"kind": "refusal_lm", "model": "smollm2-135m"}}), "judges"),
 ])
 def test_bad_config_fails_naming_the_key(good, mutate, key):
     bad = copy.deepcopy(good)
@@ -48,6 +52,16 @@ def test_bad_config_fails_naming_the_key(good, mutate, key):
     with pytest.raises(ConfigError) as err:
         validate(bad)
     assert f"  {key}:" in str(err.value), str(err.value)
+
+
+def test_a_refusal_lm_judge_and_refusal_judges_validate_with_their_defaults(good):
+    good["judges"]["refusal_smol"] = {"kind": "refusal_lm", "model": "smollm2-135m", "calibrate": True}
+    good["refusal_judges"] = ["refusal_smol"]
+    filled = validate(good)
+    assert filled["judges"]["refusal_smol"]["template"] == "refusal" and "protocol" not in filled["judges"]["refusal_smol"]
+    assert filled["refusal_judges"] == ["refusal_smol"]
+    del good["refusal_judges"]
+    assert validate(good)["refusal_judges"] is None
 
 
 def test_canonical_temperature():

@@ -58,7 +58,8 @@ def test_judge_table_shape():
     gens = pd.DataFrame({"prompt_id": ["a", "a", "b"], "sample": [0, 1, 0], "response": ["Sorry", "ok", "I cannot"]})
     prompts = pd.DataFrame({"prompt_id": ["a", "b"], "text": ["q1", "q2"]})
     out = judge_table(make_judge({"kind": "refusal_prefix"}), "rp", gens, prompts)
-    assert list(out.columns) == ["prompt_id", "sample", "judge", "unsafe", "score", "refusal", "raw", "error"]
+    assert list(out.columns) == ["prompt_id", "sample", "judge", "unsafe", "score", "refusal", "refusal_score", "raw",
+                                 "error"]
     assert out["unsafe"].tolist() == [False, True, False] and (out["judge"] == "rp").all()
 
 

@@ -22,10 +22,12 @@ def test_every_registered_name_imports(registry, package):
 
 
 PREFIX_TEMPLATE = (TEMPLATE_DIR / "harmbench_cls_prefix.txt").read_text(encoding="utf-8")
+ATTEMPT_TEMPLATE = (TEMPLATE_DIR / "refusal_attempt_cls.txt").read_text(encoding="utf-8")
 # a config entry per kind, with a value away from each default, and where the built judge keeps it
 ENTRIES = {
     "harmbench_cls": ({"template": "harmbench_prefix"}, lambda j: j.template == PREFIX_TEMPLATE),
     "llm_yes_no": ({"template": "harmbench_prefix"}, lambda j: j.template == PREFIX_TEMPLATE),
+    "refusal_lm": ({"template": "attempt"}, lambda j: j.template == ATTEMPT_TEMPLATE and not j.yes_is_refusal),
     "llama_guard": ({"decode": "generate", "max_new_tokens": 9},
                     lambda j: (j.decode, j.max_new_tokens) == ("generate", 9)),
     "shieldgemma": ({"policies": ["dangerous", "harassment"]},

@@ -42,6 +42,8 @@ INSTRUCT = [
     {"kind": "refusal_prefix"},
     {"kind": "llm_yes_no", "template": "harmbench"},
     {"kind": "harmbench_cls", "template": "harmbench_prefix"},
+    {"kind": "refusal_lm", "template": "refusal"},
+    {"kind": "refusal_lm", "template": "attempt"},
     {"kind": "llama_guard"},
     {"kind": "shieldgemma", "policies": ["dangerous", "hate"]},
     {"kind": "wildguard"},

@@ -107,8 +107,18 @@ def _check_references(config: Mapping[str, Any]) -> None:
     validation = config.get("validation", {})
     human_rows = bool(validation.get("labelled")) or validation.get("sets", {}).get("pyrit_objective", 0) != 0
     lead = config.get("ensemble_label", "majority")
-    if lead == "dawid_skene" and len(config["judges"]) < 3:
-        problems.append(f"  ensemble_label: dawid_skene needs at least three judges, the config has {len(config['judges'])}")
+    from .judge_axes import gives_unsafe
+
+    raters = [name for name, judge in config["judges"].items() if gives_unsafe(judge)]
+    if not raters:
+        problems.append("  judges: every judge labels the refusal axis alone (kind refusal_lm); the unsafe label needs "
+                        "at least one judge of another kind")
+    if lead == "dawid_skene" and len(raters) < 3:
+        problems.append(f"  ensemble_label: dawid_skene needs at least three judges of the unsafe axis, the config has "
+                        f"{len(raters)}")
+    for name in config.get("refusal_judges") or []:
+        if name not in config["judges"]:
+            problems.append(f"  refusal_judges: '{name}' is not an entry of judges ({', '.join(sorted(config['judges']))})")
     if lead == "stacked" and not human_rows:
         problems.append("  ensemble_label: stacked is fitted on human labels, but validation has no unsafe-labelled rows "
                         "(validation.sets.pyrit_objective is 0 and validation.labelled is empty)")

@@ -22,6 +22,7 @@ BENIGN_PROMPTS = "resources/prompts/benign.csv"
 
 # the instruct protocol: the kind's format (judges/llm_yes_no.TEMPLATES, the guards' template_name)
 YES_NO_TEMPLATES = {"harmbench": "harmbench_cls", "harmbench_prefix": "harmbench_cls_prefix"}
+REFUSAL_TEMPLATES = {"refusal": "refusal_cls", "attempt": "refusal_attempt_cls"}
 INSTRUCT_FILES = {
     "llama_guard": ("llama_guard.txt",),
     "shieldgemma": ("shieldgemma.txt", "shieldgemma_policies.yaml"),
@@ -50,6 +51,8 @@ def judge_files(spec: Mapping[str, Any]) -> list[str]:
         return [f"{NATIVE_DIR}/{name}" for name in NATIVE_FILES[protocol]]
     if kind in ("llm_yes_no", "harmbench_cls"):
         return [f"{JUDGES_DIR}/{YES_NO_TEMPLATES[spec.get('template', 'harmbench')]}.txt"]
+    if kind == "refusal_lm":
+        return [f"{JUDGES_DIR}/{REFUSAL_TEMPLATES[spec.get('template', 'refusal')]}.txt"]
     return [f"{JUDGES_DIR}/{name}" for name in INSTRUCT_FILES[kind]]
 
 
@@ -74,7 +77,8 @@ def configured_files(config: Mapping[str, Any]) -> Iterator[tuple[str, str, str]
         for path in precision_files(spec):
             yield f"precisions.{name}.calibration_text", path, "file"
     for name, spec in config["judges"].items():
-        key = {"refusal_prefix": "prefixes", "llm_yes_no": "template", "harmbench_cls": "template"}.get(spec["kind"])
+        key = {"refusal_prefix": "prefixes", "llm_yes_no": "template", "harmbench_cls": "template",
+               "refusal_lm": "template"}.get(spec["kind"])
         if spec.get("protocol"):
             key = "protocol"
         for path in judge_files(spec):

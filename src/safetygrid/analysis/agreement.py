@@ -30,10 +30,15 @@ JUDGE_COLUMNS = ["scope", "model", "precision", "kv", "temperature", "statistic"
 
 
 def label_matrix(judgements: pd.DataFrame) -> pd.DataFrame:
-    """Items x judges of unsafe labels as floats (NaN where the judge failed or gave none)."""
+    """Items x judges of unsafe labels as floats (NaN where the judge failed or gave none). A judge
+    of the refusal axis alone (kind refusal_lm: no unsafe label, no error, a refusal one) is no
+    rater of this axis and is left out, as in the vote."""
     unsafe = judgements["unsafe"].astype("Float64").astype(float)
     unsafe[judgements["error"].notna().to_numpy()] = np.nan
+    refusal = judgements["refusal"] if "refusal" in judgements.columns else pd.Series(pd.NA, index=judgements.index)
+    abstains = judgements["error"].isna() & judgements["unsafe"].isna() & refusal.notna()
     wide = judgements.assign(unsafe=unsafe).set_index(ITEM + ["judge"])["unsafe"].unstack("judge")
+    wide = wide.drop(columns=sorted(set(judgements.loc[abstains.to_numpy(), "judge"])))
     return wide.reindex(columns=sorted(wide.columns))
 
 

@@ -18,11 +18,14 @@ labelled by the rater), n_failed (rows it could not label), n_pos, n_neg (rows w
 human labels hold at least MIN_PER_CLASS of each class: METRICS.md's kappa estimability), tpr, fpr,
 auc (of the score; NaN for a rater without one), each with ``_lo``/``_hi``
 (percentile bootstrap over rows), threshold (for a calibrated judge: the cut fitted on every row,
-which the workflow applies), lead (the ensemble label the tables lead with), note.
+which the workflow applies), lead (the ensemble label the tables lead with), note. A judge that
+labels only the refusal axis (judge_axes.py) has no unsafe rows and is left out of the unsafe
+ensembles and the stack.
 
 ``results/calibration/ensemble.json`` holds what the workflow applies: each calibrated judge's
-threshold, the stacked model's coefficients (both fitted on every row of the set they are fitted
-on), fitted_on (``own`` once there are at least ``labels.own_min`` own labels, else ``borrowed``),
+threshold (unsafe axis, on its score) and/or refusal_threshold (refusal axis, on its
+refusal_score, fitted on refusal labels by the same rule, with refusal_n and refusal_fitted_on), the
+stacked model's coefficients (both fitted on every row of the set they are fitted on), fitted_on (``own`` once there are at least ``labels.own_min`` own labels, else ``borrowed``),
 n_own, own_min, the leading label, its kappa (lead_kappa: on own labels when there are any, else
 borrowed), the lower bound of its interval (lead_kappa_lo) and lead_measured_on.
 """
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from ..judge_axes import gives_unsafe
 from ..stats.dawid_skene import MIN_JUDGES, dawid_skene
 from ..stats.intervals import percentile_interval
 from .calibration import cross_fit, fit_threshold, fold_ids, kappa
@@ -188,8 +192,10 @@ def validity(human: pd.DataFrame, labelled: pd.DataFrame, judges: Mapping[str, M
         raise ValueError(f"no validation labels for judge(s) {missing}")
     rows: list[dict[str, Any]] = []
     boot = dict(seed=seed, resamples=resamples, level=level)
-    borrowed = _labelled_rows(BORROWED, human, labelled, names)
-    mine = (_labelled_rows(OWN, own, own_labelled if own_labelled is not None else labelled.iloc[:0], names)
+    refusal_calibration = _refusal_thresholds(human, labelled, own, own_labelled, judges, own_min)
+    raters = [j for j in names if gives_unsafe(judges[j])]  # the unsafe axis' raters
+    borrowed = _labelled_rows(BORROWED, human, labelled, raters)
+    mine = (_labelled_rows(OWN, own, own_labelled if own_labelled is not None else labelled.iloc[:0], raters)
             if own is not None and len(own) else None)
     n_own = len(mine.y) if mine else 0
     fit_on = mine if mine and (n_own >= own_min or borrowed is None) else borrowed
@@ -197,11 +203,13 @@ def validity(human: pd.DataFrame, labelled: pd.DataFrame, judges: Mapping[str, M
                                    "fitted_on": fit_on.measured_on if fit_on else None,
                                    "n_own": n_own, "own_min": own_min}
     if fit_on is not None:
-        fit = _fit(fit_on, names, judges)
+        fit = _fit(fit_on, raters, judges)
         calibration["judges"], calibration["stack"] = fit.thresholds, fit.stack
         for part in (mine, borrowed):
             if part is not None:
-                rows += _unsafe_rows(part, fit, fit_on, names, judges, vote_threshold, folds, seed, boot)
+                rows += _unsafe_rows(part, fit, fit_on, raters, judges, vote_threshold, folds, seed, boot)
+    for judge, fitted in refusal_calibration.items():
+        calibration["judges"].setdefault(judge, {}).update(fitted)
 
     for axis in AXES[1:]:
         own_rows = own_labelled if own_labelled is not None else labelled.iloc[:0]
@@ -240,6 +248,35 @@ def _axis_rows(part: LabelledRows, axis: str, names: Sequence[str], boot: Mappin
         rows.append({"rater": ENSEMBLES["majority"], "kind": "ensemble", **common,
                      **measured(_axis_majority(part.raw[giving].to_numpy(float)))})
     return rows
+
+
+def _refusal_thresholds(human: pd.DataFrame, labelled: pd.DataFrame, own: pd.DataFrame | None,
+                        own_labelled: pd.DataFrame | None, judges: Mapping[str, Mapping[str, Any]],
+                        own_min: int) -> dict[str, dict[str, Any]]:
+    """Each calibrated judge's refusal_threshold (and refusal_n, refusal_fitted_on) on its
+    refusal_score: the kappa-best cut on the refusal labels of the run's own responses when there
+    are at least ``own_min``, else on the borrowed set's; judges that give no refusal score on those
+    rows are left out (a calibrated judge of the unsafe axis keeps its unsafe threshold alone)."""
+    sets = []
+    if own is not None and len(own):
+        sets.append((OWN, own, own_labelled if own_labelled is not None else labelled.iloc[:0]))
+    sets.append((BORROWED, human, labelled))
+    usable = [(name, rows[rows["target"] == "refusal"], scored) for name, rows, scored in sets if "target" in rows.columns]
+    usable = [(name, rows, scored) for name, rows, scored in usable if len(rows) and "refusal_score" in scored]
+    if not usable:
+        return {}
+    name, rows, scored = next(((n, r, s) for n, r, s in usable if n == OWN and len(r) >= own_min), usable[-1])
+    scores = _wide(scored, pd.Index(rows["item_id"]), "refusal_score")
+    y = rows["label"].to_numpy(int)
+    out = {}
+    for judge in sorted(judges):
+        if not judges[judge].get("calibrate") or judge not in scores.columns:
+            continue
+        score = scores[judge].to_numpy(float)
+        if np.isfinite(score).any():
+            out[judge] = {"refusal_threshold": fit_threshold(score, y), "refusal_n": int(np.isfinite(score).sum()),
+                          "refusal_fitted_on": name}
+    return out
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """Judges behind one interface: ``label(prompts, responses) -> table``, registered by kind.
 
 The table has one row per item, in order, with columns unsafe (bool|null), score (float|null,
-P(unsafe)), refusal (bool|null), raw (str), error (str|null). A judge that fails on one item
-sets ``error`` and leaves its labels null; that item's vote then leaves the judge out. What counts
+P(unsafe)), refusal (bool|null), refusal_score (float|null, P(refusal): a judge that reads its
+refusal verdict from token probabilities), raw (str), error (str|null). A judge that labels only
+the refusal axis (kind refusal_lm; judge_axes.py) leaves unsafe and score null on every item: it
+abstains on that axis. A judge that fails on one item sets ``error`` and leaves its labels null;
+that item's vote then leaves the judge out. What counts
 as a failure, and how many fail a job, is one rule for every kind (failures.py).
 
 ``safetygrid judge`` (judging any file of prompt and response rows outside the workflow) is file.py.
@@ -22,7 +25,7 @@ from .failures import FailurePolicy, JudgeFailed, check_failed_share, screen_lab
 
 __all__ = ["FailurePolicy", "Judge", "JudgeFailed", "judge_table", "label_items", "make_judge"]
 
-LABEL_COLUMNS = ["unsafe", "score", "refusal", "raw", "error"]
+LABEL_COLUMNS = ["unsafe", "score", "refusal", "refusal_score", "raw", "error"]
 JUDGEMENT_COLUMNS = ["prompt_id", "sample", "judge", *LABEL_COLUMNS]
 
 
@@ -35,6 +38,7 @@ JUDGE_REGISTRY = {
     "refusal_prefix": ".refusal_prefix:RefusalPrefixJudge",
     "harmbench_cls": ".llm_yes_no:LLMYesNoJudge",
     "llm_yes_no": ".llm_yes_no:LLMYesNoJudge",
+    "refusal_lm": ".llm_yes_no:RefusalLMJudge",
     "llama_guard": ".guards:LlamaGuardJudge",
     "shieldgemma": ".guards:ShieldGemmaJudge",
     "wildguard": ".guards:WildGuardJudge",
@@ -124,7 +128,9 @@ def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.
     labels = label_items(judge, merged["text"].tolist(), merged["response"].tolist(), behaviors, contexts)
     if len(labels) != len(merged):
         raise JudgeFailed(f"judge {name} returned {len(labels)} labels for {len(merged)} items")
-    labels = screen_labels(labels.reset_index(drop=True), item_verdict_mass(judge, len(merged)),
+    # a judge that gives no refusal score (most kinds) leaves the column empty
+    labels = labels.reset_index(drop=True).reindex(columns=LABEL_COLUMNS)
+    labels = screen_labels(labels, item_verdict_mass(judge, len(merged)),
                            policy.min_verdict_mass)
     item_names = [f"{p} sample {s}" for p, s in zip(merged["prompt_id"], merged["sample"])]
     check_failed_share(pd.Series(labels["error"].to_numpy(), index=item_names), name, policy.max_failed_share)
@@ -134,6 +140,7 @@ def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.
     out["unsafe"] = out["unsafe"].astype("boolean")
     out["refusal"] = out["refusal"].astype("boolean")
     out["score"] = out["score"].astype("float64")
+    out["refusal_score"] = out["refusal_score"].astype("float64")
     out["raw"] = out["raw"].astype("string")
     out["error"] = out["error"].astype("string")
     return out[JUDGEMENT_COLUMNS]

@@ -46,14 +46,20 @@ class FailurePolicy:
 
 def screen_labels(labels: pd.DataFrame, verdict_mass: np.ndarray | None, min_verdict_mass: float) -> pd.DataFrame:
     """``labels`` with every item whose verdict could not be read turned into an error: its unsafe,
-    score and refusal emptied, the reason in ``error``, ``raw`` kept. An item the judge itself
+    score, refusal and refusal_score emptied, the reason in ``error``, ``raw`` kept. An item the judge itself
     marked as an error keeps no unsafe label or score either, but keeps a refusal it read.
     ``verdict_mass``: per item, the probability the verdict tokens held where the judge read its
     verdict from next-token probabilities; None for a judge that did not (a model-free judge, a
     generated answer), whose missing score is then no failure."""
     out = labels.copy()
     out["error"] = out["error"].astype(object).where(out["error"].notna(), None)
+    if "refusal_score" not in out.columns:
+        out["refusal_score"] = None
+    # the score the judge read its verdict from: P(unsafe), or P(refusal) for a judge of the refusal
+    # axis alone (kind refusal_lm), whose empty unsafe score is no failure
     score = pd.to_numeric(out["score"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    refusal_score = pd.to_numeric(out["refusal_score"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    score = np.where(np.isnan(score), refusal_score, score)
     already_failed = out["error"].notna().to_numpy()
     for i in range(len(out)):
         if already_failed[i]:
@@ -72,12 +78,12 @@ def screen_labels(labels: pd.DataFrame, verdict_mass: np.ndarray | None, min_ver
             out.iat[i, out.columns.get_loc("error")] = reason
     failed = out["error"].notna().to_numpy()
     unread = failed & ~already_failed
-    for column in ("unsafe", "score", "refusal"):
+    for column in ("unsafe", "score", "refusal", "refusal_score"):
         out[column] = out[column].astype(object)
     # an error is never an unsafe label or a score; a refusal the judge read apart from the failed
     # field (WildGuard's, when only its harmful-response field did not parse) stays
     out.loc[failed, ["unsafe", "score"]] = None
-    out.loc[unread, "refusal"] = None
+    out.loc[unread, ["refusal", "refusal_score"]] = None
     return out
 
 

@@ -2,8 +2,9 @@
 their ensemble, outside the workflow (someone else's generations, a red-team log, a gold set).
 
 Output: the input's columns, then per judge ``<judge>_unsafe``, ``<judge>_score``,
-``<judge>_refusal``, ``<judge>_error``, then the ensemble's ``unsafe`` (the config's
-``ensemble_label``, with calibrated thresholds where configured), ``refusal``, ``unsafe_majority``,
+``<judge>_refusal``, ``<judge>_refusal_score``, ``<judge>_error``, then the ensemble's ``unsafe``
+(the config's ``ensemble_label``, with calibrated thresholds where configured), ``refusal`` (the
+majority of the config's ``refusal_judges`` among the judges run, or of all that give one), ``unsafe_majority``,
 ``unsafe_ds``, ``p_unsafe_ds``, ``unsafe_stacked``, ``p_unsafe_stacked``, ``n_unsafe``, ``n_judges``,
 ``n_failed`` (as in the vote files).
 
@@ -123,10 +124,12 @@ def label_rows(rows: pd.DataFrame, config: Mapping[str, Any], judges: Sequence[s
         with loaded_judge(config["judges"][judge], judge_model_dir(config, judge, Path(sources))) as judge_impl:
             table = judge_table(judge_impl, judge, items, prompts, FailurePolicy.from_spec(config["judges"][judge]))
         judgements.append(table)
-        for column in ("unsafe", "score", "refusal", "error"):
+        for column in ("unsafe", "score", "refusal", "refusal_score", "error"):
             out[f"{judge}_{column}"] = table[column].to_numpy()
+    chosen = config.get("refusal_judges")
     ensemble = vote(judgements, float(config.get("vote_threshold", 0.5)), calibration=calibration,
-                    lead=config.get("ensemble_label", "majority"))
+                    lead=config.get("ensemble_label", "majority"),
+                    refusal_judges=None if chosen is None else [j for j in chosen if j in judges])
     ensemble = ensemble.set_index("prompt_id").reindex(items["prompt_id"])
     for column in ("unsafe", "refusal", "unsafe_majority", "unsafe_ds", "p_unsafe_ds", "unsafe_stacked",
                    "p_unsafe_stacked", "n_unsafe", "n_judges", "n_failed"):

@@ -162,12 +162,12 @@ def load_validation_set(sets: Mapping[str, int | None], extra: Sequence[str | Pa
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 
-LABELS_COLUMNS = ["item_id", "judge", "unsafe", "score", "refusal", "raw", "error"]
+LABELS_COLUMNS = ["item_id", "judge", "unsafe", "score", "refusal", "refusal_score", "raw", "error"]
 
 
 def label_validation_set(judge: object, name: str, human: pd.DataFrame, policy: "FailurePolicy | None" = None) -> pd.DataFrame:
     """One judge's labels of every validation row (``results/validity/{judge}.parquet``): item_id,
-    judge, unsafe, score, refusal, raw, error. ``policy``: the judge's failure rule, as in a cell."""
+    judge, unsafe, score, refusal, refusal_score, raw, error. ``policy``: the judge's failure rule, as in a cell."""
     from . import judge_table
 
     items = pd.DataFrame({"prompt_id": human["item_id"], "sample": 0, "response": human["response"]})

@@ -11,7 +11,7 @@ import pandas as pd
 from ..lm import LMJudge
 
 NATIVE_DIR = Path("resources/judges/native")
-COLUMNS = ["unsafe", "score", "refusal", "raw", "error"]
+COLUMNS = ["unsafe", "score", "refusal", "refusal_score", "raw", "error"]
 ZERO_WIDTH_SPACE = "\u200b"
 
 
@@ -21,8 +21,9 @@ def read_prompt(name: str) -> str:
 
 
 def row(unsafe: bool | None, score: float | None, refusal: bool | None, raw: str,
-        error: str | None = None) -> dict[str, Any]:
-    return {"unsafe": unsafe, "score": score, "refusal": refusal, "raw": raw, "error": error}
+        error: str | None = None, refusal_score: float | None = None) -> dict[str, Any]:
+    return {"unsafe": unsafe, "score": score, "refusal": refusal, "refusal_score": refusal_score, "raw": raw,
+            "error": error}
 
 
 class NativeJudge(LMJudge):
