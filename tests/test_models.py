@@ -195,3 +195,53 @@ def test_a_judge_model_is_fetched_again_when_the_config_names_another_source(tin
     assert "weights: gguf" in fetch.fetched_differs(directory, {"source": str(other), "weights": "gguf"})
     assert fetch.fetched_differs(directory, str(other)) is None
     assert "no fetch.json" in fetch.fetched_differs(tmp_path / "nothing", str(other))
+
+
+def _shape_of(checkpoint: Path, folder: Path) -> Path:
+    """The checkpoint's config and tokenizer without its weights: what a random: source reads."""
+    import shutil
+
+    folder.mkdir()
+    for path in checkpoint.iterdir():
+        if not path.name.endswith(".safetensors"):
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_a_random_source_builds_the_shape_with_seeded_weights_and_says_so(tmp_path):
+    from conftest import build_tiny_checkpoint
+    from safetensors.torch import load_file
+
+    from safetygrid.models.fetch import RANDOM_WEIGHTS
+
+    # trained here means: weights other than the random: source's seed draws
+    tiny_checkpoint = build_tiny_checkpoint(tmp_path / "trained", seed=1)
+    shape = _shape_of(tiny_checkpoint, tmp_path / "shape")
+    source = f"random:{shape}"
+    first = fetch_model(source, tmp_path / "a", tmp_path / "work")
+    fetch_model(source, tmp_path / "b", tmp_path / "work")
+    assert first["architecture"] == "LlamaForCausalLM" and first["weights"] == RANDOM_WEIGHTS
+    assert json.loads((tmp_path / "a" / "fetch.json").read_text())["weights"] == RANDOM_WEIGHTS
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    trained = load_file(tiny_checkpoint / "model.safetensors")
+    # the same seed each time (a refetch serves the same model), and not the trained weights
+    assert all((a[k] == b[k]).all() for k in a)
+    assert not (a["model.layers.0.mlp.up_proj.weight"] == trained["model.layers.0.mlp.up_proj.weight"]).all()
+    assert (tmp_path / "a" / "tokenizer.json").exists() and 4 in first["eos_token_ids"]
+
+
+def test_a_random_source_without_a_config_fails_naming_the_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="config.json"):
+        fetch_model(f"random:{tmp_path / 'empty'}", tmp_path / "out", tmp_path / "work")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_shape_reads_only_gguf_files(tmp_path):
+    from safetygrid.models.shapes import export_shape
+
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(b"not a gguf")
+    with pytest.raises(SourceError, match="GGUF"):
+        export_shape(str(weights), tmp_path / "shape")
+    assert not (tmp_path / "shape").exists()

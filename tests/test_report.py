@@ -84,3 +84,13 @@ def test_report_names_the_configured_interval_level_and_no_other(tmp_path, level
     # the figure's own axis label too (it is an image in the page)
     validity_figure = judge_validity(_tables(level)["judge_validity"], level)
     assert f"({named} bootstrap interval)" in validity_figure.axes[0].get_xlabel()
+
+
+def test_a_report_of_random_weight_models_opens_by_saying_it_is_no_safety_result(tmp_path) -> None:
+    for random_weights, expected in (([], False), (["smollm2-135m"], True)):
+        html = tmp_path / f"{expected}.html"
+        write_report(_tables(0.95), name="t", baseline={"precision": "fp", "kv": "fp"}, html=html,
+                     figures=tmp_path / "figures", level=0.95, random_weights=random_weights)
+        text = html.read_text()
+        assert ("Random weights: not a safety result" in text) is expected
+        assert ("smollm2-135m" in text.split("<h2>")[1]) is expected

@@ -286,3 +286,23 @@ def test_validity_rows_per_axis_on_own_and_borrowed_labels():
                         resamples=100)
     complied = table[table["axis"] == "complied"].set_index("rater")
     assert complied.loc["prefix", "kappa"] == pytest.approx(1.0) and set(complied["measured_on"]) == {"own"}
+
+def test_the_pyrit_set_is_read_from_the_wheel_cache_without_an_index(tmp_path, monkeypatch):
+    """An offline GPU node has no package index: the validation set's wheel comes from
+    SAFETYGRID_WHEEL_CACHE (make wheelhouse fills it), as every prompt set's does."""
+    import zipfile
+
+    import safetygrid.models.sources as sources
+    from safetygrid.judges import validation
+
+    def no_index(requirement, dest):
+        raise sources.SourceError(f"pip could not download {requirement!r}: no index here")
+
+    monkeypatch.setattr(sources, "download_wheel", no_index)
+    folder = tmp_path / "cache" / "pyrit_1.1.0"
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "pyrit-1.1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(validation.PYRIT_OBJECTIVE_DIR + "x.csv", PYRIT_CSV)
+    monkeypatch.setenv("SAFETYGRID_WHEEL_CACHE", str(tmp_path / "cache"))
+    files = validation._pyrit_files(["pyrit_objective"])
+    assert files == {"pyrit_objective": {validation.PYRIT_OBJECTIVE_DIR + "x.csv": PYRIT_CSV}}

@@ -3,6 +3,7 @@ import pandas as pd
 from safetygrid.analysis.aggregate import TABLES
 from safetygrid.judges.family import same_family_judges
 from safetygrid.logs import to_file
+from safetygrid.models.fetch import RANDOM_PREFIX
 from safetygrid.report import write_report
 
 to_file(snakemake.log[0])
@@ -17,4 +18,6 @@ write_report(
     figures=snakemake.output.figures, thresholds=snakemake.params.hidden_danger,
     card_thresholds=snakemake.params.deployment, prompts=list(snakemake.input.prompts),
     level=snakemake.params.level,
+    random_weights=[name for name, entry in {**snakemake.params.judge_models, **snakemake.params.models}.items()
+                    if isinstance(entry["source"], str) and entry["source"].startswith(RANDOM_PREFIX)],
 )

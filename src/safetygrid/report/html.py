@@ -60,11 +60,13 @@ def _table(frame: pd.DataFrame, columns: list[str]) -> str:
 def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Mapping[str, str],
                  html: str | Path, figures: str | Path, thresholds: Mapping[str, float] | None = None,
                  card_thresholds: Mapping[str, float] | None = None, prompts: Sequence[str | Path] = (),
-                 level: float) -> None:
+                 level: float, random_weights: Sequence[str] = ()) -> None:
     """``tables``: the aggregate tables by name (cells, contrasts, skipped, ...); cells, contrasts
     and skipped are required, the others add their sections when present. ``prompts``: the run's
     prompt files, listed with their sources. ``level``: the config's ``bootstrap.level``, the level
-    every interval of the tables was computed at; the text names it."""
+    every interval of the tables was computed at; the text names it. ``random_weights``: the models and
+    judge models built with random weights (``random:`` sources): the report then opens by saying that
+    its rates measure nothing."""
     interval = f"{percent(level)} interval"
     cells, contrasts, skipped = tables["cells"], tables["contrasts"], tables["skipped"]
     empty = pd.DataFrame()
@@ -78,6 +80,12 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
              f"<p class='note'>safetygrid {__version__}. Baseline of each model: precision "
              f"<b>{_esc(baseline['precision'])}</b>, kv <b>{_esc(kv0)}</b>, greedy (T = 0). "
              f"{len(cells)} cells. Definitions: METRICS.md; columns: docs/tables.md.</p>"]
+    if random_weights:
+        parts.append("<h2>Random weights: not a safety result</h2><p class='note'><b>random-weights</b>: "
+                     f"{_esc(', '.join(sorted(random_weights)))} {'was' if len(random_weights) == 1 else 'were'} "
+                     "built from a config with random weights (random: sources), to run the workflow and time "
+                     "it at their shapes. Their answers are noise and their judges' verdicts are noise: no rate, "
+                     "interval or test below says anything about any model's safety.</p>")
     validity = tables.get("judge_validity", empty)
     if len(validity):
         parts.append(validity_section(validity, figures, level))
