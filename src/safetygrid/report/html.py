@@ -24,7 +24,7 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0
 table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:1em}
 figcaption{font-size:13px;max-width:520px;color:#444}.note{color:#555;font-size:14px}
-.scroll{overflow-x:auto;max-width:100%;margin:1em 0}.scroll table{margin:0}
+.scroll{overflow-x:auto;max-width:100%;margin:1em 0}.scroll table{margin:0}.scroll td,.scroll th{white-space:nowrap}
 img{max-width:100%;height:auto}
 """
 # every table sits in a .scroll box: a table wider than the page (cells, judge validity) scrolls
