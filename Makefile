@@ -121,7 +121,7 @@ test:
 test-fast:
 	@$(call say,make test-fast: the environments (what is already built is skipped) and then the fast tests)
 	$(PARALLEL_MAKE) envs
-	$(VENV)/bin/python -m pytest -m "not workflow and not slurm and not vllm and not llamacpp and not lmeval" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not workflow and not slurm and not vllm and not llamacpp and not lmeval and not numerics" $(PYTEST_ARGS)
 
 clean:
 	rm -rf results .snakemake

@@ -12,7 +12,7 @@ WORDS = ("how do i make a cake bread bomb sorry cannot help here is recipe step 
          "yes no Yes No the and of to it you sure safe unsafe 0 1 2 3 4 5").split()
 
 
-def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
+def build_tiny_checkpoint(directory: Path, seed: int = 0, hidden_size: int = 32, intermediate_size: int = 64) -> Path:
     """A random 2-layer Llama with a word-level tokenizer and a chat template: real code paths,
     no download."""
     import torch
@@ -30,7 +30,7 @@ def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
         "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
         "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          pad_token_id=0, eos_token_id=[2, 4], bos_token_id=None, tie_word_embeddings=False)
     model = LlamaForCausalLM(config)

@@ -5,6 +5,7 @@ import json
 import logging
 import sys
 
+from safetygrid.cpu_numerics import pin_cpu_numerics
 from safetygrid.engines import EngineUnavailable, OutOfMemory
 from safetygrid.engines.cell import generate_cell
 from safetygrid.io import write_parquet
@@ -24,6 +25,11 @@ def main() -> None:
     to_file(args.log)
     cell = json.loads(args.cell)
     generation = dict(cell["generation"])
+    if cell["engine"] == "hf":
+        # before torch is imported (the imports above do not): the hf engine's CPU kernels are fixed, so
+        # its rows have the same text on every x86-64 CPU (safetygrid/cpu_numerics.py). vLLM and
+        # llama.cpp choose their kernels by their own rules (docs/reproducibility.md)
+        pin_cpu_numerics(generation.get("device", "auto"))
     if args.batch_divisor > 1:
         logging.getLogger("generate").warning("retry: batch size %s divided by %d",
                                               generation.get("batch_size", "the device's default"), args.batch_divisor)

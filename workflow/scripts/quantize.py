@@ -1,4 +1,10 @@
 """Runs in the quantize environment (its pins conflict with the main one), hence a command line."""
+# first, before anything imports torch: a CPU job's kernels are fixed so that its checkpoint has the
+# same bytes on every x86-64 CPU (safetygrid/cpu_numerics.py; SAFETYGRID_CPU_NUMERICS=native opts out)
+from safetygrid.cpu_numerics import pin_cpu_numerics
+
+pin_cpu_numerics()
+
 import argparse
 import json
 import logging

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig, LogitsProcessorList
 
+from ..cpu_numerics import warn_if_unpinned
 from ..logs import progress
 from .batching import BatchLimits, next_batch, padded_tokens, plan_by_cost
 from .sampling import SeededSampler
@@ -177,6 +178,8 @@ class HFEngine:
 
     def _load(self, settings: Settings) -> tuple[Any, Any, str]:
         device = resolve_device(settings.device)
+        if device == "cpu":
+            warn_if_unpinned("the hf engine")
         dtype = settings.dtype or ("float32" if device == "cpu" else "bfloat16")
         tokenizer = AutoTokenizer.from_pretrained(self.checkpoint, padding_side="left")
         if tokenizer.pad_token is None:

@@ -60,14 +60,17 @@ def dtype_name(dtype: Any) -> str:
 
 def torch_kernel(device: str) -> str:
     """The hf engine's kernels: PyTorch's, on CUDA the GPU, on a CPU the instruction set its
-    dispatcher chose (``torch.backends.cpu.get_cpu_capability``) and whether AMX is there."""
+    dispatcher chose (``torch.backends.cpu.get_cpu_capability``), whether AMX is there and whether
+    the kernels were pinned (cpu_numerics.py: then the rows' bits are the same on any x86-64 CPU)."""
     import torch
+
+    from ..cpu_numerics import describe
 
     if device.startswith("cuda"):
         major, minor = torch.cuda.get_device_capability(torch.device(device))
         return f"torch {torch.__version__} cuda {torch.cuda.get_device_name(torch.device(device))} sm_{major}{minor}"
     amx = " amx" if has_amx() else ""
-    return f"torch {torch.__version__} cpu {torch.backends.cpu.get_cpu_capability()}{amx}"
+    return f"torch {torch.__version__} cpu {torch.backends.cpu.get_cpu_capability()}{amx} {describe()}"
 
 
 def generation_table(rows: Iterable[Mapping[str, Any]], columns: list[str], numerics: Numerics) -> pd.DataFrame:

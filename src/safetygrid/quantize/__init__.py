@@ -53,8 +53,11 @@ def _apply(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> dic
     if method in ("gptq", "awq"):
         from .llmcompressor import compress
 
+        from ..cpu_numerics import describe
+
         compress(method, source, out, spec)
-        return {"quantizer": "llm-compressor", "format": "compressed-tensors"}
+        # the checkpoint's bytes depend on the kernels that made it (cpu_numerics.py)
+        return {"quantizer": "llm-compressor", "format": "compressed-tensors", "cpu_numerics": describe()}
     if method == "gguf":
         from .gguf_ladder import quantize_checkpoint
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..cpu_numerics import warn_if_unpinned
 from . import UnsupportedPrecision
 
 
@@ -76,6 +77,9 @@ def compress(method: str, source: Path, out: Path, spec: Mapping[str, Any]) -> N
     from llmcompressor import oneshot
 
     _skip_pinning_without_accelerator()
+    if not torch.accelerator.is_available():
+        # llm-compressor solves on the CPU here: float32 linear algebra whose bits follow the kernels
+        warn_if_unpinned(f"the {method.upper()} solve")
 
     text = Path(spec.get("calibration_text", "resources/calibration.txt")).read_text()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
