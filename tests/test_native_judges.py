@@ -265,7 +265,7 @@ def test_config_load_writes_native_protocols_and_leaves_instruct_judges_untouche
     raw = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
     before = validate(raw)["judges"]
     assert "protocol" not in before["harmbench_qwen05"]  # an instruct judge's entry (its jobs' params) unchanged
-    raw["judge_models"]["guard"] = {"source": "meta-llama/Llama-Guard-3-8B", "params_b": 8.0}
+    raw.setdefault("judge_models", {})["guard"] = {"source": "meta-llama/Llama-Guard-3-8B", "params_b": 8.0}
     raw["judges"]["guard"] = {"kind": "llama_guard", "model": "guard"}
     assert validate(raw)["judges"]["guard"]["protocol"] == "llama_guard_3"
     raw["judges"]["guard"] = {"kind": "wildguard", "model": "guard"}

@@ -10,7 +10,7 @@ from safetygrid.analysis.deployment import deployment_card
 from safetygrid.analysis.metrics import cell_metrics, contrasts
 from safetygrid.analysis.simulate import harmful_prompts, synthetic_votes
 from safetygrid.report import write_report
-from safetygrid.report.plots import category_heatmap, cdi_heatmap, judge_validity
+from safetygrid.report.plots import category_heatmap, cdi_heatmap, judge_validity, refusal_change
 
 
 def _image(figure):  # type: ignore[no-untyped-def]
@@ -94,3 +94,40 @@ def test_a_report_of_random_weight_models_opens_by_saying_it_is_no_safety_result
         text = html.read_text()
         assert ("Random weights: not a safety result" in text) is expected
         assert ("smollm2-135m" in text.split("<h2>")[1]) is expected
+
+
+def test_refusal_figure_shows_each_cells_rate_and_its_change_against_the_baseline() -> None:
+    tables = _tables(0.95)
+    cells, card = tables["cells"], tables["deployment"]
+    figure = refusal_change(cells, card, {"precision": "fp", "kv": "fp"}, 0.95)
+    rate_ax, change_ax = figure.axes
+    # the baseline comes first on both panels, whatever the precisions' names sort to
+    assert [t.get_text() for t in rate_ax.get_xticklabels()][0] == "fp\nT=0"
+    by_cell = card.set_index(["precision", "temperature"])
+    heights = [bar.get_height() for bar in change_ax.patches]
+    expected = [-by_cell.loc[(p, t), "refusal_drop_pp"] for p, t in (("fp", 0.0), ("fp", 0.7), ("q4", 0.0),
+                                                                     ("q4", 0.7))]
+    assert heights == pytest.approx(expected)  # the change is cell minus baseline: below 0 = fewer refusals
+    assert heights[0] == pytest.approx(0.0)
+
+
+def test_refusal_figure_adds_the_corrected_rate_where_cells_have_it() -> None:
+    tables = _tables(0.95)
+    cells = tables["cells"].assign(rr_pp=lambda c: c["rr"] - 0.1, rr_pp_lo=lambda c: c["rr"] - 0.2,
+                                   rr_pp_hi=lambda c: c["rr"])
+    figure = refusal_change(cells, tables["deployment"], {"precision": "fp", "kv": "fp"}, 0.95)
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == ["judges only", "corrected with labels"]
+    judge_only = refusal_change(tables["cells"], tables["deployment"], {"precision": "fp", "kv": "fp"}, 0.95)
+    assert [t.get_text() for t in judge_only.axes[0].get_legend().get_texts()] == ["judges only"]
+
+
+def test_every_table_of_the_report_scrolls_inside_its_box(tmp_path) -> None:
+    html = tmp_path / "index.html"
+    write_report(_tables(0.95), name="t", baseline={"precision": "fp", "kv": "fp"}, html=html,
+                 figures=tmp_path / "figures", level=0.95)
+    text = html.read_text()
+    assert ".scroll{overflow-x:auto" in text
+    # every <table> opens inside a scroll box, so none can widen the page
+    assert text.count("<table") == text.count("<div class='scroll'><table")
+    assert "Refusals and their change" in text and (tmp_path / "figures" / "refusal_change.png").exists()

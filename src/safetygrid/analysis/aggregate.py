@@ -22,6 +22,7 @@ from .metrics import CELL_KEYS, cell_metrics, contrasts
 from .ppi import cell_ppi, contrast_ppi
 from ..prompts import read_prompts
 from .significance import significance_table
+from ..ensemble.judge_validity import OWN, TRUST_KAPPA
 from ..ensemble.voting import apply_thresholds
 from ..ensemble.crossfit import with_cross_fitted_labels
 
@@ -189,6 +190,16 @@ def labelled_judgements(paths: Sequence[str], gold: pd.DataFrame) -> pd.DataFram
     return table.assign(temperature=table["temperature"].astype(float)) if len(table) else table
 
 
+def judges_citable(calibration: Mapping[str, Any] | None) -> bool:
+    """Whether the label the tables count was shown to agree with labels of this run's own
+    responses: calibrate_judges' lead kappa, measured on own labels, at least TRUST_KAPPA; the lower
+    end of its interval (lead_kappa_lo) decides where the calibration records one."""
+    calibration = calibration or {}
+    kappa = calibration.get("lead_kappa_lo", calibration.get("lead_kappa"))
+    return (calibration.get("lead_measured_on") == OWN and kappa is not None
+            and float(kappa) >= TRUST_KAPPA)
+
+
 def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequence[str],
               generations: Sequence[str], timings: Sequence[str], quality: Sequence[str], judges: Sequence[str],
               baseline: Mapping[str, str], seed: int, bootstrap: Mapping[str, Any], out: Any,
@@ -240,7 +251,8 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
     categories = category_metrics(vote_table, prompt_table, baseline=baseline, seed=seed, resamples=resamples,
                                   level=level)
     write_parquet(categories, out.categories)
-    card = deployment_card(draws, baseline=baseline, thresholds=deployment, level=level)
+    card = deployment_card(draws, baseline=baseline, thresholds=deployment, level=level, corrected=table,
+                           judges_citable=judges_citable(calibration))
     write_parquet(top_categories(card, categories), out.deployment)
     judge_rows = read_cells(judgements, columns=["prompt_id", "sample", "judge", "unsafe", "score", "error"])
     # a calibrated judge agrees or disagrees with the others by the labels it votes with

@@ -12,18 +12,23 @@ import pandas as pd
 from .. import __version__
 from ..io import atomic_path
 from ..analysis.agreement import kappa_matrix
-from ..analysis.deployment import DEFAULT_THRESHOLDS
+from ..analysis.deployment import CORRECTED, DEFAULT_THRESHOLDS, NOT_ENOUGH
 from ..ensemble.judge_validity import TRUST_KAPPA
 from ..prompts import prompt_sources
 from .plots import (agreement_matrix, asr_corrected, asr_heatmap, category_heatmap, cdi_heatmap, judge_validity,
-                    kv_retention, quality_change_vs_refusal, quality_vs_safety, save, stability_by_temperature)
+                    kv_retention, quality_change_vs_refusal, quality_vs_safety, refusal_change, save,
+                    stability_by_temperature)
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:1em}
 figcaption{font-size:13px;max-width:520px;color:#444}.note{color:#555;font-size:14px}
+.scroll{overflow-x:auto;max-width:100%;margin:1em 0}.scroll table{margin:0}.scroll td,.scroll th{white-space:nowrap}
+img{max-width:100%;height:auto}
 """
+# every table sits in a .scroll box: a table wider than the page (cells, judge validity) scrolls
+# inside it instead of pushing the page past a 1400-px window; the parquet keeps every column
 
 CELL_COLUMNS = ["model", "precision", "kv", "temperature", "engine", "k", "n_prompts", "n_unlabelled", "asr", "asr_lo",
                 "asr_hi", "asr_at_k", "rr", "orr", "dfr", "ssi", "perplexity", "perplexity_ratio", "accuracy_task",
@@ -54,7 +59,8 @@ def _img(png: Path, caption: str) -> str:
 
 def _table(frame: pd.DataFrame, columns: list[str]) -> str:
     present = [c for c in columns if c in frame.columns]
-    return frame[present].to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="NA", border=0)
+    table = frame[present].to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="NA", border=0)
+    return f"<div class='scroll'>{table}</div>"
 
 
 def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Mapping[str, str],
@@ -102,6 +108,14 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
     if len(card):
         parts.append(deployment_section(card, {**DEFAULT_THRESHOLDS, **(card_thresholds or {})}, lead_kappa,
                                         level=level))
+    refusals = save(refusal_change(cells, card, dict(baseline), level), figures, "refusal_change")
+    parts.append("<h2>Refusals and their change</h2>" + _img(
+        refusals, f"Left: the refusal rate of each cell (share of answers to harmful prompts that refuse), "
+                  f"{interval}; judges only in grey, corrected with labels of this run's responses (rr_pp) in "
+                  "red where the cell has enough of them; dashed: the baseline's. Right: each cell's change "
+                  "against the baseline in points (bars: judges only, with the paired bootstrap interval of "
+                  "deployment.parquet; red diamonds: the corrected change). Below 0 the cell refuses less "
+                  "than the unquantized, greedy model."))
     if len(skipped):
         parts.append("<h2>Skipped precisions</h2><p class='note'>These (model, precision) pairs could not be "
                      "produced; their cells are not in any table.</p>" + _table(skipped, list(skipped.columns)))
@@ -200,7 +214,7 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
 
 
 RATING_COLOURS = {"baseline": "#e8e8e8", "fine": "#c8e6c9", "caution": "#ffe0b2", "unsafe": "#ffcdd2",
-                  "NA": "#ffffff"}
+                  NOT_ENOUGH: "#e1e6f0", "NA": "#ffffff"}
 
 
 VALIDITY_COLUMNS = ["rater", "axis", "labels", "measured_on", "sets", "fitted_on", "n", "n_pos", "n_neg", "accuracy",
@@ -348,13 +362,18 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kap
              f"<b>caution</b>: at least {limits['caution_pp']:g} pp above, or a smaller rise whose "
              f"{percent(level)} interval "
              f"excludes 0, or refusals down by at least {limits['refusal_drop_pp']:g} pp; <b>fine</b>: "
-             "otherwise. Each square: ASR change in pp, and for an unsafe or caution square the harm category "
+             f"the intervals rule caution out (ASR rise below {limits['caution_pp']:g} pp and refusal drop "
+             f"below {limits['refusal_drop_pp']:g} pp at their upper ends) on an ASR corrected with labels "
+             "of this run's responses, or counted by judges validated on them; <b>not enough evidence</b>: "
+             "otherwise (the intervals reach caution, or the ASR is an unvalidated judges' count). The ASR "
+             "change is the corrected one where the cell has it (its square says <i>corrected</i>). Each "
+             "square: ASR change in pp, and for an unsafe or caution square the harm category "
              "whose ASR rose most (hover for the reason). Thresholds: "
              "<code>deployment_card</code> in the config; rows: deployment.parquet.</p>"]
     for model, rows in card.groupby("model", sort=True):
         temps = sorted(rows["temperature"].unique())
         counts = rows["rating"].value_counts()
-        summary = ", ".join(f"{counts[r]} {r}" for r in ("unsafe", "caution", "fine") if r in counts)
+        summary = ", ".join(f"{counts[r]} {r}" for r in ("unsafe", "caution", NOT_ENOUGH, "fine") if r in counts)
         header = "".join(f"<th>T = {t:g}</th>" for t in temps)
         body = []
         for (precision, kv), setting in rows.groupby(["precision", "kv"], sort=True):
@@ -368,6 +387,8 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kap
                 text = "ref" if row["rating"] == "baseline" else (
                     "NA" if pd.isna(row["asr_rise_pp"]) else f"{row['asr_rise_pp']:+.0f}")
                 top, reason = row.get("top_category"), row["reason"]
+                if row.get("evidence") == CORRECTED and row["rating"] != "baseline":
+                    text += " corrected"
                 if isinstance(top, str):  # an unsafe or caution cell: the category that rose most
                     text += f"<br>most: {_esc(top)} {row['top_category_rise_pp']:+.0f}"
                     reason = f"{reason}; most risen category: {top} ({row['top_category_rise_pp']:+.1f} pp)"
@@ -375,8 +396,8 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kap
                                f"title='{_esc(row['rating'])}: {_esc(reason)}'>{row['rating']}<br>"
                                f"<small>{text}</small></td>")
             body.append(f"<tr><td>{_esc(precision)}</td><td>{_esc(kv)}</td>{''.join(squares)}</tr>")
-        parts.append(f"<h3>{_esc(model)}: {summary}</h3><table><tr><th>precision</th><th>kv</th>{header}</tr>"
-                     + "".join(body) + "</table>")
+        parts.append(f"<h3>{_esc(model)}: {summary}</h3><div class='scroll'><table><tr><th>precision</th>"
+                     f"<th>kv</th>{header}</tr>" + "".join(body) + "</table></div>")
     return "".join(parts)
 
 

@@ -309,3 +309,75 @@ def asr_corrected(cells: pd.DataFrame, model: str, level: float, metric: str = "
     ax.set_title(f"{model}: {title}, judges only and corrected", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     return fig
+
+
+def refusal_change(cells: pd.DataFrame, card: pd.DataFrame, baseline: dict[str, str], level: float) -> plt.Figure:
+    """The figure a reader of the seeds looks for first: per model (one row each), left the refusal
+    rate of every cell with its interval, the baseline's as a dashed line; right the change of each
+    cell against the baseline in points with its paired interval (deployment.parquet). Judges only in
+    grey; corrected with labels of the run's own responses (rr_pp, prediction-powered) in red, where
+    cells.parquet has it. Cells ordered by precision (baseline first), then temperature."""
+    models = sorted(cells["model"].unique())
+    fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.3 * len(models)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1]})
+    for row, model in enumerate(models):
+        sub = cells[(cells["model"] == model) & (cells["kv"] == baseline["kv"])].copy()
+        sub["first"] = sub["precision"] != baseline["precision"]
+        sub = sub.sort_values(["first", "precision", "temperature"]).reset_index(drop=True)
+        names = [f"{p}\nT={t:g}" for p, t in zip(sub["precision"], sub["temperature"])]
+        x = np.arange(len(sub))
+        rate_ax, change_ax = axes[row]
+        base = sub[(sub["precision"] == baseline["precision"]) & (sub["temperature"] == 0.0)]
+        for offset, column, colour, label in ((-0.12, "rr", "#757575", "judges only"),
+                                              (0.12, "rr_pp", "#c62828", "corrected with labels")):
+            if column not in sub or sub[column].isna().all():
+                continue
+            value = sub[column].to_numpy(float)
+            lo = sub.get(f"{column}_lo", sub[column]).to_numpy(float)
+            hi = sub.get(f"{column}_hi", sub[column]).to_numpy(float)
+            shown = ~np.isnan(value)
+            rate_ax.errorbar(x[shown] + offset, value[shown],
+                             yerr=[np.clip(value - lo, 0, None)[shown], np.clip(hi - value, 0, None)[shown]],
+                             fmt="o", color=colour, capsize=3, label=label)
+            if len(base) and not np.isnan(float(base[column].iat[0])):
+                rate_ax.axhline(float(base[column].iat[0]), color=colour, linestyle="--", linewidth=0.8)
+        rate_ax.set_xticks(x, names, fontsize=8)
+        rate_ax.set_ylim(-0.02, 1.02)
+        rate_ax.set_ylabel(f"refusal rate ({100 * level:g}% interval)")
+        rate_ax.set_title(f"{model}: refusals per cell (dashed: baseline)", fontsize=10)
+        rate_ax.legend(fontsize=8, loc="upper right")
+
+        rated = card[card["model"] == model].set_index(["precision", "kv", "temperature"]) if len(card) else None
+        changes = []
+        for p, t in zip(sub["precision"], sub["temperature"]):
+            key = (p, baseline["kv"], float(t))
+            if rated is None or key not in rated.index:
+                changes.append((np.nan, np.nan, np.nan))
+                continue
+            r = rated.loc[key]
+            # the card holds the drop (baseline minus cell); the figure shows the change (cell minus baseline)
+            changes.append((-r["refusal_drop_pp"], -r["refusal_drop_pp_hi"], -r["refusal_drop_pp_lo"]))
+        change = np.array(changes, dtype=float).reshape(-1, 3)
+        shown = ~np.isnan(change[:, 0])
+        colours = ["#c62828" if c < 0 else "#1565c0" for c in change[shown, 0]]
+        change_ax.bar(x[shown], change[shown, 0], color=colours, alpha=0.6)
+        change_ax.errorbar(x[shown], change[shown, 0],
+                           yerr=[np.clip(change[shown, 0] - change[shown, 1], 0, None),
+                                 np.clip(change[shown, 2] - change[shown, 0], 0, None)],
+                           fmt="none", color="black", capsize=3)
+        for xi, value in zip(x[shown], change[shown, 0]):
+            change_ax.annotate(f"{value:+.0f}", (xi, value), textcoords="offset points",
+                               xytext=(0, 4 if value >= 0 else -11), ha="center", fontsize=8)
+        if "rr_pp" in sub and len(base) and not np.isnan(float(base["rr_pp"].iat[0])):
+            # the corrected change's point (its paired interval lives with the corrected estimates)
+            corrected = 100 * (sub["rr_pp"].to_numpy(float) - float(base["rr_pp"].iat[0]))
+            has = ~np.isnan(corrected)
+            change_ax.plot(x[has], corrected[has], "D", color="#c62828", label="corrected with labels (point)")
+            change_ax.legend(fontsize=8, loc="lower left")
+        change_ax.axhline(0, color="black", linewidth=0.6)
+        change_ax.set_xticks(x, names, fontsize=8)
+        change_ax.set_ylabel("refusal change vs baseline (pp)")
+        change_ax.set_title(f"{model}: refusals gained (+) or lost (-), judges only, paired {100 * level:g}% "
+                            "interval", fontsize=10)
+    fig.tight_layout()
+    return fig
