@@ -261,7 +261,7 @@ def _refusal_thresholds(human: pd.DataFrame, labelled: pd.DataFrame, own: pd.Dat
     if own is not None and len(own):
         sets.append((OWN, own, own_labelled if own_labelled is not None else labelled.iloc[:0]))
     sets.append((BORROWED, human, labelled))
-    usable = [(name, rows[rows["target"] == "refusal"], scored) for name, rows, scored in sets if "target" in rows.columns]
+    usable = [(name, rows[rows["target"] == "refusal"], scored) for name, rows, scored in sets]
     usable = [(name, rows, scored) for name, rows, scored in usable if len(rows) and "refusal_score" in scored]
     if not usable:
         return {}
