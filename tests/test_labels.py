@@ -280,3 +280,11 @@ def test_label_sample_is_uniform() -> None:
                                   random_per_cell=5, targeted_per_cell=0)
         counts[drawn["prompt_id"]] += 1
     assert counts.sum() == 1000 and counts.between(100 - 28, 100 + 28).all(), counts.to_dict()
+
+
+def test_gold_of_labels_that_are_all_stale_is_empty_and_counted(tmp_path: Path) -> None:
+    # e.g. a label file made on another machine's bytes: every row names a response, none still matches
+    rows = [_label(i, 1, response_sha256=response_sha256(f"an older answer {i}")) for i in range(3)]
+    table = gold(load_labels([_write(tmp_path / "l.csv", rows)], RUBRICS), _responses())
+    assert table.empty and "temperature" in table.columns and str(table["unsafe"].dtype) == "Int64"
+    assert table.attrs["counts"]["stale"] == 3 and table.attrs["counts"]["matched"] == 0

@@ -35,3 +35,11 @@ def test_cell_files_carry_their_cell_and_no_label_files_give_an_empty_gold(tmp_p
     assert table[["model", "precision", "kv", "temperature"]].iloc[0].tolist() == ["m", "q", "fp", 0.7]
     gold = own_gold([], [path])
     assert gold.empty and {"human", "draw", "prompt_id", "temperature"} <= set(gold.columns)
+
+
+def test_labels_naming_no_cell_of_the_grid_fail_naming_the_file(tmp_path):
+    # labels made for another grid: the workflow finds none of their cells' generations
+    from safetygrid.labels import LabelError
+
+    with pytest.raises(LabelError, match="maintainers.csv: no cell these labels name is in this run's grid"):
+        own_gold(["resources/labels/maintainers.csv"], [])

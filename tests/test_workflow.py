@@ -146,9 +146,10 @@ def test_ci_grid_tables(ci_run: Path) -> None:
     assert flagged["top_category"].isna().equals(flagged["top_category_rise_pp"].isna())
 
     html = (results / "report" / "index.html").read_text()
-    # judge validity; ASR heatmap, DFR + SSI, CDI heatmap, category heatmap of the one model; quality
-    # against safety; quality change against refusal change per precision; judge agreement
-    assert html.count("data:image/png;base64,") == 8 and "gptq-w4a16-g128" in html
+    # judge validity; refusals and their change; ASR heatmap, DFR + SSI, CDI heatmap, category heatmap of
+    # the one model; quality against safety; quality change against refusal change per precision; judge agreement
+    assert html.count("data:image/png;base64,") == 9 and "gptq-w4a16-g128" in html
+    assert html.index("Deployment card") < html.index("Refusals and their change") < html.index("Attack success rate")
     assert "Quality beside safety" in html
     assert "Hidden danger" in html and "mcnemar_t0" in html and "Deployment card" in html
     assert "ASR change against the baseline (percentage points) of each harm category" in html

@@ -64,6 +64,12 @@ def own_gold(files: Sequence[str | Path], generations: Sequence[str | Path]) -> 
     given generation files (read only when there are label files)."""
     if not files:
         return empty_gold()
+    if not generations:
+        # the workflow passes the generations of the cells the labels name: none means none is in this grid
+        from . import LabelError
+
+        raise LabelError(f"{', '.join(map(str, files))}: no cell these labels name is in this run's grid "
+                         "(labels made for another grid? labels.files in the config)")
     return read_gold(files, read_cell_files(generations, columns=["prompt_id", "sample", "response"]))
 
 
