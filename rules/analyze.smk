@@ -21,7 +21,7 @@ rule aggregate:
         skipped_cells=lambda w: skipped_engine_cells(),
         # how the votes were made: the labelled responses' cross-fitted votes (prediction-powered estimates)
         ensemble={"vote_threshold": config["vote_threshold"], "lead": config["ensemble_label"],
-                  "folds": config["validation"]["folds"]},
+                  "folds": config["validation"]["folds"], "refusal_judges": config.get("refusal_judges")},
     log:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:

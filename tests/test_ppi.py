@@ -190,6 +190,45 @@ def test_labelled_responses_get_votes_cross_fitted_by_prompt():
     assert (pd.Series(prompt_fold_ids(np.repeat(_ids(9), 3), 4, 0)).groupby(np.repeat(_ids(9), 3)).nunique() == 1).all()
 
 
+def test_a_refusal_threshold_fitted_on_own_labels_is_cross_fitted_too():
+    """rr_pp corrects with the labelled responses' refusal labels: where a judge's refusal threshold
+    was fitted on own refusal labels, each labelled response's refusal is voted with the threshold
+    fitted on the other prompt folds; the unsafe axis, fitted on borrowed labels, is left alone."""
+    from safetygrid.ensemble.calibration import fit_threshold, prompt_fold_ids
+    from safetygrid.ensemble.crossfit import cross_fitting_needed, with_cross_fitted_labels
+    from safetygrid.ensemble.voting import vote
+
+    rng = np.random.default_rng(11)
+    n_prompts, k = 30, 2
+    cell = _cell(n_prompts=n_prompts, k=k, temperature="1.0", unsafe=np.zeros(n_prompts * k))
+    human = (rng.random(len(cell)) < 0.4).astype(int)
+    refusal_score = np.clip(human * 0.3 + rng.random(len(cell)) * 0.7, 0, 1)
+    judgements = cell[CELL_KEYS + ["prompt_id", "sample"]].assign(
+        judge="r", score=np.nan, unsafe=None, refusal=refusal_score >= 0.5, refusal_score=refusal_score,
+        error=None, temperature=1.0)
+    labelled = list(range(1, len(cell), 2))
+    gold = _gold(cell, labelled, unsafe=np.zeros(len(labelled), int), refusal=human[labelled])
+    full = fit_threshold(refusal_score[labelled], human[labelled])
+    calibration = {"judges": {"r": {"refusal_threshold": full, "refusal_fitted_on": "own"}}, "stack": None,
+                   "fitted_on": "borrowed"}
+    assert cross_fitting_needed(calibration)
+    assert not cross_fitting_needed({**calibration, "judges": {"r": {"refusal_threshold": full,
+                                                                     "refusal_fitted_on": "borrowed"}}})
+    votes = cell[["prompt_id", "sample"]].merge(
+        vote([judgements.drop(columns=CELL_KEYS)], 0.5, calibration=calibration), on=["prompt_id", "sample"]).assign(
+        model="m", precision="q4", kv="fp", temperature="1.0")
+    out = with_cross_fitted_labels(votes, judgements, gold, calibration, folds=5, seed=3)
+    fold = prompt_fold_ids(gold["prompt_id"].to_numpy(), 5, 3)
+    expected = [refusal_score[row] >= fit_threshold(refusal_score[np.array(labelled)[fold != fold[i]]],
+                                                    human[np.array(labelled)[fold != fold[i]]])
+                for i, row in enumerate(labelled)]
+    np.testing.assert_array_equal(out["refusal"].to_numpy(bool)[labelled], expected)
+    assert out["refusal"].to_numpy(bool)[labelled].tolist() != votes["refusal"].to_numpy(bool)[labelled].tolist()
+    unlabelled = np.setdiff1d(np.arange(len(cell)), labelled)
+    np.testing.assert_array_equal(out["refusal"].to_numpy(bool)[unlabelled], votes["refusal"].to_numpy(bool)[unlabelled])
+    assert out["unsafe"].equals(votes["unsafe"])
+
+
 def test_unclustered_estimate_and_interval_agree_with_ppi_py():
     """The authors' library as an oracle, in the case its classical interval assumes: one sample per
     prompt, a labelled set small beside the cell. Point estimates agree exactly (with every response

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ..grid import canonical_temperature
 from ..io import write_parquet
@@ -186,7 +187,11 @@ def labelled_judgements(paths: Sequence[str], gold: pd.DataFrame) -> pd.DataFram
         return cell["model"], cell["precision"], cell["kv"], float(cell["temperature"])
 
     wanted = [path for path in paths if key(path) in cells]
-    table = read_cells(wanted, columns=["prompt_id", "sample", "judge", "unsafe", "score", "refusal", "error"])
+    # refusal_score: a refusal threshold fitted on own labels is refitted per fold on it (crossfit)
+    frames = [read_cells([path], columns=[c for c in ("prompt_id", "sample", "judge", "unsafe", "score", "refusal",
+                                                      "refusal_score", "error") if c in pq.read_schema(path).names])
+              for path in wanted]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return table.assign(temperature=table["temperature"].astype(float)) if len(table) else table
 
 
