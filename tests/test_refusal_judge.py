@@ -265,3 +265,31 @@ def test_judge_agreement_leaves_a_refusal_only_judge_out_of_the_unsafe_raters():
               cell("refusal_lm", [None, None, None], [True, False, True], [0.9, 0.1, 0.7])]
     wide = label_matrix(pd.concat(tables, ignore_index=True).assign(**key))
     assert list(wide.columns) == ["a", "b"] and len(wide.dropna()) == 3
+
+
+def test_own_refusal_labels_fit_the_refusal_threshold_through_the_runs_judgements():
+    """The run's own refusal labels, joined to the run's judgements (own_judge_labels, which keeps
+    refusal_score), fit the refusal judge's threshold once there are own_min of them."""
+    from safetygrid.labels.own import own_judge_labels, own_validation_rows
+
+    human, labelled, _ = synthetic_validation(seed=1)
+    rng = np.random.default_rng(5)
+    n = 120
+    refusal = rng.integers(0, 2, n)
+    score = np.where(refusal == 1, rng.uniform(0.3, 0.45, n), rng.uniform(0.0, 0.25, n))
+    cell = {"model": "m", "precision": "q4", "kv": "fp", "temperature": 1.0}
+    gold = pd.DataFrame({**cell, "prompt_id": [f"p{i}" for i in range(n)], "sample": 0, "draw": "random",
+                         "unsafe": pd.array(np.zeros(n, int), dtype="Int64"),
+                         "refusal": pd.array(refusal, dtype="Int64"),
+                         "complied": pd.array(1 - refusal, dtype="Int64")})
+    judgements = pd.DataFrame({**cell, "temperature": "1.0", "prompt_id": gold["prompt_id"], "sample": 0,
+                               "judge": "refusal_lm", "unsafe": None, "score": np.nan, "refusal": score >= 0.5,
+                               "refusal_score": score, "error": None})
+    own_labelled = own_judge_labels(judgements, gold)
+    assert "refusal_score" in own_labelled.columns
+    _, calibration = validity(human, labelled[labelled["judge"] == "refusal_lm"],
+                              {"refusal_lm": {"kind": "refusal_lm", "calibrate": True}},
+                              own=own_validation_rows(gold), own_labelled=own_labelled, own_min=100, resamples=50)
+    fitted = calibration["judges"]["refusal_lm"]
+    assert fitted["refusal_fitted_on"] == "own" and fitted["refusal_n"] == n
+    assert 0.25 <= fitted["refusal_threshold"] <= 0.3

@@ -111,11 +111,12 @@ def own_validation_rows(gold: pd.DataFrame) -> pd.DataFrame:
 
 
 def own_judge_labels(judgements: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
-    """The judges' labels (item_id, judge, unsafe, score, refusal, error, and complied where the
-    judgements have it) of the gold responses, from the run's judgements (cell columns, prompt_id,
-    sample, judge, unsafe, score, refusal, error)."""
+    """The judges' labels (item_id, judge, unsafe, score, refusal, error, and refusal_score and
+    complied where the judgements have them) of the gold responses, from the run's judgements (cell
+    columns, prompt_id, sample, judge, unsafe, score, refusal, error). refusal_score is what a
+    refusal threshold is fitted on own refusal labels with."""
     columns = ["item_id", "judge", "unsafe", "score", "refusal", "error",
-               *(["complied"] if "complied" in judgements.columns else [])]
+               *[c for c in ("refusal_score", "complied") if c in judgements.columns]]
     wanted = set(_item_ids(gold))
     if judgements.empty:
         return pd.DataFrame(columns=columns)
