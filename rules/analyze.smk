@@ -41,6 +41,7 @@ rule report:
         inter_rater=f"{RESULTS}/adjudication/inter_rater.parquet",
         worklist=f"{RESULTS}/adjudication/worklist.csv",
         prompts=PROMPT_FILES,
+        label_status=lambda w: [LABEL_STATUS] if LABEL_FILES else [],
     output:
         # registered with report() too, so `snakemake --report report.zip` packages them
         html=report(REPORT, caption="../workflow/report/page.rst", category="Report"),

@@ -40,6 +40,7 @@ HUMAN_LABELS = f"{RESULTS}/validation/human.parquet"
 JUDGE_VALIDITY = f"{RESULTS}/tables/judge_validity.parquet"
 CALIBRATION = f"{RESULTS}/calibration/ensemble.json"
 OWN_GOLD = f"{RESULTS}/labels/gold.parquet"
+LABEL_STATUS = f"{RESULTS}/labels/status.parquet"
 CELL = "{model}/{precision}/{kv}/T{temperature}"
 
 

@@ -55,7 +55,9 @@ rule own_gold:
         labels=LABEL_FILES,
         generations=lambda w: labelled_cell_paths(f"{RESULTS}/generations/{CELL}.parquet"),
     output:
-        OWN_GOLD,
+        gold=OWN_GOLD,
+        # per cell: label rows, current and stale; the report opens with it when a label went stale
+        status=LABEL_STATUS,
     log:
         f"{RESULTS}/logs/own_gold.log",
     benchmark:

@@ -96,6 +96,29 @@ def test_a_report_of_random_weight_models_opens_by_saying_it_is_no_safety_result
         assert ("smollm2-135m" in text.split("<h2>")[1]) is expected
 
 
+def test_a_report_with_stale_labels_opens_with_their_share_per_cell(tmp_path) -> None:
+    """The labels' join to this run's responses (label_status): stale labels are named before any
+    figure, with each cell's share; all current, or no labels, says nothing."""
+    from safetygrid.labels import label_status, response_sha256
+
+    cell = {"model": "m", "precision": "q4", "kv": "fp", "temperature": "0.7"}
+    responses = pd.DataFrame([{**cell, "prompt_id": f"p{i}", "sample": 0, "response": f"answer {i}"} for i in range(4)])
+    labels = pd.DataFrame([{**cell, "prompt_id": f"p{i}", "sample": 0, "label": 0,
+                            "response_sha256": response_sha256(f"answer {i}" if i < 1 else "an older answer")}
+                           for i in range(4)])
+    status = label_status(labels, responses)
+    assert status[["labels", "current", "stale"]].iloc[0].tolist() == [4, 1, 3] and status["stale_share"].iat[0] == 0.75
+    for table, expected in ((status, True), (label_status(labels.iloc[:1], responses), False), (pd.DataFrame(), False)):
+        html = tmp_path / f"{expected}.html"
+        write_report({**_tables(0.95), "label_status": table}, name="t", baseline={"precision": "fp", "kv": "fp"},
+                     html=html, figures=tmp_path / "figures", level=0.95)
+        text = html.read_text()
+        assert ("Stale labels" in text) is expected
+        if expected:
+            assert "<b>3 of 4</b>" in text and "75 %" in text
+            assert text.index("Stale labels") < text.index("Judges against read labels")
+
+
 def test_refusal_figure_shows_each_cells_rate_and_its_change_against_the_baseline() -> None:
     tables = _tables(0.95)
     cells, card = tables["cells"], tables["deployment"]

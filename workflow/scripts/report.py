@@ -12,6 +12,7 @@ write_report(
      "judge_validity": pd.read_parquet(snakemake.input.judge_validity),
      "gold": pd.read_parquet(snakemake.input.gold), "worklist": pd.read_csv(snakemake.input.worklist),
      "inter_rater": pd.read_parquet(snakemake.input.inter_rater),
+     **({"label_status": pd.read_parquet(snakemake.input.label_status[0])} if snakemake.input.label_status else {}),
      "same_family_judges": same_family_judges(snakemake.params.models, snakemake.params.judges,
                                               snakemake.params.judge_models)},
     name=snakemake.params.name, baseline=snakemake.params.baseline, html=snakemake.output.html,

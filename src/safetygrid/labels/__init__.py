@@ -11,10 +11,12 @@ labels in the shapes judge validity and the prediction-powered estimates read).
 
 from .files import (AXES, DRAWS, LABEL_COLUMNS, OUTCOMES, RUBRICS_DIR, LabelError, label_file_paths, label_of_outcome,
                     load_labels, read_label_file, response_sha256, rubric_path, rubric_requires_outcome)
-from .gold import GOLD_COLUMNS, INTER_RATER_COLUMNS, axis_values, gold, inter_rater_kappa
+from .gold import (GOLD_COLUMNS, INTER_RATER_COLUMNS, LABEL_STATUS_COLUMNS, axis_values, gold, inter_rater_kappa,
+                   label_status)
 from .sample import SAMPLE_COLUMNS, draw_label_sample, write_label_sample
 
-__all__ = ["AXES", "DRAWS", "GOLD_COLUMNS", "INTER_RATER_COLUMNS", "LABEL_COLUMNS", "OUTCOMES", "RUBRICS_DIR",
-           "SAMPLE_COLUMNS", "LabelError", "axis_values", "draw_label_sample", "gold", "inter_rater_kappa",
+__all__ = ["AXES", "DRAWS", "GOLD_COLUMNS", "INTER_RATER_COLUMNS", "LABEL_COLUMNS", "LABEL_STATUS_COLUMNS", "OUTCOMES",
+           "RUBRICS_DIR", "SAMPLE_COLUMNS", "LabelError", "axis_values", "draw_label_sample", "gold", "inter_rater_kappa",
+           "label_status",
            "label_file_paths", "label_of_outcome", "load_labels", "read_label_file", "response_sha256", "rubric_path",
            "rubric_requires_outcome", "write_label_sample"]

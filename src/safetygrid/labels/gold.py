@@ -67,6 +67,42 @@ def _majority_outcome(values: pd.Series) -> object:
     return counts.index[0]
 
 
+def _joined_to_current(labels: pd.DataFrame, responses: pd.DataFrame) -> pd.DataFrame:
+    """Each label row with the sha256 of its response's text now (``current_sha256``; NA: no such response)."""
+    responses = _keyed(responses)
+    if "response_sha256" not in responses.columns:
+        responses = responses.assign(response_sha256=responses["response"].map(response_sha256))
+    current = responses[[*ITEM_COLUMNS, "response_sha256"]].rename(columns={"response_sha256": "current_sha256"})
+    if current.duplicated(ITEM_COLUMNS).any():
+        raise LabelError("responses name one (cell, prompt_id, sample) twice")
+    return _keyed(labels).merge(current, on=ITEM_COLUMNS, how="left", validate="m:1")
+
+
+LABEL_STATUS_COLUMNS = ["model", "precision", "kv", "temperature", "labels", "current", "stale", "stale_share"]
+
+
+def label_status(labels: pd.DataFrame, responses: pd.DataFrame) -> pd.DataFrame:
+    """Per cell the label files name that is in ``responses``: how many label rows it has
+    (``labels``), how many still name their response's text (``current``) and how many are
+    ``stale`` (the response's text changed since it was labelled: another machine's kernels, a
+    package or code change, a changed config), and ``stale_share``. What the report opens with
+    when any label went stale; rows naming no response of the run are left out (gold counts them)."""
+    joined = _joined_to_current(labels, responses)
+    joined = joined[joined["current_sha256"].notna()]
+    cells = ["model", "precision", "kv", "temperature"]
+    if joined.empty:
+        return pd.DataFrame({c: pd.Series(dtype=float if c in ("temperature", "stale_share") else
+                                          "int64" if c in ("labels", "current", "stale") else object)
+                             for c in LABEL_STATUS_COLUMNS})
+    table = (joined.assign(current=joined["response_sha256"] == joined["current_sha256"])
+             .groupby(cells, sort=True)["current"].agg(labels="size", current="sum").reset_index())
+    table["current"] = table["current"].astype("int64")
+    table["stale"] = table["labels"] - table["current"]
+    table["stale_share"] = table["stale"] / table["labels"]
+    table["temperature"] = table["temperature"].astype(float)
+    return table[LABEL_STATUS_COLUMNS]
+
+
 def gold(labels: pd.DataFrame, responses: pd.DataFrame, require_match: bool = True) -> pd.DataFrame:
     """One row per response of ``responses`` (cell columns, prompt_id, sample, and ``response`` or
     ``response_sha256``) that has current labels: a label whose response_sha256 differs from the
@@ -78,13 +114,7 @@ def gold(labels: pd.DataFrame, responses: pd.DataFrame, require_match: bool = Tr
 
     With ``require_match``, a label file none of whose rows names a response of ``responses`` fails,
     naming the file and how many rows did not match (a file for another grid, or a typo)."""
-    responses = _keyed(responses)
-    if "response_sha256" not in responses.columns:
-        responses = responses.assign(response_sha256=responses["response"].map(response_sha256))
-    current = responses[[*ITEM_COLUMNS, "response_sha256"]].rename(columns={"response_sha256": "current_sha256"})
-    if current.duplicated(ITEM_COLUMNS).any():
-        raise LabelError("responses name one (cell, prompt_id, sample) twice")
-    joined = _keyed(labels).merge(current, on=ITEM_COLUMNS, how="left", validate="m:1")
+    joined = _joined_to_current(labels, responses)
     matched = joined["current_sha256"].notna()
     if require_match and "file" in joined.columns:
         for file, rows in joined.groupby("file", sort=True):

@@ -73,6 +73,18 @@ def own_gold(files: Sequence[str | Path], generations: Sequence[str | Path]) -> 
     return read_gold(files, read_cell_files(generations, columns=["prompt_id", "sample", "response"]))
 
 
+def own_label_status(files: Sequence[str | Path], generations: Sequence[str | Path]) -> pd.DataFrame:
+    """Per labelled cell: label rows, current and stale (labels.label_status); empty without label files."""
+    from . import label_status, load_labels
+
+    responses = read_cell_files(generations, columns=["prompt_id", "sample", "response"])
+    if not files or responses.empty:
+        from .gold import LABEL_STATUS_COLUMNS
+
+        return pd.DataFrame(columns=LABEL_STATUS_COLUMNS)
+    return label_status(load_labels([str(p) for p in files]), responses)
+
+
 def read_gold(label_files: Sequence[str | Path], responses: pd.DataFrame) -> pd.DataFrame:
     """The gold labels of ``responses`` (cell columns, prompt_id, sample, response) from the
     configured label files; no files: an empty gold table (the run has no own-response labels)."""
