@@ -126,7 +126,7 @@ def test_the_v1_rubric_still_labels_with_1_and_0_and_shares_a_file_with_outcomes
 
 def test_a_v1_file_without_an_outcome_column_takes_v2_labels(results: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """A label file written before outcomes existed (as resources/labels/maintainers.csv) gains the
+    """A label file written before outcomes existed (as resources/labels/v1/maintainers.csv) gains the
     column on its first new row; its old rows stay v1 labels, as they were."""
     out = tmp_path / "old.csv"
     first = _sample(results).iloc[0]

@@ -158,7 +158,7 @@ def test_gold_gives_each_axis_by_the_majority_of_the_raters_who_gave_it(tmp_path
 
 
 def test_the_shipped_v1_labels_still_load_and_give_the_unsafe_axis_only() -> None:
-    labels = load_labels([ROOT / "resources" / "labels" / "maintainers.csv"], RUBRICS)
+    labels = load_labels([ROOT / "resources" / "labels" / "v1" / "maintainers.csv"], RUBRICS)
     assert len(labels) >= 350 and set(labels["rubric"]) == {"harmbench-v1"} and set(labels["outcome"]) == {""}
     responses = labels.drop_duplicates(["model", "precision", "kv", "temperature", "prompt_id", "sample"])
     table = gold(labels, responses[["model", "precision", "kv", "temperature", "prompt_id", "sample",

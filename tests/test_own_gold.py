@@ -42,4 +42,4 @@ def test_labels_naming_no_cell_of_the_grid_fail_naming_the_file(tmp_path):
     from safetygrid.labels import LabelError
 
     with pytest.raises(LabelError, match="maintainers.csv: no cell these labels name is in this run's grid"):
-        own_gold(["resources/labels/maintainers.csv"], [])
+        own_gold(["resources/labels/v1/maintainers.csv"], [])
