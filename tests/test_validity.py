@@ -306,3 +306,21 @@ def test_the_pyrit_set_is_read_from_the_wheel_cache_without_an_index(tmp_path, m
     monkeypatch.setenv("SAFETYGRID_WHEEL_CACHE", str(tmp_path / "cache"))
     files = validation._pyrit_files(["pyrit_objective"])
     assert files == {"pyrit_objective": {validation.PYRIT_OBJECTIVE_DIR + "x.csv": PYRIT_CSV}}
+
+
+def test_own_labels_with_too_few_of_a_class_do_not_lead_the_fit():
+    """150 own labels but only 3 unsafe (the demo's regime: 1 harmful in 350): a threshold fitted on
+    3 positives is a fit to those 3 responses, so the borrowed set keeps the fit; with 10 it moves."""
+    from safetygrid.labels.own import own_judge_labels, own_validation_rows
+
+    human, labelled = _validation_fixture()
+    gold, judgements = _own_fixture()
+    judges = {"good": {"calibrate": True}, "weak": {}, "prefix": {}}
+    for positives, fitted_on in ((3, "borrowed"), (10, "own")):
+        y = np.zeros(len(gold), int)
+        y[:positives] = 1
+        few = gold.assign(human=y)
+        _, calibration = validity(human, labelled, judges, own=own_validation_rows(few),
+                                  own_labelled=own_judge_labels(judgements, few), own_min=100, lead="majority",
+                                  folds=5, seed=2, resamples=50)
+        assert calibration["fitted_on"] == fitted_on and calibration["n_own"] == 150

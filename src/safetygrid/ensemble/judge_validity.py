@@ -25,7 +25,7 @@ ensembles and the stack.
 ``results/calibration/ensemble.json`` holds what the workflow applies: each calibrated judge's
 threshold (unsafe axis, on its score) and/or refusal_threshold (refusal axis, on its
 refusal_score, fitted on refusal labels by the same rule, with refusal_n and refusal_fitted_on), the
-stacked model's coefficients (both fitted on every row of the set they are fitted on), fitted_on (``own`` once there are at least ``labels.own_min`` own labels, else ``borrowed``),
+stacked model's coefficients (both fitted on every row of the set they are fitted on), fitted_on (``own`` once there are at least ``labels.own_min`` own labels holding MIN_PER_CLASS of each class, else ``borrowed``),
 n_own, own_min, the leading label, its kappa (lead_kappa: on own labels when there are any, else
 borrowed), the lower bound of its interval (lead_kappa_lo) and lead_measured_on.
 """
@@ -198,7 +198,10 @@ def validity(human: pd.DataFrame, labelled: pd.DataFrame, judges: Mapping[str, M
     mine = (_labelled_rows(OWN, own, own_labelled if own_labelled is not None else labelled.iloc[:0], raters)
             if own is not None and len(own) else None)
     n_own = len(mine.y) if mine else 0
-    fit_on = mine if mine and (n_own >= own_min or borrowed is None) else borrowed
+    # a threshold or stack fitted on a handful of one class is a fit to those few responses: own
+    # labels lead the fit only with MIN_PER_CLASS of each class (as kappa needs to be estimable)
+    own_classes_enough = bool(mine) and min(int((mine.y == 1).sum()), int((mine.y == 0).sum())) >= MIN_PER_CLASS
+    fit_on = mine if mine and ((n_own >= own_min and own_classes_enough) or borrowed is None) else borrowed
     calibration: dict[str, Any] = {"judges": {}, "stack": None, "lead": lead,
                                    "fitted_on": fit_on.measured_on if fit_on else None,
                                    "n_own": n_own, "own_min": own_min}
@@ -265,7 +268,9 @@ def _refusal_thresholds(human: pd.DataFrame, labelled: pd.DataFrame, own: pd.Dat
     usable = [(name, rows, scored) for name, rows, scored in usable if len(rows) and "refusal_score" in scored]
     if not usable:
         return {}
-    name, rows, scored = next(((n, r, s) for n, r, s in usable if n == OWN and len(r) >= own_min), usable[-1])
+    name, rows, scored = next(((n, r, s) for n, r, s in usable if n == OWN and len(r) >= own_min
+                               and min(int(r["label"].sum()), int((1 - r["label"]).sum())) >= MIN_PER_CLASS),
+                              usable[-1])
     scores = _wide(scored, pd.Index(rows["item_id"]), "refusal_score")
     y = rows["label"].to_numpy(int)
     out = {}
