@@ -135,6 +135,8 @@ def test_delta_pp_uses_the_same_prompt_draws_in_both_cells():
     # unpaired draws would give about sqrt(2) times a cell's width; paired ones nearly none
     assert width < 0.2 * (a.interval[1] - a.interval[0])
     assert {"delta_rr_pp", "delta_cr_pp_note"} <= set(out.columns)
+    # the baseline against itself is exactly 0, with no interval to widen
+    assert out.loc["bf16", ["delta_pp", "delta_pp_lo", "delta_pp_hi"]].tolist() == [0.0, 0.0, 0.0]
     missing = contrast_ppi(contrasts, cell_ppi(same, gold, _ids(n), resamples=50), {"precision": "bf16", "kv": "fp"})
     assert missing["delta_pp"].isna().all()
     assert missing.set_index("precision").loc["q4", "delta_pp_note"] == "baseline: no prediction-powered ASR"

@@ -143,6 +143,15 @@ def test_refusal_figure_adds_the_corrected_rate_where_cells_have_it() -> None:
     assert labels == ["judges only", "corrected with labels"]
     judge_only = refusal_change(tables["cells"], tables["deployment"], {"precision": "fp", "kv": "fp"}, 0.95)
     assert [t.get_text() for t in judge_only.axes[0].get_legend().get_texts()] == ["judges only"]
+    assert [t.get_text() for t in figure.axes[1].get_legend().get_texts()] == ["corrected with labels (point)"]
+    # with the paired corrected change in contrasts, the diamonds carry its interval
+    contrasts = tables["contrasts"].assign(kv="fp", delta_rr_pp_lo=-0.5, delta_rr_pp_hi=0.5)
+    paired = refusal_change(cells, tables["deployment"], {"precision": "fp", "kv": "fp"}, 0.95, contrasts)
+    change_ax = paired.axes[1]
+    assert [t.get_text() for t in change_ax.get_legend().get_texts()] == ["corrected with labels (paired interval)"]
+    bars = [c for c in change_ax.containers if c.get_label() == "corrected with labels (paired interval)"]
+    segments = bars[0].lines[2][0].get_segments()
+    assert [tuple(np.round([seg[0][1], seg[1][1]], 6)) for seg in segments][1] == (-50.0, 50.0)
 
 
 def test_every_table_of_the_report_scrolls_inside_its_box(tmp_path) -> None:

@@ -241,7 +241,11 @@ def contrast_ppi(contrasts: pd.DataFrame, pp: PredictionPowered, baseline: Mappi
                     note = f"no prediction-powered {metric.upper()}"
                 if note and (estimate is None or note.startswith("labels only")):
                     notes.append(f"{name}: {note}")
-            delta, lo, hi = paired_delta(cell, base, level) if cell and base else (math.nan,) * 3
+            if cell_key == base_key and cell:
+                # the baseline against itself: 0 by definition, in every resample (no interval widening)
+                delta, lo, hi = 0.0, 0.0, 0.0
+            else:
+                delta, lo, hi = paired_delta(cell, base, level) if cell and base else (math.nan,) * 3
             values[delta_name].append(delta)
             values[f"{delta_name}_lo"].append(lo)
             values[f"{delta_name}_hi"].append(hi)

@@ -130,13 +130,14 @@ def write_report(tables: Mapping[str, pd.DataFrame], *, name: str, baseline: Map
     if len(card):
         parts.append(deployment_section(card, {**DEFAULT_THRESHOLDS, **(card_thresholds or {})}, lead_kappa,
                                         level=level))
-    refusals = save(refusal_change(cells, card, dict(baseline), level), figures, "refusal_change")
+    refusals = save(refusal_change(cells, card, dict(baseline), level, contrasts), figures, "refusal_change")
     parts.append("<h2>Refusals and their change</h2>" + _img(
         refusals, f"Left: the refusal rate of each cell (share of answers to harmful prompts that refuse), "
                   f"{interval}; judges only in grey, corrected with labels of this run's responses (rr_pp) in "
                   "red where the cell has enough of them; dashed: the baseline's. Right: each cell's change "
                   "against the baseline in points (bars: judges only, with the paired bootstrap interval of "
-                  "deployment.parquet; red diamonds: the corrected change). Below 0 the cell refuses less "
+                  "deployment.parquet; red diamonds: the corrected change, with its paired interval where the "
+                  "cells have labels, contrasts.parquet delta_rr_pp). Below 0 the cell refuses less "
                   "than the unquantized, greedy model."))
     if len(skipped):
         parts.append("<h2>Skipped precisions</h2><p class='note'>These (model, precision) pairs could not be "

@@ -311,12 +311,27 @@ def asr_corrected(cells: pd.DataFrame, model: str, level: float, metric: str = "
     return fig
 
 
-def refusal_change(cells: pd.DataFrame, card: pd.DataFrame, baseline: dict[str, str], level: float) -> plt.Figure:
+def _paired_rr_pp(contrasts: pd.DataFrame | None, model: str, kv: str, cells: pd.DataFrame) -> np.ndarray | None:
+    """Per cell of ``cells`` (in its order) the corrected refusal change's interval (delta_rr_pp_lo,
+    delta_rr_pp_hi) from contrasts.parquet; None without them."""
+    if contrasts is None or not len(contrasts) or "delta_rr_pp_lo" not in contrasts:
+        return None
+    table = contrasts[(contrasts["model"] == model) & (contrasts.get("kv", kv) == kv)].copy()
+    table["temperature"] = table["temperature"].astype(float)
+    table = table.drop_duplicates(["precision", "temperature"]).set_index(["precision", "temperature"])
+    keys = list(zip(cells["precision"], cells["temperature"].astype(float)))
+    return np.array([[table.loc[k, "delta_rr_pp_lo"], table.loc[k, "delta_rr_pp_hi"]] if k in table.index
+                     else [np.nan, np.nan] for k in keys], dtype=float)
+
+
+def refusal_change(cells: pd.DataFrame, card: pd.DataFrame, baseline: dict[str, str], level: float,
+                   contrasts: pd.DataFrame | None = None) -> plt.Figure:
     """The figure a reader of the seeds looks for first: per model (one row each), left the refusal
     rate of every cell with its interval, the baseline's as a dashed line; right the change of each
     cell against the baseline in points with its paired interval (deployment.parquet). Judges only in
     grey; corrected with labels of the run's own responses (rr_pp, prediction-powered) in red, where
-    cells.parquet has it. Cells ordered by precision (baseline first), then temperature."""
+    cells.parquet has it, the corrected change with its paired interval where ``contrasts`` has
+    delta_rr_pp. Cells ordered by precision (baseline first), then temperature."""
     models = sorted(cells["model"].unique())
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 3.3 * len(models)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1]})
@@ -369,10 +384,17 @@ def refusal_change(cells: pd.DataFrame, card: pd.DataFrame, baseline: dict[str, 
             change_ax.annotate(f"{value:+.0f}", (xi, value), textcoords="offset points",
                                xytext=(0, 4 if value >= 0 else -11), ha="center", fontsize=8)
         if "rr_pp" in sub and len(base) and not np.isnan(float(base["rr_pp"].iat[0])):
-            # the corrected change's point (its paired interval lives with the corrected estimates)
             corrected = 100 * (sub["rr_pp"].to_numpy(float) - float(base["rr_pp"].iat[0]))
             has = ~np.isnan(corrected)
-            change_ax.plot(x[has], corrected[has], "D", color="#c62828", label="corrected with labels (point)")
+            paired = _paired_rr_pp(contrasts, model, baseline["kv"], sub)
+            if paired is not None and np.isfinite(paired).any():
+                # contrasts' delta_rr_pp: the corrected change with its paired prompt-cluster interval
+                lo, hi = 100 * paired[:, 0], 100 * paired[:, 1]
+                change_ax.errorbar(x[has], corrected[has], yerr=[np.nan_to_num(np.clip(corrected - lo, 0, None))[has],
+                                                                 np.nan_to_num(np.clip(hi - corrected, 0, None))[has]],
+                                   fmt="D", color="#c62828", capsize=3, label="corrected with labels (paired interval)")
+            else:
+                change_ax.plot(x[has], corrected[has], "D", color="#c62828", label="corrected with labels (point)")
             change_ax.legend(fontsize=8, loc="lower left")
         change_ax.axhline(0, color="black", linewidth=0.6)
         change_ax.set_xticks(x, names, fontsize=8)
