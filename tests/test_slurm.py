@@ -15,11 +15,14 @@ from workflow_support import copy_workflow, snakemake, table_differences
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
-# what the CI grid submits: 3 quantize (the unsupported g128 one included), 2 supported precisions
-# x 2 temperatures of generate, 2 measure_quality, 2 measure_tasks, 3 validate_judge (one per judge, on the human
-# labels); the 4 cells' judges (3 each) and votes as group jobs; prepare_prompts, prepare_validation,
-# fetch_model, calibrate_judges, label_sample, aggregate, adjudicate and report are local rules
-SUBMITTED_ALONE = Counter(quantize=3, generate=4, measure_quality=2, measure_tasks=2, validate_judge=3)
+# what the CI grid submits here: 1 quantize (GPTQ W4A16 g64: the checkpoint rule, re-evaluated after a
+# SLURM job; the fp32 and unsupported g128 checkpoints and the judges' validation come from the CI
+# run, as the pipeline's earlier stages would on a cluster, to keep the suite's time), 2 supported
+# precisions x 2 temperatures of generate, 2 measure_quality, 2 measure_tasks; the 4 cells' judges (3
+# each) and votes as group jobs; prepare_prompts, fetch_model, label_sample, aggregate, adjudicate and
+# report are local rules
+SUBMITTED_ALONE = Counter(quantize=1, generate=4, measure_quality=2, measure_tasks=2)
+REUSED_CHECKPOINTS = ("fp32", "gptq-w4a16-g128")
 CELLS = 4
 
 
@@ -31,10 +34,22 @@ def submitted_rule(comment: str) -> str:
 
 def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm-grid"))
-    # the CI run's prompts and fetched model (mtimes kept, benchmark files too): both are local
-    # rules, never submitted
-    for stage in ("prompts", "sources", "benchmarks/prepare_prompts", "benchmarks/fetch_model"):
+    # the CI run's prompts, fetched model, judge validation and calibration, and two of its three
+    # checkpoints (mtimes kept, benchmark files too: a rule's benchmark is one of its outputs)
+    for stage in ("prompts", "sources", "validation", "validity", "calibration",
+                  *(f"benchmarks/{rule}" for rule in ("prepare_prompts", "fetch_model", "validate_judge"))):
         shutil.copytree(ci_run / "results" / stage, workdir / "results" / stage)
+    results = workdir / "results"
+    for rule in ("prepare_validation", "calibrate_judges"):
+        shutil.copy2(ci_run / "results" / "benchmarks" / f"{rule}.tsv", results / "benchmarks" / f"{rule}.tsv")
+    (results / "tables").mkdir()
+    shutil.copy2(ci_run / "results" / "tables" / "judge_validity.parquet", results / "tables" / "judge_validity.parquet")
+    model = next(p.name for p in (ci_run / "results" / "models").iterdir())
+    for precision in REUSED_CHECKPOINTS:
+        shutil.copytree(ci_run / "results" / "models" / model / precision, results / "models" / model / precision)
+        (results / "benchmarks" / "quantize" / model).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ci_run / "results" / "benchmarks" / "quantize" / model / f"{precision}.tsv",
+                     results / "benchmarks" / "quantize" / model / f"{precision}.tsv")
     with contextlib.ExitStack() as stack:
         try:
             env = stack.enter_context(one_node_cluster(tmp_path_factory.mktemp("slurm-cluster")))
