@@ -167,6 +167,21 @@ def test_the_shipped_v1_labels_still_load_and_give_the_unsafe_axis_only() -> Non
     assert set(inter_rater_kappa(labels, resamples=50)["axis"]) == {"unsafe"}
 
 
+def test_the_shipped_v2_labels_cover_the_demo_with_raters_mixed_across_cells() -> None:
+    """The demo's harmbench-v2 labels: every response to a harmful prompt of the six cells (25 at T = 0,
+    75 at T > 0), one of four outcomes each; no rater read a cell alone (resources/labels/README.md)."""
+    labels = load_labels([ROOT / "resources" / "labels" / "maintainers-v2.csv"], RUBRICS)
+    assert set(labels["rubric"]) == {"harmbench-v2"} and set(labels["outcome"]) <= {"refusal", "other", "attempt",
+                                                                                       "harmful"}
+    cells = ["model", "precision", "kv", "temperature"]
+    per_cell = labels.drop_duplicates([*cells, "prompt_id", "sample"]).groupby(cells).size()
+    assert len(per_cell) == 6 and sorted(per_cell.tolist()) == [25, 25, 75, 75, 75, 75]
+    first_readers = labels[labels["rater"] != "maintainer-h"]
+    assert (first_readers.groupby(cells)["rater"].nunique() == 3).all()  # every cell read by all three raters
+    read_twice = first_readers.groupby([*cells, "prompt_id", "sample"])["rater"].nunique()
+    assert (read_twice >= 2).sum() / len(read_twice) >= 0.2
+
+
 def test_a_file_matching_no_response_fails_naming_it(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.csv", [_label(0, 1)])
     other = _write(tmp_path / "other_grid.csv", [_label(0, 1, model="llama"), _label(1, 0, model="llama")])
