@@ -1,5 +1,6 @@
 # Config loading and validation, cell enumeration, and every target list, in one place.
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 from safetygrid import config as sg_config
 from safetygrid.analysis.aggregate import TABLES as AGGREGATE_TABLES
-from safetygrid.engines import cell_engine, cell_unsupported_reason
+from safetygrid.engines import JOBS_PER_CARD_VARIABLE, cell_engine, cell_unsupported_reason
 from safetygrid.engines.sampling import SAMPLER as HF_SAMPLER
 from safetygrid.grid import iter_cells, samples_for
 from safetygrid.labels.own import labelled_cells
@@ -119,6 +120,9 @@ def mem_mb_for(name, attempt=1):
 # a job that runs a model holds one GPU when the config asks for CUDA explicitly; "auto" runs on
 # whatever the job finds (profiles cap concurrent GPU jobs with --resources gpu=N)
 GPUS_PER_MODEL_JOB = 1 if str(config["generation"]["device"]).startswith("cuda") else 0
+# jobs that run at once on one card (--resources gpu=N lets N run) plan their batches in a part of
+# its memory each; read by safetygrid.engines.hf in every job, which inherits this environment
+os.environ[JOBS_PER_CARD_VARIABLE] = str(config.get("gpu_jobs_per_card", 1))
 
 
 def runtime_for(name, attempt=1):

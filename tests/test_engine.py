@@ -184,6 +184,15 @@ def test_an_absent_batch_size_follows_the_device_the_job_runs_on(monkeypatch):
     # its row spread over the 50 tokens a row holds at least
     per_token = bytes_per_token(model) + 4 * 128 * 4 + 20 * 1000 / 50
     assert limits("cuda").rows is None and limits("cuda").tokens == int(free * AUTO_MEMORY_SHARE // per_token)
+    # four jobs sharing the card (gpu_jobs_per_card: 4) plan in a quarter of that share each
+    monkeypatch.setenv("SAFETYGRID_GPU_JOBS_PER_CARD", "4")
+    assert limits("cuda").tokens == int(free * AUTO_MEMORY_SHARE / 4 // per_token)
+    judge_token = bytes_per_token(model) + (8 * 64 + 3 * 128) * 4
+    assert forward_limits(None, "auto", model, "cuda").tokens == int(free * AUTO_MEMORY_SHARE / 4 // judge_token)
+    monkeypatch.setenv("SAFETYGRID_GPU_JOBS_PER_CARD", "0")
+    with pytest.raises(ValueError, match="at least one job"):
+        limits("cuda")
+    monkeypatch.delenv("SAFETYGRID_GPU_JOBS_PER_CARD")
     assert limits("cuda", batch_size=7, token_budget=900).rows == 7 and limits("cuda", token_budget=900).tokens == 900
     # a retried job: rows and tokens divided
     assert (limits("cpu", batch_divisor=4).rows, limits("cpu", batch_divisor=4).tokens) == (4, CPU_TOKEN_BUDGET // 4)

@@ -118,6 +118,12 @@ class OutOfMemory(RuntimeError):
     """Even a batch of one did not fit; the job fails and Snakemake may retry it."""
 
 
+# set by the workflow from the config's gpu_jobs_per_card, read by each job's engine and judges: model
+# jobs that share one card plan their "auto" batches in an equal part of its memory (they start
+# together and would each see the whole card free)
+JOBS_PER_CARD_VARIABLE = "SAFETYGRID_GPU_JOBS_PER_CARD"
+
+
 # adding an engine: one module with a class taking (checkpoint, options), and one line here
 ENGINE_REGISTRY = {"hf": ".hf:HFEngine", "vllm": ".vllm:VLLMEngine", "llama_cpp": ".llama_cpp:LlamaCppEngine"}
 

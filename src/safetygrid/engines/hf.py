@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ from .batching import BatchLimits, next_batch, padded_tokens, plan_by_cost
 from .sampling import SeededSampler
 from .static_decode import StaticDecoder, static_decode_unsupported
 from .numerics import Numerics, dtype_name, generation_table, torch_kernel
-from . import GENERATION_COLUMNS, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
+from . import GENERATION_COLUMNS, JOBS_PER_CARD_VARIABLE, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,18 @@ CPU_TOKEN_BUDGET = 16384
 # the share of the device's free memory an "auto" budget plans to fill (the rest: allocator slack,
 # what the estimate below leaves out)
 AUTO_MEMORY_SHARE = 0.6
+
+
+def auto_memory_share() -> float:
+    """The share of a card's free memory one job's "auto" budget plans to fill."""
+    raw = os.environ.get(JOBS_PER_CARD_VARIABLE, "1")
+    try:
+        jobs = int(raw)
+    except ValueError:
+        raise ValueError(f"{JOBS_PER_CARD_VARIABLE}={raw!r}: a whole number of jobs is needed") from None
+    if jobs < 1:
+        raise ValueError(f"{JOBS_PER_CARD_VARIABLE}={raw!r}: at least one job a card")
+    return AUTO_MEMORY_SHARE / jobs
 
 
 def bytes_per_token(model: Any) -> int:
@@ -79,7 +92,7 @@ def row_limit(batch_size: int | str | None, device: str, cpu_default: int, cpu_a
 def resolve_token_budget(token_budget: int | str | None, device: str, bytes_per_padded_token: Callable[[], float]) -> int | None:
     """Padded tokens one batch may hold: ``token_budget`` itself; None: no budget (rows alone
     bound a batch); "auto": ``CPU_TOKEN_BUDGET`` on a CPU, on CUDA as many tokens of
-    ``bytes_per_padded_token()`` as ``AUTO_MEMORY_SHARE`` of the free memory holds. An
+    ``bytes_per_padded_token()`` as ``auto_memory_share()`` of the free memory holds. An
     out-of-memory error still halves it, so an optimistic estimate costs a retry, not the job."""
     if token_budget is None:
         return None
@@ -88,7 +101,7 @@ def resolve_token_budget(token_budget: int | str | None, device: str, bytes_per_
     if not device.startswith("cuda"):
         return CPU_TOKEN_BUDGET
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return max(1, int(free * AUTO_MEMORY_SHARE // bytes_per_padded_token()))
+    return max(1, int(free * auto_memory_share() // bytes_per_padded_token()))
 
 
 def generation_limits(settings: Settings, model: Any, device: str) -> BatchLimits:
