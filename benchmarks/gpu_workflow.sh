@@ -16,7 +16,8 @@ OUT=${OUT:-/tmp/out}
 # logs beside the tables (they travel back in one tarball: a call returns 8 files at most)
 LOGS=/root/sg-logs/$PHASE
 mkdir -p "$LOGS"
-SNAKEMAKE=(python3 -m snakemake --profile profiles/local --configfile "$CONFIG" --resources gpu=1 --cores 16)
+# GPU_JOBS: model jobs at once on the card (the config's gpu_jobs_per_card sizes their batches to match)
+SNAKEMAKE=(python3 -m snakemake --profile profiles/local --configfile "$CONFIG" --resources gpu="${GPU_JOBS:-1}" --cores 16)
 say() { echo ">> $(date -u +%T) $*"; }
 
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 500 \
