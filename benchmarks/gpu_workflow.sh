@@ -65,7 +65,7 @@ prepare)
   say dry run
   "${SNAKEMAKE[@]}" -n 2>&1 | sed -n '/Job stats/,/^total/p' | tee "$LOGS/dry-run-prepare.txt"
   say "the jobs that need no HarmBench prompts"
-  "${SNAKEMAKE[@]}" --until quantize calibrate_judges measure_quality measure_tasks \
+  timeout -s INT "${PREPARE_SECONDS:-420}" "${SNAKEMAKE[@]}" --until quantize calibrate_judges measure_quality measure_tasks \
     > "$LOGS/snakemake-prepare.log" 2>&1; echo "snakemake exit $?"
   tail -25 "$LOGS/snakemake-prepare.log"
   gather ;;

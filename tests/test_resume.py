@@ -63,11 +63,9 @@ def test_killed_run_resumes_to_the_same_tables(ci_run: Path, tmp_path_factory: p
                 *(f"benchmarks/judge/{judge}" for judge in JUDGES))
     for stage in per_cell:
         shutil.copytree(ci_run / "results" / stage / MODEL / SEEDED_PRECISION, results / stage / MODEL / SEEDED_PRECISION)
-    # and its task accuracy (one file per (model, precision))
-    for name in (f"quality/{MODEL}/{SEEDED_PRECISION}.tasks.json",
-                 f"benchmarks/measure_tasks/{MODEL}/{SEEDED_PRECISION}.tsv"):
-        (results / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ci_run / "results" / name, results / name)
+    # and every checkpoint's quality measures: what is resumed here is the per-cell stages
+    for stage in ("quality", "benchmarks/measure_quality", "benchmarks/measure_tasks"):
+        shutil.copytree(ci_run / "results" / stage, results / stage, dirs_exist_ok=True)
     seeded = set(_finished_outputs(results))
     assert len(seeded) == 2 * (2 + len(JUDGES))
 
