@@ -82,6 +82,11 @@ def test_wilson_reference_value():
     # 3 of 10 at 95 %: (0.1078, 0.6032), the textbook value
     lo, hi = wilson(3, 10)
     assert lo == pytest.approx(0.1078, abs=1e-4) and hi == pytest.approx(0.6032, abs=1e-4)
+    # no event (every event): the bound is exactly 0 (1), not rounding noise; the other bound is
+    # the textbook z^2 / (n + z^2)
+    z2 = 1.959964 ** 2
+    assert wilson(0, 35) == (0.0, pytest.approx(z2 / (35 + z2), abs=1e-6))
+    assert wilson(35, 35) == (pytest.approx(35 / (35 + z2), abs=1e-6), 1.0)
 
 
 def test_cdi_by_hand_with_paired_intervals():

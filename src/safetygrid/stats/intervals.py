@@ -18,7 +18,10 @@ def wilson(successes: float, n: int, level: float = 0.95) -> tuple[float, float]
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # at p = 0 (p = 1) the bound is exactly 0 (1); the subtraction leaves rounding noise (7e-18)
+    lower = 0.0 if successes <= 0 else max(0.0, centre - half)
+    upper = 1.0 if successes >= n else min(1.0, centre + half)
+    return (lower, upper)
 
 
 def bootstrap_indices(n_prompts: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
