@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 # judges (3 each) and votes as group jobs; prepare_prompts, fetch_model, label_sample, aggregate,
 # adjudicate and report are local rules. The CI run's checkpoints, quality measures and the judges'
 # validation are reused, as a cluster run would find them from its earlier stages: the SLURM
-# submissions were 21 min of the suite's 45 when this test re-ran the whole grid. The quantize
+# submissions took 21 min of the suite when this test re-ran the whole grid. The quantize
 # checkpoint and the quality rules run on the local executor in test_workflow.py and test_resume.py.
 SUBMITTED_ALONE = Counter(generate=4)
 CELLS = 4
