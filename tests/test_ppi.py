@@ -152,6 +152,15 @@ def test_coverage_in_a_small_simulated_case():
     assert 0.91 <= mid.cell <= 0.985 and 0.91 <= mid.delta <= 0.985, mid
 
 
+def _scored_cell(seed: int, temperature: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """30 prompts x 2 samples, read labels at 40 % prevalence, and a judge score that ranks them
+    better than chance (label x 0.3 + uniform x 0.7)."""
+    rng = np.random.default_rng(seed)
+    cell = _cell(n_prompts=30, k=2, temperature=temperature, unsafe=np.zeros(60))
+    human = (rng.random(len(cell)) < 0.4).astype(int)
+    return cell, human, np.clip(human * 0.3 + rng.random(len(cell)) * 0.7, 0, 1)
+
+
 def test_labelled_responses_get_votes_cross_fitted_by_prompt():
     """With a threshold fitted on own labels, each labelled response is voted with the threshold
     fitted on the prompt folds that hold none of its prompt; unlabelled responses keep the vote of
@@ -160,11 +169,7 @@ def test_labelled_responses_get_votes_cross_fitted_by_prompt():
     from safetygrid.ensemble.crossfit import cross_fitted_unsafe, with_cross_fitted_labels
     from safetygrid.ensemble.voting import vote
 
-    rng = np.random.default_rng(7)
-    n_prompts, k = 30, 2
-    cell = _cell(n_prompts=n_prompts, k=k, temperature="0.7", unsafe=np.zeros(n_prompts * k))
-    human = (rng.random(len(cell)) < 0.4).astype(int)
-    score = np.clip(human * 0.3 + rng.random(len(cell)) * 0.7, 0, 1)
+    cell, human, score = _scored_cell(seed=7, temperature="0.7")
     judgements = cell[CELL_KEYS + ["prompt_id", "sample"]].assign(
         judge="s", score=score, unsafe=score >= 0.5, refusal=None, error=None, temperature=0.7)
     labelled = list(range(0, len(cell), 2))  # one sample of every prompt
@@ -200,11 +205,7 @@ def test_a_refusal_threshold_fitted_on_own_labels_is_cross_fitted_too():
     from safetygrid.ensemble.crossfit import cross_fitting_needed, with_cross_fitted_labels
     from safetygrid.ensemble.voting import vote
 
-    rng = np.random.default_rng(11)
-    n_prompts, k = 30, 2
-    cell = _cell(n_prompts=n_prompts, k=k, temperature="1.0", unsafe=np.zeros(n_prompts * k))
-    human = (rng.random(len(cell)) < 0.4).astype(int)
-    refusal_score = np.clip(human * 0.3 + rng.random(len(cell)) * 0.7, 0, 1)
+    cell, human, refusal_score = _scored_cell(seed=11, temperature="1.0")
     judgements = cell[CELL_KEYS + ["prompt_id", "sample"]].assign(
         judge="r", score=np.nan, unsafe=None, refusal=refusal_score >= 0.5, refusal_score=refusal_score,
         error=None, temperature=1.0)
