@@ -2,7 +2,9 @@
 # The workflow end to end on an offline GPU node (issue 37; docs/timings.md, GPU, end to end), in
 # phases that each fit one call of the `device` machine (10 minutes; 64 MiB carried a call):
 #   prepare WHEELHOUSE TREE  install the wheels, copy the fresh tree (git archive HEAD) to $RUN, run the
-#                            jobs that need no HarmBench prompts (fetch, quantize, validation, quality)
+#                            jobs that need no HarmBench prompts (fetch, quantize, validation; the
+#                            quality jobs follow the quantize checkpoint, which --until does not
+#                            re-resolve, so they run in the next phase)
 #   run WHEELHOUSE           the rest of the grid (the HarmBench data wheel arrives with this call)
 #   grow                     add T = 0.5 to the config, dry run (the job count), rerun, summary,
 #                            `safetygrid archive` and `safetygrid verify`
