@@ -10,6 +10,7 @@ from safetygrid import config as sg_config
 from safetygrid.analysis.aggregate import TABLES as AGGREGATE_TABLES
 from safetygrid.engines import JOBS_PER_CARD_VARIABLE, cell_engine, cell_unsupported_reason
 from safetygrid.engines.sampling import SAMPLER as HF_SAMPLER
+from safetygrid.engines.llama_cpp import LLAMA_CPP_SCHEDULE
 from safetygrid.grid import iter_cells, samples_for
 from safetygrid.labels.own import labelled_cells
 from safetygrid.labels import LabelError, label_file_paths

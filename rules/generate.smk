@@ -12,6 +12,7 @@ def generate_settings(w):
         # rerun (their draws would no longer pair with new cells'); greedy cells and other engines
         # are untouched
         **({"sampler": HF_SAMPLER} if engine == "hf" and float(w.temperature) > 0 else {}),
+        **({"schedule": LLAMA_CPP_SCHEDULE} if engine == "llama_cpp" else {}),
     }, sort_keys=True)
 
 

@@ -1,11 +1,11 @@
 """The llama.cpp engine (llama-cpp-python) for GGUF precisions: the model loaded once, every prompt x
-sample of a cell generated one after another with the GGUF's own chat template.
+sample of a cell generated with the GGUF's own chat template, several requests decoding together
+(continuous batching through llama.cpp's batch API, one KV sequence per request).
 
 Each request sets its own seed (METRICS.md's seed(p, s), folded to llama.cpp's 32-bit seed), so a
 sample is reproducible and paired across cells; at T = 0 llama.cpp's sampler is greedy. Sampling is
 plain temperature (+ top_p): llama.cpp's default top_k/min_p filters are switched off so that the
-engine samples the same distribution as the other engines. Consecutive samples of a prompt reuse its
-evaluated prefix (llama-cpp-python keeps the last prompt's KV cache). The cell's kv entry maps to
+engine samples the same distribution as the other engines. The cell's kv entry maps to
 llama.cpp's K/V cache types (``{dtype: q8_0}``, ``{dtype: q4_0}``, ``{dtype: f16}``).
 """
 
@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 # kv dtype -> ggml type id (ggml.h: GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q8_0 = 8)
 LLAMA_CPP_KV_TYPES = dict(zip(LLAMA_CPP_KV_DTYPES, (1, 8, 2)))
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp reads this seed as "pick one at random"
+# requests decoded together by default: on 2 CPU cores 8 sequences give about 1.3x the tokens/s of
+# one (Qwen2.5-Coder-0.5B, Q8_0: 44 against 37; docs/demo.md); more add little on a CPU
+LLAMA_CPP_PARALLEL = 8
+# recorded in every llama_cpp cell's params: cells generated one request at a time (the engine before
+# continuous batching; a batched step may round differently) are rerun, never mixed with new ones
+LLAMA_CPP_SCHEDULE = "continuous-batching"
 
 
 def kv_cache_types(kv: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,68 +117,202 @@ def _close_if_alive(model: "weakref.ref[Any]") -> None:
 
 
 class LlamaCppEngine:
+    """Continuous batching: up to ``parallel`` requests (engine option, default
+    ``LLAMA_CPP_PARALLEL``) decode together, each in its own sequence of one llama.cpp context, and a
+    finished request's sequence takes the next request at once. On a CPU a decode step's cost grows
+    slowly with the rows it carries, so this buys throughput without decoding finished rows (the hf
+    engine's batches decode until their longest answer ends). Which requests share a step follows
+    from the requests' order and lengths alone, so a cell is reproducible."""
+
     name = "llama_cpp"
 
     def __init__(self, checkpoint: str, options: Mapping[str, Any] | None = None) -> None:
         self.checkpoint = checkpoint
         self.options = dict(options or {})
 
-    def _llm(self, settings: Settings) -> Any:
-        return load_llama(self.checkpoint, n_ctx=int(self.options.get("n_ctx", 2048)),
-                          n_batch=int(self.options.get("n_batch", 512)),
-                          n_threads=int(self.options.get("n_threads", 0)) or available_cpus(),
-                          n_gpu_layers=int(self.options.get("n_gpu_layers", -1 if settings.device.startswith("cuda") else 0)),
-                          chat_format="chat_template.default", **kv_cache_types(settings.kv or {}))
+    @property
+    def parallel(self) -> int:
+        parallel = int(self.options.get("parallel", LLAMA_CPP_PARALLEL))
+        if parallel < 1:
+            raise ValueError(f"llama_cpp.parallel must be at least 1, got {parallel}")
+        return parallel
 
     def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
-        kv_cache_types(settings.kv or {})  # refuse an unsupported kv before the model load
+        kv = kv_cache_types(settings.kv or {})  # refuse an unsupported kv before the model load
         started = time.time()
-        llm = self._llm(settings)
+        # the Llama object gives the weights, the GGUF's metadata and its tokenizer; the requests
+        # decode in a context of their own, with one KV sequence per parallel request
+        llm = load_llama(self.checkpoint, n_ctx=256, n_batch=256, n_threads=self._threads(),
+                         n_gpu_layers=self._gpu_layers(settings))
         try:
-            if "tokenizer.chat_template" not in llm.metadata:
+            template = llm.metadata.get("tokenizer.chat_template")
+            if not template:
                 raise EngineUnavailable(f"{gguf_file(self.checkpoint)} has no tokenizer.chat_template; llama_cpp "
                                         "cannot render the prompts as the model was trained to read them")
             log.info("llama.cpp loaded %s in %.1f s", gguf_file(self.checkpoint), time.time() - started)
-            return self._generate_all(llm, requests, settings)
+            prompts = [self._prompt_tokens(llm, template, r, settings) for r in requests]
+            return self._generate_all(llm, requests, prompts, settings, kv)
         finally:
             # freed here, not by Llama.__del__ at interpreter exit, when llama_cpp's module
             # globals may already be gone ("Exception ignored in: Llama.__del__" in the job's log)
             llm.close()
 
-    def _generate_all(self, llm: Any, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
-        """Every request through the loaded model, one after another."""
-        n_ctx = llm.n_ctx()
-        rows = []
-        generating, n_tokens = time.time(), 0
-        step = max(1, len(requests) // 10)
-        bar = progress(len(requests), "generate")
-        for i, r in enumerate(requests, start=1):
-            messages = ([{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else [])
-            messages.append({"role": "user", "content": r.text})
-            try:
-                out = llm.create_chat_completion(
-                    messages=messages, temperature=settings.temperature, top_p=settings.top_p, top_k=0,
-                    min_p=0.0, typical_p=1.0, repeat_penalty=1.0, seed=llama_seed(r.seed),
-                    max_tokens=settings.max_new_tokens)
-            except ValueError as exc:
-                if "context window" in str(exc) or "exceed" in str(exc):
-                    raise EngineUnavailable(f"prompt {r.prompt_id} with max_new_tokens={settings.max_new_tokens} does "
-                                            f"not fit n_ctx={n_ctx}; raise the model's llama_cpp.n_ctx: {exc}") from exc
-                raise
-            usage, choice = out["usage"], out["choices"][0]
-            n_tokens += usage["completion_tokens"]
-            rows.append({"prompt_id": r.prompt_id, "sample": r.sample, "seed": r.seed,
-                         "temperature": settings.temperature, "engine": self.name,
-                         "response": (choice["message"]["content"] or "").strip(),
-                         "n_prompt_tokens": usage["prompt_tokens"], "n_tokens": usage["completion_tokens"],
-                         "finish_reason": "length" if choice["finish_reason"] == "length" else "stop"})
-            bar.update(1)
-            if i % step == 0 or i == len(requests):
-                elapsed = time.time() - generating
-                log.info("%d/%d responses, %.1f generated tokens/s", i, len(requests), n_tokens / max(elapsed, 1e-9))
-        bar.close()
+    def _threads(self) -> int:
+        return int(self.options.get("n_threads", 0)) or available_cpus()
+
+    def _gpu_layers(self, settings: Settings) -> int:
+        return int(self.options.get("n_gpu_layers", -1 if settings.device.startswith("cuda") else 0))
+
+    @staticmethod
+    def _prompt_tokens(llm: Any, template: str, request: Request, settings: Settings) -> list[int]:
+        """The request rendered by the GGUF's own chat template and tokenized, as llama-cpp-python's
+        ``chat_template.default`` handler does (the template writes the special tokens itself)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        def token_text(token: int) -> str:
+            return llm._model.token_get_text(token) if token != -1 else ""
+
+        formatter = Jinja2ChatFormatter(template=template, eos_token=token_text(llm.token_eos()),
+                                        bos_token=token_text(llm.token_bos()))
+        messages = ([{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else [])
+        messages.append({"role": "user", "content": request.text})
+        rendered = formatter(messages=messages)
+        return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
+    def _generate_all(self, llm: Any, requests: Sequence[Request], prompts: Sequence[list[int]],
+                      settings: Settings, kv: Mapping[str, Any]) -> pd.DataFrame:
         import llama_cpp
 
+        n_ctx = int(self.options.get("n_ctx", 2048))  # per sequence
+        for request, prompt in zip(requests, prompts):
+            if len(prompt) + settings.max_new_tokens > n_ctx:
+                raise EngineUnavailable(f"prompt {request.prompt_id} ({len(prompt)} tokens) with max_new_tokens="
+                                        f"{settings.max_new_tokens} does not fit n_ctx={n_ctx}; raise the model's "
+                                        "llama_cpp.n_ctx")
+        parallel = min(self.parallel, max(1, len(requests)))
+        n_batch = max(int(self.options.get("n_batch", 512)), max((len(p) for p in prompts), default=1))
+        decoder = _BatchDecoder(llm, parallel=parallel, n_ctx=n_ctx, n_batch=n_batch, threads=self._threads(),
+                                kv=kv)
+        rows: list[dict[str, Any] | None] = [None] * len(requests)
+        generating, finished = time.time(), 0
+        step = max(1, len(requests) // 10)
+        bar = progress(len(requests), "generate")
+        try:
+            for index, tokens, stopped in decoder.run(prompts, [_sampler(settings, r.seed) for r in requests],
+                                                      settings.max_new_tokens):
+                r = requests[index]
+                rows[index] = {"prompt_id": r.prompt_id, "sample": r.sample, "seed": r.seed,
+                               "temperature": settings.temperature, "engine": self.name,
+                               "response": llm.detokenize(tokens).decode("utf-8", errors="ignore").strip(),
+                               "n_prompt_tokens": len(prompts[index]), "n_tokens": len(tokens),
+                               "finish_reason": "stop" if stopped else "length"}
+                finished += 1
+                bar.update(1)
+                if finished % step == 0 or finished == len(requests):
+                    elapsed = time.time() - generating
+                    log.info("%d/%d responses, %.1f generated tokens/s (%d sequences at a time)", finished,
+                             len(requests), decoder.generated / max(elapsed, 1e-9), parallel)
+        finally:
+            bar.close()
+            decoder.close()
         info = llama_cpp.llama_print_system_info()
         kernel = ggml_kernel(llama_cpp.__version__, info.decode() if isinstance(info, bytes) else str(info))
         return generation_table(rows, GENERATION_COLUMNS, Numerics(LLAMA_CPP_DTYPE, kernel))
+
+
+def _sampler(settings: Settings, seed: int) -> Any:
+    """The request's own sampler: greedy at T = 0, else top_p (when below 1), temperature and a draw
+    seeded with seed(p, s); llama-cpp-python's chat completion builds the same chain once its
+    top_k/min_p/typical/penalty defaults are switched off (they are no-ops at 0, 0, 1 and 1)."""
+    from llama_cpp._internals import LlamaSampler
+
+    sampler = LlamaSampler()
+    if settings.temperature <= 0:
+        sampler.add_greedy()
+        return sampler
+    if settings.top_p < 1.0:
+        sampler.add_top_p(settings.top_p, 1)
+    sampler.add_temp(settings.temperature)
+    sampler.add_dist(llama_seed(seed))
+    return sampler
+
+
+class _BatchDecoder:
+    """One llama.cpp context of ``parallel`` KV sequences; ``run`` yields each request as it ends."""
+
+    def __init__(self, llm: Any, *, parallel: int, n_ctx: int, n_batch: int, threads: int,
+                 kv: Mapping[str, Any]) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaContext
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_seq_max = parallel * n_ctx, parallel
+        params.n_batch, params.n_ubatch = n_batch, min(n_batch, 512)
+        params.n_threads = params.n_threads_batch = threads
+        # a stream of n_ctx cells per sequence: the requests share no prefix, and their attention
+        # then reads only their own cache
+        params.kv_unified = False
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if kv:
+            params.type_k, params.type_v = kv["type_k"], kv["type_v"]
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        self.parallel, self.n_batch = parallel, n_batch
+        self.llm = llm
+        self.context = LlamaContext(model=llm._model, params=params, verbose=False)
+        self.memory = llama_cpp.llama_get_memory(self.context.ctx)
+        self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.generated = 0  # tokens sampled so far, finished requests or not (for the progress log)
+
+    def close(self) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_batch_free(self.batch)
+        self.context.close()
+
+    def _add(self, token: int, position: int, sequence: int, wants_logits: bool) -> int:
+        batch, i = self.batch, self.batch.n_tokens
+        batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
+        batch.seq_id[i][0], batch.logits[i] = sequence, wants_logits
+        batch.n_tokens = i + 1
+        return i
+
+    def run(self, prompts: Sequence[list[int]], samplers: Sequence[Any], max_new_tokens: int):
+        """Yields (request index, generated tokens, ended by an end-of-generation token) per request."""
+        import llama_cpp
+
+        waiting = list(range(len(prompts)))
+        free = list(range(self.parallel))
+        # sequence -> [request index, next position, generated tokens, logits row, token to feed]
+        active: dict[int, list[Any]] = {}
+        while waiting or active:
+            self.batch.n_tokens = 0
+            for sequence, state in active.items():
+                state[3] = self._add(state[4], state[1], sequence, True)
+                state[1] += 1
+            # new requests join while a sequence is free and their prompt fits this step
+            while waiting and free and self.batch.n_tokens + len(prompts[waiting[0]]) <= self.n_batch:
+                index, sequence = waiting.pop(0), free.pop(0)
+                llama_cpp.llama_memory_seq_rm(self.memory, sequence, -1, -1)
+                prompt = prompts[index]
+                for position, token in enumerate(prompt):
+                    row = self._add(token, position, sequence, position == len(prompt) - 1)
+                active[sequence] = [index, len(prompt), [], row, None]
+            status = llama_cpp.llama_decode(self.context.ctx, self.batch)
+            if status != 0:
+                raise RuntimeError(f"llama_decode failed with status {status} ({len(active)} sequences, "
+                                   f"{self.batch.n_tokens} tokens)")
+            for sequence in sorted(active):
+                index, _, tokens, row, _ = state = active[sequence]
+                token = llama_cpp.llama_sampler_sample(samplers[index].sampler, self.context.ctx, row)
+                ended = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+                if not ended:
+                    tokens.append(token)
+                    self.generated += 1
+                if ended or len(tokens) >= max_new_tokens:
+                    del active[sequence]
+                    free.append(sequence)
+                    samplers[index].close()
+                    yield index, tokens, ended
+                else:
+                    state[4] = token

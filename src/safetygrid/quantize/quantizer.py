@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-# the ladder the gguf package can quantize itself, in order of precision; K-quants need llama.cpp
-NATIVE_TYPES = ("BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
+# the ladder the gguf package can quantize itself, in order of precision (F32: unquantized, a full-precision
+# baseline the llama_cpp engine serves); K-quants need llama.cpp
+NATIVE_TYPES = ("F32", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
 K_QUANTS = ("Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
 # the key params and status.json carry the resolution under (``quantizer`` keeps what was asked)
 RESOLVED_KEY = "resolved_quantizer"
