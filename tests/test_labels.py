@@ -170,7 +170,7 @@ def test_the_shipped_v1_labels_still_load_and_give_the_unsafe_axis_only() -> Non
 def test_the_shipped_v2_labels_cover_the_demo_with_raters_mixed_across_cells() -> None:
     """The demo's harmbench-v2 labels: every response to a harmful prompt of the six cells (25 at T = 0,
     75 at T > 0), one of four outcomes each; no rater read a cell alone (resources/labels/README.md)."""
-    labels = load_labels([ROOT / "resources" / "labels" / "maintainers-v2.csv"], RUBRICS)
+    labels = load_labels([ROOT / "resources" / "labels" / "smollm2-v2" / "maintainers-v2.csv"], RUBRICS)
     assert set(labels["rubric"]) == {"harmbench-v2"} and set(labels["outcome"]) <= {"refusal", "other", "attempt",
                                                                                        "harmful"}
     cells = ["model", "precision", "kv", "temperature"]
