@@ -235,6 +235,27 @@ def test_validity_is_split_by_where_it_was_measured_and_fitted_on_own_labels_onc
     assert calibration["n_own"] == 0 and calibration["fitted_on"] == "borrowed"
 
 
+def test_with_the_borrowed_sets_off_the_judges_are_measured_and_fitted_on_own_labels_alone():
+    """validation.sets all 0 (the demo): an empty borrowed set, every figure from the run's own labels,
+    and with no own labels yet nothing is fitted and the headline is unmeasured, never an error."""
+    from safetygrid.judges.validation import COLUMNS, load_validation_set
+    from safetygrid.labels.own import own_judge_labels, own_validation_rows
+
+    empty = load_validation_set({"pyrit_objective": 0, "pyrit_refusal": 0}, [], seed=1)
+    assert list(empty.columns) == COLUMNS and len(empty) == 0
+    _, labelled = _validation_fixture()
+    gold, judgements = _own_fixture()
+    own, own_labelled = own_validation_rows(gold), own_judge_labels(judgements, gold)
+    judges = {"good": {"calibrate": True}, "weak": {}, "prefix": {}}
+    kwargs = dict(lead="stacked", folds=5, seed=2, resamples=100)
+    table, calibration = validity(empty, labelled.iloc[:0], judges, own=own, own_labelled=own_labelled, own_min=100,
+                                  **kwargs)
+    assert set(table["measured_on"]) == {"own"} and calibration["fitted_on"] == "own"
+    assert calibration["lead_measured_on"] == "own" and calibration["lead_kappa"] > 0.5
+    table, calibration = validity(empty, labelled.iloc[:0], judges, **kwargs)
+    assert table.empty and calibration["fitted_on"] is None and math.isnan(calibration["lead_kappa"])
+
+
 def test_validity_rows_per_axis_on_own_and_borrowed_labels():
     """Own labels with outcomes give the refusal axis too; the judges' refusal label is measured on
     it (own and PyRIT's refusal set), each row saying its axis. No judge gives complied, so there is

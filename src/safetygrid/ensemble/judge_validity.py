@@ -188,7 +188,7 @@ def validity(human: pd.DataFrame, labelled: pd.DataFrame, judges: Mapping[str, M
     Returns the validity table and the calibration the workflow applies."""
     names = sorted(judges)
     missing = sorted(set(names) - set(labelled["judge"]))
-    if missing:
+    if missing and len(human):  # no borrowed set at all (validation.sets off): own labels alone
         raise ValueError(f"no validation labels for judge(s) {missing}")
     rows: list[dict[str, Any]] = []
     boot = dict(seed=seed, resamples=resamples, level=level)

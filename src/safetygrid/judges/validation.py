@@ -36,6 +36,7 @@ PYRIT_OBJECTIVE_DIR = "pyrit/datasets/scorer_evals/objective/"
 PYRIT_REFUSAL_FILE = "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv"
 SHIPPED_SETS = {"pyrit_objective": "unsafe", "pyrit_refusal": "refusal"}
 COLUMNS = ["item_id", "set", "prompt", "response", "target", "label", "category", "source"]
+EMPTY_DTYPES = {**{column: "object" for column in COLUMNS}, "label": "int64"}
 
 
 class LabelledSetError(ValueError):
@@ -157,7 +158,8 @@ def load_validation_set(sets: Mapping[str, int | None], extra: Sequence[str | Pa
     frames = [stratified_pick(pyrit_rows(name, files[name]), sets[name], seed) for name in wanted]
     frames += [read_labelled_file(path) for path in extra]
     if not frames:
-        raise LabelledSetError("no validation rows: every set has n: 0 and no labelled file is configured")
+        # every set off and no file: the judges are scored on the run's own labels alone (labels.files)
+        return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in EMPTY_DTYPES.items()})[COLUMNS]
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 
