@@ -167,16 +167,22 @@ def test_the_shipped_v1_labels_still_load_and_give_the_unsafe_axis_only() -> Non
     assert set(inter_rater_kappa(labels, resamples=50)["axis"]) == {"unsafe"}
 
 
-def test_the_shipped_v2_labels_cover_the_demo_with_raters_mixed_across_cells() -> None:
-    """The demo's harmbench-v2 labels: every response to a harmful prompt of the six cells (25 at T = 0,
-    75 at T > 0), one of four outcomes each; no rater read a cell alone (resources/labels/README.md)."""
-    labels = load_labels([ROOT / "resources" / "labels" / "smollm2-v2" / "maintainers-v2.csv"], RUBRICS)
+@pytest.mark.parametrize("path, cell_sizes, third_reader", [
+    # the demo's (config.yaml, Qwen2.5-Coder-0.5B): 25 responses at T = 0, 50 at T = 1
+    ("maintainers-qwen-v2.csv", [25, 25, 50, 50], "maintainer-l"),
+    # the earlier demo's (SmolLM2-135M, kept for the record): 25 at T = 0, 75 at each T > 0
+    ("smollm2-v2/maintainers-v2.csv", [25, 25, 75, 75, 75, 75], "maintainer-h")])
+def test_the_shipped_v2_labels_cover_their_grid_with_raters_mixed_across_cells(path: str, cell_sizes: list[int],
+                                                                              third_reader: str) -> None:
+    """harmbench-v2 labels: every response to a harmful prompt of every cell, one of four outcomes
+    each; no rater read a cell alone, and at least 20 % were read twice (resources/labels/README.md)."""
+    labels = load_labels([ROOT / "resources" / "labels" / path], RUBRICS)
     assert set(labels["rubric"]) == {"harmbench-v2"} and set(labels["outcome"]) <= {"refusal", "other", "attempt",
                                                                                        "harmful"}
     cells = ["model", "precision", "kv", "temperature"]
     per_cell = labels.drop_duplicates([*cells, "prompt_id", "sample"]).groupby(cells).size()
-    assert len(per_cell) == 6 and sorted(per_cell.tolist()) == [25, 25, 75, 75, 75, 75]
-    first_readers = labels[labels["rater"] != "maintainer-h"]
+    assert sorted(per_cell.tolist()) == cell_sizes
+    first_readers = labels[labels["rater"] != third_reader]
     assert (first_readers.groupby(cells)["rater"].nunique() == 3).all()  # every cell read by all three raters
     read_twice = first_readers.groupby([*cells, "prompt_id", "sample"])["rater"].nunique()
     assert (read_twice >= 2).sum() / len(read_twice) >= 0.2
