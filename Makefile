@@ -93,7 +93,7 @@ $(QUANTIZE_ENV)/.llamacpp: $(LLAMA_CPP_CACHE)/.built $(QUANTIZE_ENV)/.installed
 
 envs-llamacpp: $(VENV)/.llamacpp $(QUANTIZE_ENV)/.llamacpp
 
-# the demo runs on the HF engine; the tests run vLLM and llama.cpp cells too
+# only the tests need vLLM (the demo runs on llama.cpp)
 envs-vllm: $(VLLM_ENV)/.installed
 
 # the environments are built side by side (pip installs and the llama.cpp compile leave each
@@ -103,7 +103,8 @@ envs-vllm: $(VLLM_ENV)/.installed
 # machine); the [labels] say which step a command's output belongs to
 PARALLEL_MAKE := $(MAKE) --no-print-directory -j 4 --output-sync=line
 
-# the demo's judges run on llama.cpp (a 1.5B GGUF judge on the CPU), so it builds that wheel too
+# the demo's model and its judge run on llama.cpp (quantized by llama.cpp in the quantize
+# environment), so it builds that wheel too
 demo:
 	@$(call say,make demo: the environments and the llama.cpp wheel (what is already built is skipped) and then the default grid (config.yaml))
 	$(PARALLEL_MAKE) envs envs-llamacpp
@@ -133,7 +134,7 @@ test-fast:
 WHEELHOUSE ?= wheelhouse
 WHEELHOUSE_PYTHON ?= 3.12
 WHEELHOUSE_PLATFORM ?= --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
-WHEELHOUSE_SHAPES := smollm2-135m=config.yaml qwen2.5-coder-0.5b=config.yaml qwen2.5-coder-1.5b=config/judge_candidates.yaml
+WHEELHOUSE_SHAPES := smollm2-135m=config/ci.yaml qwen2.5-coder-0.5b=config.yaml qwen2.5-coder-1.5b=config/judge_candidates.yaml
 $(WHEELHOUSE)/.built: envs/wheelhouse.txt $(VENV)/.installed
 	@$(call say,wheelhouse: the wheels of envs/wheelhouse.txt for Python $(WHEELHOUSE_PYTHON) into $(WHEELHOUSE)/wheels)
 	rm -rf $(WHEELHOUSE).partial && mkdir -p $(WHEELHOUSE).partial/wheels
