@@ -150,7 +150,8 @@ class LlamaCppEngine:
                 raise EngineUnavailable(f"{gguf_file(self.checkpoint)} has no tokenizer.chat_template; llama_cpp "
                                         "cannot render the prompts as the model was trained to read them")
             log.info("llama.cpp loaded %s in %.1f s", gguf_file(self.checkpoint), time.time() - started)
-            prompts = [self._prompt_tokens(llm, template, r, settings) for r in requests]
+            formatter = _chat_formatter(llm, template)
+            prompts = [_prompt_tokens(llm, formatter, r, settings) for r in requests]
             return self._generate_all(llm, requests, prompts, settings, kv)
         finally:
             # freed here, not by Llama.__del__ at interpreter exit, when llama_cpp's module
@@ -162,22 +163,6 @@ class LlamaCppEngine:
 
     def _gpu_layers(self, settings: Settings) -> int:
         return int(self.options.get("n_gpu_layers", -1 if settings.device.startswith("cuda") else 0))
-
-    @staticmethod
-    def _prompt_tokens(llm: Any, template: str, request: Request, settings: Settings) -> list[int]:
-        """The request rendered by the GGUF's own chat template and tokenized, as llama-cpp-python's
-        ``chat_template.default`` handler does (the template writes the special tokens itself)."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        def token_text(token: int) -> str:
-            return llm._model.token_get_text(token) if token != -1 else ""
-
-        formatter = Jinja2ChatFormatter(template=template, eos_token=token_text(llm.token_eos()),
-                                        bos_token=token_text(llm.token_bos()))
-        messages = ([{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else [])
-        messages.append({"role": "user", "content": request.text})
-        rendered = formatter(messages=messages)
-        return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
     def _generate_all(self, llm: Any, requests: Sequence[Request], prompts: Sequence[list[int]],
                       settings: Settings, kv: Mapping[str, Any]) -> pd.DataFrame:
@@ -218,6 +203,26 @@ class LlamaCppEngine:
         info = llama_cpp.llama_print_system_info()
         kernel = ggml_kernel(llama_cpp.__version__, info.decode() if isinstance(info, bytes) else str(info))
         return generation_table(rows, GENERATION_COLUMNS, Numerics(LLAMA_CPP_DTYPE, kernel))
+
+
+def _chat_formatter(llm: Any, template: str) -> Any:
+    """The GGUF's own chat template, as llama-cpp-python's ``chat_template.default`` handler renders it."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def token_text(token: int) -> str:
+        return llm._model.token_get_text(token) if token != -1 else ""
+
+    return Jinja2ChatFormatter(template=template, eos_token=token_text(llm.token_eos()),
+                               bos_token=token_text(llm.token_bos()))
+
+
+def _prompt_tokens(llm: Any, formatter: Any, request: Request, settings: Settings) -> list[int]:
+    """The request rendered and tokenized as that handler does (the template writes the special
+    tokens itself, so no BOS is added on top)."""
+    messages = ([{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else [])
+    messages.append({"role": "user", "content": request.text})
+    rendered = formatter(messages=messages)
+    return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
 
 def _sampler(settings: Settings, seed: int) -> Any:

@@ -381,7 +381,8 @@ def refusal_change(cells: pd.DataFrame, card: pd.DataFrame, baseline: dict[str, 
                                  np.clip(change[shown, 2] - change[shown, 0], 0, None)],
                            fmt="none", color="black", capsize=3)
         for xi, value in zip(x[shown], change[shown, 0]):
-            change_ax.annotate(f"{value:+.0f}", (xi, value), textcoords="offset points",
+            # round first: a change of -0.3 points (or -0.0) is labelled 0, not "-0"
+            change_ax.annotate(f"{round(value) + 0.0:+.0f}", (xi, value), textcoords="offset points",
                                xytext=(0, 4 if value >= 0 else -11), ha="center", fontsize=8)
         if "rr_pp" in sub and len(base) and not np.isnan(float(base["rr_pp"].iat[0])):
             corrected = 100 * (sub["rr_pp"].to_numpy(float) - float(base["rr_pp"].iat[0]))
