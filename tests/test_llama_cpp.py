@@ -236,10 +236,11 @@ def test_llama_cpp_engine_decodes_requests_together_reproducibly(ci_run: Path, l
     assert agree >= 0.5
 
 
-def test_llama_cpp_engine_refuses_a_parallel_below_one(tmp_path: Path) -> None:
-    (tmp_path / "model.gguf").write_bytes(b"")
+def test_llama_cpp_engine_refuses_a_parallel_below_one_before_loading_anything(tmp_path: Path) -> None:
+    # no .gguf here: the bad option is named first, not the missing file
     with pytest.raises(ValueError, match="parallel must be at least 1"):
-        make_engine("llama_cpp", str(tmp_path), {"parallel": 0}).parallel
+        make_engine("llama_cpp", str(tmp_path), {"parallel": 0}).generate(
+            [Request("p", 0, 1, "hi")], Settings(temperature=0.0, max_new_tokens=4))
 
 
 @needs_llama_cpp

@@ -138,7 +138,8 @@ class LlamaCppEngine:
         return parallel
 
     def generate(self, requests: Sequence[Request], settings: Settings) -> pd.DataFrame:
-        kv = kv_cache_types(settings.kv or {})  # refuse an unsupported kv before the model load
+        # an unsupported kv or a bad parallel is refused before the model load
+        kv, parallel = kv_cache_types(settings.kv or {}), self.parallel
         started = time.time()
         # the Llama object gives the weights, the GGUF's metadata and its tokenizer; the requests
         # decode in a context of their own, with one KV sequence per parallel request
@@ -152,7 +153,7 @@ class LlamaCppEngine:
             log.info("llama.cpp loaded %s in %.1f s", gguf_file(self.checkpoint), time.time() - started)
             formatter = _chat_formatter(llm, template)
             prompts = [_prompt_tokens(llm, formatter, r, settings) for r in requests]
-            return self._generate_all(llm, requests, prompts, settings, kv)
+            return self._generate_all(llm, requests, prompts, settings, kv, parallel)
         finally:
             # freed here, not by Llama.__del__ at interpreter exit, when llama_cpp's module
             # globals may already be gone ("Exception ignored in: Llama.__del__" in the job's log)
@@ -165,7 +166,7 @@ class LlamaCppEngine:
         return int(self.options.get("n_gpu_layers", -1 if settings.device.startswith("cuda") else 0))
 
     def _generate_all(self, llm: Any, requests: Sequence[Request], prompts: Sequence[list[int]],
-                      settings: Settings, kv: Mapping[str, Any]) -> pd.DataFrame:
+                      settings: Settings, kv: Mapping[str, Any], parallel: int) -> pd.DataFrame:
         import llama_cpp
 
         n_ctx = int(self.options.get("n_ctx", 2048))  # per sequence
@@ -174,7 +175,7 @@ class LlamaCppEngine:
                 raise EngineUnavailable(f"prompt {request.prompt_id} ({len(prompt)} tokens) with max_new_tokens="
                                         f"{settings.max_new_tokens} does not fit n_ctx={n_ctx}; raise the model's "
                                         "llama_cpp.n_ctx")
-        parallel = min(self.parallel, max(1, len(requests)))
+        parallel = min(parallel, max(1, len(requests)))
         n_batch = max(int(self.options.get("n_batch", 512)), max((len(p) for p in prompts), default=1))
         decoder = _BatchDecoder(llm, parallel=parallel, n_ctx=n_ctx, n_batch=n_batch, threads=self._threads(),
                                 kv=kv)
@@ -262,7 +263,6 @@ class _BatchDecoder:
             params.type_k, params.type_v = kv["type_k"], kv["type_v"]
             params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.parallel, self.n_batch = parallel, n_batch
-        self.llm = llm
         self.context = LlamaContext(model=llm._model, params=params, verbose=False)
         self.memory = llama_cpp.llama_get_memory(self.context.ctx)
         self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
