@@ -288,3 +288,24 @@ def test_a_missing_judge_template_is_refused_naming_the_judge(good, tmp_path, mo
     with pytest.raises(ConfigError) as err:
         validate(good)
     assert f"  {key}: the file resources/{missing} does not exist" in str(err.value), str(err.value)
+
+
+def test_a_model_kept_as_gguf_must_be_served_by_llama_cpp_at_every_precision():
+    """weights: gguf writes no safetensors, so every precision must be a GGUF type llama.cpp makes
+    from the kept file and serves; each other choice is refused at load, naming its key."""
+    config = yaml.safe_load(open("config.yaml"))
+    model = next(iter(config["models"]))
+    config["models"][model]["weights"] = "gguf"
+    validate(copy.deepcopy(config))  # the demo's grid: F32 and a K-quant, both llama.cpp's
+    bad = copy.deepcopy(config)
+    bad["models"][model]["engine"] = "hf"
+    bad["precisions"]["bf16"] = {"method": "none", "dtype": "bfloat16"}
+    bad["precisions"]["q8_package"] = {"method": "gguf", "type": "Q8_0", "quantizer": "gguf"}
+    bad["precisions"]["q8_hf"] = {"method": "gguf", "type": "Q8_0", "engine": "hf"}
+    with pytest.raises(ConfigError) as raised:
+        validate(bad)
+    message = str(raised.value)
+    for key in (f"models.{model}.engine", "precisions.bf16.method", "precisions.q8_package.quantizer",
+                "precisions.q8_hf.engine"):
+        assert key in message, message
+    assert len([line for line in message.splitlines() if "weights: gguf" in line]) == 4

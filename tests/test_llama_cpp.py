@@ -334,6 +334,40 @@ def test_a_gguf_only_judge_model_is_served_by_llama_cpp(ci_run: Path, ladder, tm
         validate(config)
 
 
+@needs_llama_cpp
+def test_a_model_kept_as_gguf_is_requantized_without_safetensors(packaged_gguf_model: Path, tmp_path: Path) -> None:
+    """weights: gguf on a model under study: the quantize step makes model.gguf from the kept file
+    byte for byte as llama.cpp requantizes a full checkpoint's source.gguf (the same file), writes no
+    safetensors, and leaves the
+    tokenizer that perplexity reads; the gguf package's quantizer, which reads safetensors, is
+    refused naming the fix."""
+    import hashlib
+    import json
+
+    from safetygrid.quantize.gguf_ladder import quantize_checkpoint
+
+    script = ("import sys, json; from pathlib import Path; from safetygrid.quantize.gguf_ladder import quantize_checkpoint; "
+              "from safetygrid.quantize.llama_cpp import quantize_gguf; source, out = Path(sys.argv[1]), Path(sys.argv[2]); "
+              "quantize_gguf(source / 'source.gguf', out.parent / 'reference.gguf', 'Q8_0', allow_requantize=True); "
+              "print(json.dumps(quantize_checkpoint(source, out, {'type': 'Q8_0', 'quantizer': 'llama.cpp'})))")
+    out = tmp_path / "Q8_0"
+    out.mkdir()
+    result = subprocess.run([str(QUANTIZE_PYTHON), "-c", script, str(packaged_gguf_model), str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    details = json.loads(result.stdout.strip().splitlines()[-1])
+    assert details["gguf_file"] == "model.gguf" and "no safetensors" in details["served_as"]
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".gguf", ".safetensors")) == ["model.gguf"]
+    assert (out / "tokenizer.json").exists() and (out / "fetch.json").exists()
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert digest(out / "model.gguf") == digest(tmp_path / "reference.gguf")
+    with pytest.raises(RuntimeError, match=r"keeps only its GGUF file .*\(make envs-llamacpp\)"):
+        quantize_checkpoint(packaged_gguf_model, tmp_path / "package", {"type": "Q8_0", "quantizer": "gguf"})
+
+
 # ---- a clean exit: nothing left to llama-cpp-python's finalisers ------------------------------
 
 EXIT_CLEANLY = """

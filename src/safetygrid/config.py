@@ -122,7 +122,10 @@ def _check_references(config: Mapping[str, Any]) -> None:
     if lead == "stacked" and not human_rows:
         problems.append("  ensemble_label: stacked is fitted on human labels, but validation has no unsafe-labelled rows "
                         "(validation.sets.pyrit_objective is 0 and validation.labelled is empty)")
-    gguf_only = {name for name, entry in config.get("judge_models", {}).items() if entry.get("weights") == "gguf"}
+    gguf_only = {name for name, entry in [*config["models"].items(), *config.get("judge_models", {}).items()]
+                 if entry.get("weights") == "gguf"}
+    for name in sorted(gguf_only & set(config["models"])):
+        problems += [f"  {line}" for line in gguf_only_model_problems(name, config["models"][name], config["precisions"])]
     for name, judge in config["judges"].items():
         if judge.get("model") in gguf_only and judge.get("engine", "hf") != "llama_cpp":
             problems.append(f"  judges.{name}.engine: its model {judge['model']} keeps only its GGUF file "
@@ -146,6 +149,29 @@ def _check_references(config: Mapping[str, Any]) -> None:
         problems.append(f"  judge_models.{name}: the name is also an entry of models")
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
+
+
+def gguf_only_model_problems(name: str, model: Mapping[str, Any], precisions: Mapping[str, Any]) -> list[str]:
+    """Why a model under study that keeps only its GGUF file (``weights: gguf``: no safetensors are
+    written) cannot be served at every precision of the grid: each precision must be a GGUF type
+    that llama.cpp makes from that file and serves (transformers, vLLM and llm-compressor read
+    safetensors)."""
+    problems = []
+    if model.get("engine", "hf") != "llama_cpp":
+        problems.append(f"models.{name}.engine: the model keeps only its GGUF file (weights: gguf), so it needs "
+                        f"engine: llama_cpp (it is {model.get('engine', 'hf')})")
+    for precision, spec in precisions.items():
+        if spec["method"] != "gguf":
+            problems.append(f"precisions.{precision}.method: {spec['method']} reads safetensors, and model {name} keeps "
+                            "only its GGUF file (weights: gguf); use method: gguf (type F32 for a float32 baseline) "
+                            "or drop weights: gguf")
+        elif spec.get("quantizer") == "gguf":
+            problems.append(f"precisions.{precision}.quantizer: the gguf package quantizes safetensors, and model {name} "
+                            "keeps only its GGUF file (weights: gguf); use quantizer: llama.cpp or auto")
+        elif spec.get("engine", "llama_cpp") != "llama_cpp":
+            problems.append(f"precisions.{precision}.engine: {spec['engine']} reads safetensors, and model {name} keeps "
+                            "only its GGUF file (weights: gguf)")
+    return problems
 
 
 # (lower key, upper key) of each block whose two thresholds bound a band: the lower may not exceed

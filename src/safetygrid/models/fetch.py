@@ -193,6 +193,13 @@ def fetched_differs(directory: str | Path, request: Source | Mapping[str, Any]) 
     return None
 
 
+def keeps_gguf_only(directory: str | Path) -> bool:
+    """Whether a fetched checkpoint is a GGUF source kept as it came (``weights: gguf``): its
+    source.gguf and tokenizer, no config.json or safetensors."""
+    info_file = Path(directory) / "fetch.json"
+    return info_file.is_file() and str(json.loads(info_file.read_text()).get("weights", "")).startswith("gguf")
+
+
 def fetch_model(source: Source | Mapping[str, Any], out_dir: str | Path, work_dir: str | Path,
                 weights: str = "safetensors") -> dict[str, Any]:
     """Write ``out_dir`` (atomically) as a safetensors checkpoint made from ``source`` (one source,

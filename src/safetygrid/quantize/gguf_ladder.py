@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..models.fetch import SOURCE_GGUF, GGUFWeightsMismatch, model_from_gguf
+from ..models.fetch import SOURCE_GGUF, GGUFWeightsMismatch, keeps_gguf_only, model_from_gguf
 from . import UnsupportedPrecision
 from .quantizer import K_QUANTS, NATIVE_TYPES, chosen
 
@@ -59,6 +59,11 @@ def quantize_checkpoint(source: Path, out: Path, spec: Mapping[str, Any]) -> dic
     quantizer = chosen(spec)
     if quantizer == "llama.cpp":
         return _with_llama_cpp(source, out, type_name)
+    if keeps_gguf_only(source):
+        # config load refuses quantizer: gguf for such a model; auto lands here where llama.cpp is
+        # missing on the node that runs the job
+        raise RuntimeError(f"{source} keeps only its GGUF file (weights: gguf), and the gguf package quantizes "
+                           "safetensors; install llama.cpp's quantizer in the quantize environment (make envs-llamacpp)")
     if type_name in K_QUANTS:
         # a property of the quantizer chosen (config load refuses it), never of the model
         raise ValueError(f"{type_name} is a K-quant, which the gguf package cannot make; only llama.cpp's quantizer "
@@ -96,12 +101,15 @@ def _with_gguf_package(source: Path, out: Path, type_name: str) -> dict[str, Any
 
 
 GGUF_NAME = "model.gguf"
+# what a kept GGUF's folder holds beside source.gguf (fetch_model's _keep_gguf): the tokenizer that
+# perplexity and lm-eval read, and the chat template
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
 def _with_llama_cpp(source: Path, out: Path, type_name: str) -> dict[str, Any]:
     """``model.gguf`` as llama.cpp makes it (served by the llama_cpp engine), and beside it the
     same weights dequantized to safetensors (for transformers: the hf engine, where the precision
-    asks for it)."""
+    asks for it), unless the source keeps only its GGUF file (``weights: gguf``)."""
     from transformers import AutoConfig, AutoTokenizer
 
     from .llama_cpp import convert_to_gguf, missing_reason, quantize_gguf
@@ -128,6 +136,14 @@ def _with_llama_cpp(source: Path, out: Path, type_name: str) -> dict[str, Any]:
         quantize_gguf(f32, out / GGUF_NAME, type_name)
         f32.unlink()
         made_from = "convert_hf_to_gguf.py --outtype f32"
+    if keeps_gguf_only(source):
+        for name in TOKENIZER_FILES:
+            if (source / name).exists():
+                (out / name).write_bytes((source / name).read_bytes())
+        _copy_extras(source, out)
+        return {"quantizer": "llama.cpp", "made_from": made_from, "served_as": f"{GGUF_NAME} (llama_cpp engine); no "
+                "safetensors (the model keeps only its GGUF file: weights: gguf)", "gguf_file": GGUF_NAME,
+                "tensor_types": tensor_types(out / GGUF_NAME)}
     # the weights go into a model built from the source's own config, so the checkpoint matches
     # the baseline's
     try:
