@@ -188,6 +188,25 @@ def test_the_shipped_v2_labels_cover_their_grid_with_raters_mixed_across_cells(p
     assert (read_twice >= 2).sum() / len(read_twice) >= 0.2
 
 
+def test_the_demo_labels_cover_its_grid_with_each_rater_across_every_cell() -> None:
+    """config.yaml's grid (fp32 and Q3_K_M; T = 0 and 1) from both reading rounds: every response to a
+    harmful prompt labelled, every round-2 rater's readings spread over all four cells, at least 20 %
+    read twice, and the fp32 responses re-read in round 2 read by both rounds (resources/labels/README.md)."""
+    files = [ROOT / "resources" / "labels" / name for name in ("maintainers-qwen-v2.csv", "maintainers-qwen-v2-round2.csv")]
+    labels = load_labels(files, RUBRICS)
+    labels = labels[labels["precision"].isin(["fp32", "gguf-q3_k_m"])]
+    cells = ["model", "precision", "kv", "temperature"]
+    response = [*cells, "prompt_id", "sample"]
+    assert sorted(labels.drop_duplicates(response).groupby(cells).size().tolist()) == [25, 25, 50, 50]
+    round_two = labels[labels["rater"].isin(["maintainer-m", "maintainer-n", "maintainer-o"])]
+    assert (round_two.drop_duplicates(["rater", *cells]).groupby("rater").size() == 4).all()
+    readers = labels.groupby(response)["rater"].nunique()
+    assert (readers >= 2).mean() >= 0.2
+    rounds = labels.assign(round=labels["rater"].isin(round_two["rater"].unique()))
+    both = rounds[rounds["precision"] == "fp32"].groupby(response)["round"].nunique()
+    assert (both == 2).sum() >= 24
+
+
 def test_a_file_matching_no_response_fails_naming_it(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.csv", [_label(0, 1)])
     other = _write(tmp_path / "other_grid.csv", [_label(0, 1, model="llama"), _label(1, 0, model="llama")])
