@@ -6,7 +6,7 @@ how many responses equal those of the first setting (a batched step may round di
 response can change with ``parallel``; each setting is reproducible on its own).
 
     .venv/bin/python benchmarks/llama_cpp_parallel.py \\
-        --checkpoint results/models/qwen2.5-coder-0.5b/gguf-q4_k_m \\
+        --checkpoint results/models/qwen2.5-coder-0.5b/gguf-q3_k_m \\
         --prompts results/prompts/harmbench_behaviors.parquet --parallel 1 8 16 --max-new-tokens 128
 """
 
