@@ -296,7 +296,7 @@ def test_a_model_kept_as_gguf_must_be_served_by_llama_cpp_at_every_precision():
     config = yaml.safe_load(open("config.yaml"))
     model = next(iter(config["models"]))
     config["models"][model]["weights"] = "gguf"
-    validate(copy.deepcopy(config))  # the demo's grid: F32 and a K-quant, both llama.cpp's
+    validate(copy.deepcopy(config))  # the demo's grid keeps its GGUF: F32 and a K-quant, both llama.cpp's
     bad = copy.deepcopy(config)
     bad["models"][model]["engine"] = "hf"
     bad["precisions"]["bf16"] = {"method": "none", "dtype": "bfloat16"}

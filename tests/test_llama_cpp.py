@@ -338,9 +338,8 @@ def test_a_gguf_only_judge_model_is_served_by_llama_cpp(ci_run: Path, ladder, tm
 def test_a_model_kept_as_gguf_is_requantized_without_safetensors(packaged_gguf_model: Path, tmp_path: Path) -> None:
     """weights: gguf on a model under study: the quantize step makes model.gguf from the kept file
     byte for byte as llama.cpp requantizes a full checkpoint's source.gguf (the same file), writes no
-    safetensors, and leaves the
-    tokenizer that perplexity reads; the gguf package's quantizer, which reads safetensors, is
-    refused naming the fix."""
+    safetensors, and leaves the tokenizer that perplexity reads; the gguf package's quantizer, which
+    reads safetensors, is refused naming the fix."""
     import hashlib
     import json
 

