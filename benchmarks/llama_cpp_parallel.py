@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import pandas as pd
 
 from safetygrid.engines import Request, Settings, make_engine
 from safetygrid.engines.numerics import cpu_isa
+from safetygrid.engines.parity import cpu_model
+from safetygrid.grid import sample_seed
 
 
 def main() -> None:
@@ -33,17 +34,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--n-prompts", type=int, default=None, help="the first N prompts only")
     parser.add_argument("--n-ctx", type=int, default=1536)
+    parser.add_argument("--seed", type=int, default=20260628, help="the config's seed (config.yaml's by default)")
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="the model's config name (it enters each seed)")
     args = parser.parse_args()
 
     prompts = pd.read_parquet(args.prompts)
     if args.n_prompts:
         prompts = prompts.head(args.n_prompts)
-    requests = [Request(p.prompt_id, s, 1_000_003 * i + s, p.text)
-                for i, p in enumerate(prompts.itertuples()) for s in range(args.samples)]
+    # the workflow's seeds, so a sampled run draws what the cell drew
+    requests = [Request(p.prompt_id, s, sample_seed(args.seed, args.model, p.prompt_id, s), p.text)
+                for p in prompts.itertuples() for s in range(args.samples)]
     settings = Settings(temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    print(f"{cpu}, {os.cpu_count()} CPUs, {cpu_isa()}; "
+    print(f"{cpu_model()}, {os.cpu_count()} CPUs, {cpu_isa()}; "
           f"{len(requests)} requests, T = {args.temperature}, up to {args.max_new_tokens} new tokens")
     first: list[str] | None = None
     for parallel in args.parallel:
