@@ -46,11 +46,23 @@ LABEL_STATUS = f"{RESULTS}/labels/status.parquet"
 CELL = "{model}/{precision}/{kv}/T{temperature}"
 
 
+def main_python():
+    """This interpreter as a command's params hold it: by its path from the working directory when
+    it lives there (the checkout's .venv), so that a checkout moved or copied elsewhere, or an
+    archive unpacked on another machine, keeps every finished cell's params and reruns nothing."""
+    executable = Path(sys.executable)  # not resolved: a venv's python is a link out of the venv
+    for workdir, directory in ((Path.cwd(), executable.parent.absolute()),
+                               (Path.cwd().resolve(), executable.parent.resolve())):
+        if directory.is_relative_to(workdir):
+            return str((directory / executable.name).relative_to(workdir))
+    return sys.executable
+
+
 def env_python(name):
     """The interpreter of a step whose pins conflict with the main environment's (envs/NAME.txt,
     installed in .venvs/NAME by `make envs`); this one when that environment is not installed."""
     candidate = Path(".venvs") / name / "bin" / "python"
-    return str(candidate) if candidate.exists() else sys.executable
+    return str(candidate) if candidate.exists() else main_python()
 
 
 # ---- prompts -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ def generate_settings(w):
 
 def engine_python(model, precision):
     """vLLM lives in its own environment (its pins conflict with llm-compressor's)."""
-    return env_python("vllm") if engine_of(model, precision) == "vllm" else sys.executable
+    return env_python("vllm") if engine_of(model, precision) == "vllm" else main_python()
 
 
 rule generate:

@@ -2,7 +2,8 @@
 model: workflow_support.fake_finished_run), editing one resource reruns exactly the jobs that read
 it (and, downstream, the jobs that use their outputs); a model whose source changed is fetched again;
 a machine that resolves `quantizer: auto` otherwise than the finished checkpoints were made is
-refused. Dry runs only, but a few minutes of them: marked workflow."""
+refused; a finished run moved to another directory reruns nothing. Dry runs only, but a few minutes
+of them: marked workflow."""
 
 from __future__ import annotations
 
@@ -81,6 +82,18 @@ def test_a_resource_rewritten_with_the_same_content_reruns_nothing(finished):
     path = finished / "resources" / "judges" / "refusal_prefixes.txt"
     path.write_bytes(path.read_bytes())  # newer, and the checksum Snakemake recorded
     assert scheduled_jobs(snakemake(finished, "-n", configfile=CI)) == Counter()
+
+
+def test_a_finished_run_moved_elsewhere_reruns_nothing(finished):
+    """A checkout moved, copied, or unpacked from an archive at another path: no job's params may
+    name where it lived (the interpreter of the generate and quantize commands included)."""
+    moved = finished.with_name(finished.name + "-moved")
+    finished.rename(moved)
+    try:
+        output = snakemake(moved, "-n", configfile=CI)
+    finally:
+        moved.rename(finished)
+    assert scheduled_jobs(output) == Counter(), [job.get("reason") for job in dry_run_jobs(output)][:5]
 
 
 def test_a_model_whose_source_changed_is_fetched_again(finished):

@@ -31,11 +31,20 @@ def copy_workflow(workdir: Path) -> Path:
     (workdir / "config" / "grown.yaml").unlink(missing_ok=True)
     if (ROOT / ".venvs").exists() and not (workdir / ".venvs").exists():
         (workdir / ".venvs").symlink_to(ROOT / ".venvs")
+    # this interpreter's venv linked in, so that Snakemake runs from inside the working directory as
+    # from a checkout (`make demo`): its jobs' params then name it as a checkout's run does
+    if sys.prefix != sys.base_prefix and not (workdir / ".venv").exists():
+        (workdir / ".venv").symlink_to(sys.prefix)
     return workdir
 
 
+def workdir_python(workdir: Path) -> str:
+    linked = workdir / ".venv" / "bin" / Path(sys.executable).name
+    return str(linked) if linked.exists() else sys.executable
+
+
 def snakemake_command(workdir: Path, *args: str, configfile: str = "config/ci.yaml") -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(workdir / "Snakefile"), "--directory",
+    return [workdir_python(workdir), "-m", "snakemake", "--snakefile", str(workdir / "Snakefile"), "--directory",
             str(workdir), "--configfile", str(workdir / configfile), *args]
 
 
