@@ -49,12 +49,15 @@ CELL = "{model}/{precision}/{kv}/T{temperature}"
 def main_python():
     """This interpreter as a command's params hold it: by its path from the working directory when
     it lives there (the checkout's .venv), so that a checkout moved or copied elsewhere, or an
-    archive unpacked on another machine, keeps every finished cell's params and reruns nothing."""
+    archive unpacked on another machine, keeps every finished cell's params and reruns nothing; and
+    by its venv's `python`, whichever of its names started Snakemake (`.venv/bin/snakemake` starts
+    `python3`, `.venv/bin/python -m snakemake` `python`), so that neither reruns the other's cells."""
     executable = Path(sys.executable)  # not resolved: a venv's python is a link out of the venv
     for workdir, directory in ((Path.cwd(), executable.parent.absolute()),
                                (Path.cwd().resolve(), executable.parent.resolve())):
         if directory.is_relative_to(workdir):
-            return str((directory / executable.name).relative_to(workdir))
+            name = "python" if (directory / "python").exists() else executable.name
+            return str((directory / name).relative_to(workdir))
     return sys.executable
 
 

@@ -2,8 +2,8 @@
 model: workflow_support.fake_finished_run), editing one resource reruns exactly the jobs that read
 it (and, downstream, the jobs that use their outputs); a model whose source changed is fetched again;
 a machine that resolves `quantizer: auto` otherwise than the finished checkpoints were made is
-refused; a finished run moved to another directory reruns nothing. Dry runs only, but a few minutes
-of them: marked workflow."""
+refused; a finished run moved to another directory, or started through `python3` instead of `python`,
+reruns nothing. Dry runs only, but a few minutes of them: marked workflow."""
 
 from __future__ import annotations
 
@@ -94,6 +94,18 @@ def test_a_finished_run_moved_elsewhere_reruns_nothing(finished):
     finally:
         moved.rename(finished)
     assert scheduled_jobs(output) == Counter(), [job.get("reason") for job in dry_run_jobs(output)][:5]
+
+
+def test_a_finished_run_started_by_another_name_of_its_python_reruns_nothing(finished):
+    """`.venv/bin/snakemake` starts the venv's `python3`, `python -m snakemake` its `python`: the
+    params name the same interpreter either way."""
+    command = snakemake_command(finished, "--cores", "2", "-n", configfile=CI)
+    other_name = Path(command[0]).with_name("python" if Path(command[0]).name == "python3" else "python3")
+    if not other_name.is_relative_to(finished) or not other_name.exists():
+        pytest.skip("the tests do not run from a venv, so the working directory holds no .venv")
+    proc = subprocess.run([str(other_name), *command[1:]], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert scheduled_jobs(proc.stdout + proc.stderr) == Counter(), proc.stdout[-2000:]
 
 
 def test_a_model_whose_source_changed_is_fetched_again(finished):
