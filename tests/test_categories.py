@@ -7,7 +7,7 @@ import pytest
 
 from safetygrid.analysis.categories import NO_CATEGORY, category_metrics
 from safetygrid.analysis.deployment import top_categories
-from safetygrid.stats.intervals import wilson
+from safetygrid.stats.intervals import clopper_pearson, wilson
 
 NA = None
 PROMPTS = pd.DataFrame({
@@ -83,6 +83,15 @@ def test_intervals_hold_their_point_and_the_baseline_pairs_with_itself(table):
     # a paired bootstrap: A's rise at T = 0.7 is 0.75 in every resample that draws an answered prompt
     t_a = table.loc[("q4", 0.7, "A")]
     assert 0.5 <= t_a.delta_asr_lo <= t_a.delta_asr_hi <= 1.0
+
+
+def test_a_sampled_category_with_no_events_has_the_exact_interval_not_zero_width(table):
+    """METRICS.md, zero-width intervals: z1 at T = 0.7 is never unsafe and always refuses, so every
+    resample gives ASR 0 and RR 1; the intervals are Clopper-Pearson over its one prompt."""
+    z = table.loc[("q4", 0.7, NO_CATEGORY)]
+    assert z.interval == "bootstrap" and (z.asr, z.rr) == (0.0, 1.0)
+    assert (z.asr_lo, z.asr_hi) == pytest.approx(clopper_pearson(0, 1)) and z.asr_hi > 0
+    assert (z.rr_lo, z.rr_hi) == pytest.approx(clopper_pearson(1, 1)) and z.rr_lo < 1
 
 
 def test_no_baseline_cell_gives_na_changes():

@@ -15,6 +15,7 @@ from safetygrid.ensemble.stack import fit_stack
 from safetygrid.ensemble.voting import vote
 from safetygrid.judges.validation import (LabelledSetError, pyrit_rows, read_commented_csv, read_labelled_file,
                                           stratified_pick)
+from safetygrid.stats.intervals import clopper_pearson
 
 PYRIT_CSV = '''# dataset_version=1.1
 # a second comment line
@@ -107,6 +108,17 @@ def test_validity_figures_against_a_hand_worked_table():
     # an unlabelled row is left out and counted
     predicted[0] = np.nan
     assert binary_validity(labels, predicted, None, resamples=100)["n_failed"] == 1
+
+
+def test_a_share_every_resample_gives_alike_has_the_exact_interval():
+    """METRICS.md, zero-width intervals: a judge that calls none of 150 safe rows unsafe has FPR 0
+    with the Clopper-Pearson interval over those 150 rows, not [0, 0]; its accuracy 1 likewise."""
+    labels, predicted = np.zeros(150, dtype=int), np.zeros(150)
+    out = binary_validity(labels, predicted, None, seed=1, resamples=100)
+    assert out["fpr"] == 0.0 and (out["fpr_lo"], out["fpr_hi"]) == pytest.approx(clopper_pearson(0, 150))
+    assert out["fpr_hi"] > 0.02
+    assert out["accuracy"] == 1.0 and (out["accuracy_lo"], out["accuracy_hi"]) == pytest.approx(clopper_pearson(150, 150))
+    assert math.isnan(out["tpr"]) and math.isnan(out["tpr_lo"])  # no positive row: no TPR, no interval
 
 
 def test_kappa_needs_ten_human_labels_of_each_class():

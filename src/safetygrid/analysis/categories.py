@@ -4,7 +4,8 @@ change against the model's baseline cell (baseline precision and kv, T = 0).
 Over the harmful prompts of category c (prompts without a category form the category ``(none)``),
 ASR and RR are METRICS.md's per-cell definitions restricted to c, computed from the same
 prompt-level quantities as cells.parquet (``metrics.prompt_level``). Intervals follow METRICS.md:
-Wilson when k = 1, otherwise a percentile bootstrap over the category's prompts; the change against
+Wilson when k = 1, otherwise a percentile bootstrap over the category's prompts (Clopper-Pearson
+over them where every resample gives the same value, as with no events); the change against
 the baseline is always a paired percentile bootstrap over the category's prompts (every cell of a
 model resamples the same prompts of c, so a prompt stays paired with itself in the baseline).
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import _ratio_draws, _rng, prompt_level
-from ..stats.intervals import bootstrap_indices, bootstrap_means, percentile_interval, wilson
+from ..stats.intervals import bootstrap_indices, bootstrap_means, percentile_interval, proportion_interval, wilson
 
 NO_CATEGORY = "(none)"
 CATEGORY_COLUMNS = ["model", "precision", "kv", "temperature", "category", "k", "n_prompts", "n_responses", "interval",
@@ -79,9 +80,12 @@ def category_metrics(votes: pd.DataFrame, prompts: pd.DataFrame, *, baseline: Ma
                     row["asr_lo"], row["asr_hi"] = wilson(asr * n_prompts, n_prompts, level) if n_prompts else (
                         math.nan, math.nan)
                     row["rr_lo"], row["rr_hi"] = wilson(float(h["refusal_sum"].sum()), int(n_r), level)
-                else:
-                    row["asr_lo"], row["asr_hi"] = _interval(asr_d, asr, level)
-                    row["rr_lo"], row["rr_hi"] = _interval(rr_d, rr, level)
+                else:  # METRICS.md, zero-width intervals: a category with no events is not [0, 0]
+                    n_rr_prompts = int(h["refusal_n"].fillna(0).gt(0).sum())
+                    row["asr_lo"], row["asr_hi"] = proportion_interval(asr, _interval(asr_d, asr, level), n_prompts,
+                                                                       level)
+                    row["rr_lo"], row["rr_hi"] = proportion_interval(rr, _interval(rr_d, rr, level), n_rr_prompts,
+                                                                     level)
                 per_category[c] = (asr, rr, asr_d, rr_d, row)
             cells[precision, kv, temperature] = per_category
         for key in sorted(cells, key=lambda k: (k[0], k[1], float(k[2]))):

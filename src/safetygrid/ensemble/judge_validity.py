@@ -17,7 +17,8 @@ labelled by the rater), n_failed (rows it could not label), n_pos, n_neg (rows w
 1, 0), accuracy, kappa (Cohen, against the human label; NaN, with both counts in the note, unless the
 human labels hold at least MIN_PER_CLASS of each class: METRICS.md's kappa estimability), tpr, fpr,
 auc (of the score; NaN for a rater without one), each with ``_lo``/``_hi``
-(percentile bootstrap over rows), threshold (for a calibrated judge: the cut fitted on every row,
+(percentile bootstrap over rows; for accuracy, tpr and fpr, where every resample gives the same
+value, the Clopper-Pearson interval over the rows of that share instead, so none is [0, 0]), threshold (for a calibrated judge: the cut fitted on every row,
 which the workflow applies), lead (the ensemble label the tables lead with), note. A judge that
 labels only the refusal axis (judge_axes.py) has no unsafe rows and is left out of the unsafe
 ensembles and the stack.
@@ -42,7 +43,7 @@ from scipy.stats import rankdata
 
 from ..judge_axes import gives_unsafe
 from ..stats.dawid_skene import MIN_JUDGES, dawid_skene
-from ..stats.intervals import percentile_interval
+from ..stats.intervals import percentile_interval, proportion_interval
 from .calibration import cross_fit, fit_threshold, fold_ids, kappa
 from .stack import Stack, fit_stack, judge_features, scoreless
 from .voting import refusal_majority, votes_needed
@@ -59,6 +60,8 @@ VALIDITY_COLUMNS = ["rater", "kind", "target", "axis", "labels", "measured_on", 
 TRUST_KAPPA = 0.4
 # METRICS.md, kappa estimability: kappa against human labels needs at least this many of each class
 MIN_PER_CLASS = 10
+# the proportions among METRICS, each with the count of rows it is a share of
+PROPORTION_TRIALS = {"accuracy": "n", "tpr": "n_pos", "fpr": "n_neg"}
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -110,6 +113,8 @@ def binary_validity(labels: np.ndarray, predicted: np.ndarray, scores: np.ndarra
     for metric in METRICS:
         finite = draws[metric][np.isfinite(draws[metric])]
         lo, hi = percentile_interval(finite, level) if len(finite) else (math.nan, math.nan)
+        if metric in PROPORTION_TRIALS:  # METRICS.md, zero-width intervals: FPR 0 of 150 is not [0, 0]
+            lo, hi = proportion_interval(out[metric], (lo, hi), out[PROPORTION_TRIALS[metric]], level)
         out[f"{metric}_lo"], out[f"{metric}_hi"] = lo, hi
     out["note"] = "" if not math.isnan(out["kappa"]) else "kappa undefined: one label throughout"
     if min(out["n_pos"], out["n_neg"]) < min_per_class:
