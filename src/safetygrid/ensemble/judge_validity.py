@@ -18,10 +18,10 @@ labelled by the rater), n_failed (rows it could not label), n_pos, n_neg (rows w
 human labels hold at least MIN_PER_CLASS of each class: METRICS.md's kappa estimability), tpr, fpr,
 auc (of the score; NaN for a rater without one), each with ``_lo``/``_hi``
 (percentile bootstrap over rows; for accuracy, tpr and fpr, where every resample gives the same
-value, the Clopper-Pearson interval over the rows of that share instead, so none is [0, 0]), threshold (for a calibrated judge: the cut fitted on every row,
-which the workflow applies), lead (the ensemble label the tables lead with), note. A judge that
-labels only the refusal axis (judge_axes.py) has no unsafe rows and is left out of the unsafe
-ensembles and the stack.
+value, the Clopper-Pearson interval over the rows of that share instead, so none is [0, 0]),
+threshold (for a calibrated judge: the cut fitted on every row, which the workflow applies), lead
+(the ensemble label the tables lead with), note. A judge that labels only the refusal axis
+(judge_axes.py) has no unsafe rows and is left out of the unsafe ensembles and the stack.
 
 ``results/calibration/ensemble.json`` holds what the workflow applies: each calibrated judge's
 threshold (unsafe axis, on its score) and/or refusal_threshold (refusal axis, on its
