@@ -87,6 +87,9 @@ def test_a_resource_rewritten_with_the_same_content_reruns_nothing(finished):
 def test_a_finished_run_moved_elsewhere_reruns_nothing(finished):
     """A checkout moved, copied, or unpacked from an archive at another path: no job's params may
     name where it lived (the interpreter of the generate and quantize commands included)."""
+    if not Path(snakemake_command(finished)[0]).is_relative_to(finished):
+        pytest.skip("the tests do not run from a venv, so Snakemake's interpreter lies outside the run and "
+                    "moving the run cannot change its path")
     moved = finished.with_name(finished.name + "-moved")
     finished.rename(moved)
     try:
