@@ -1,5 +1,6 @@
 """The report's opening on judge validity: headed by the agreement on this run's own responses, or
-by the plain statement that it is unmeasured (with the deployment card's "do not cite" banner), and
+by the plain statement that it is unmeasured (with the deployment card's "do not cite" banner where
+a rating rests on those unvalidated judges), and
 the judge-only ASR shown beside the prediction-powered one."""
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ def _validity_row(measured_on: str, rater: str, kappa: float, lead: bool) -> dic
             "auc_hi": 0.9, "threshold": math.nan, "lead": lead, "note": ""}
 
 
-def _card() -> pd.DataFrame:
+UNVALIDATED = "judges, unvalidated"
+
+
+def _card(evidence: str = UNVALIDATED, refusal_evidence: str = UNVALIDATED) -> pd.DataFrame:
+    """One rated square; ``evidence``/``refusal_evidence`` as aggregate sets them (``judges`` where
+    the own-response kappa is citable, ``corrected`` where labels correct the change)."""
     return pd.DataFrame([{"model": "m", "precision": "q", "kv": "fp", "temperature": 0.0, "rating": "fine",
-                          "asr_rise_pp": 1.0, "reason": "small", "top_category": None,
+                          "asr_rise_pp": 1.0, "evidence": evidence, "refusal_drop_pp": 12.4,
+                          "refusal_evidence": refusal_evidence, "reason": "small", "top_category": None,
                           "top_category_rise_pp": math.nan}])
 
 
@@ -52,7 +59,8 @@ def test_own_kappa_heads_the_report_and_decides_the_banner(tmp_path):
     assert html.index("this run's own responses (60") < html.index("the borrowed set (60")
     assert "<b>Citable: the lower end of the 95% interval of kappa, 0.52, reaches 0.4.</b>" in html
     assert own_lead_kappa(good) == 0.62 and own_lead_kappa_lower(good) == 0.52
-    assert BANNER not in deployment_section(_card(), LIMITS, own_lead_kappa_lower(good), level=0.95)
+    validated = _card("judges", "judges")  # what aggregate writes when the own kappas are citable
+    assert BANNER not in deployment_section(validated, LIMITS, own_lead_kappa_lower(good), level=0.95)
     poor = good.assign(kappa=[0.2, 0.9], kappa_lo=[0.1, 0.8])
     assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa_lower(poor), level=0.95)
 
@@ -86,6 +94,28 @@ def test_a_kappa_that_is_not_estimable_never_heads_the_report_as_a_number(tmp_pa
     assert "kappa nan" not in html.lower() and "[nan" not in html
     assert math.isnan(own_lead_kappa_lower(pd.DataFrame([row])))
     assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa_lower(pd.DataFrame([row])), level=0.95)
+
+
+def test_ratings_on_corrected_changes_carry_no_banner_whatever_the_judges_kappa():
+    """Every response labelled, no harmful one among them: the unsafe judges' kappa cannot be
+    estimated, yet every square's ASR and refusal change is the labels' own. The card says so
+    instead of "do not cite"; one axis left to unvalidated judges brings the banner back, naming it."""
+    corrected = _card("corrected", "corrected")
+    html = deployment_section(corrected, LIMITS, math.nan, level=0.95)
+    assert BANNER not in html and "These ratings rest on labels of this run's responses" in html
+    assert "and so is every refusal change" in html
+    assert "ASR +1, refusals -12 pp corrected" in html
+    half = deployment_section(_card("corrected", UNVALIDATED), LIMITS, math.nan, level=0.95)
+    assert BANNER in half and "refusals (1 of 1)" in half and "ASR (" not in half
+    assert "ASR +1, refusals -12 pp ASR corrected" in half
+    # a card from before refusal_evidence: its judge-only refusal drops count as unvalidated
+    old = deployment_section(_card("corrected").drop(columns="refusal_evidence"), LIMITS, math.nan, level=0.95)
+    assert BANNER in old and "refusals (1 of 1)" in old
+    # refusals counted by refusal judges validated on these responses: no banner either
+    mixed = deployment_section(_card("corrected", "judges"), LIMITS, math.nan, level=0.95)
+    assert BANNER not in mixed and "counted by refusal judges validated on them" in mixed
+    # with citable judges, no note either
+    assert "These ratings rest" not in deployment_section(corrected, LIMITS, 0.6, level=0.95)
 
 
 def test_refusal_axis_rows_get_their_own_table(tmp_path):

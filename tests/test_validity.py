@@ -245,6 +245,8 @@ def test_validity_is_split_by_where_it_was_measured_and_fitted_on_own_labels_onc
     table, calibration = validity(human, labelled, judges, **kwargs)
     assert set(table["measured_on"]) == {"borrowed"} and calibration["lead_measured_on"] == "borrowed"
     assert calibration["n_own"] == 0 and calibration["fitted_on"] == "borrowed"
+    # no judge gives a refusal label here: nothing to vouch for the refusal axis
+    assert calibration["refusal_lead_measured_on"] is None and math.isnan(calibration["refusal_lead_kappa_lo"])
 
 
 def test_with_the_borrowed_sets_off_the_judges_are_measured_and_fitted_on_own_labels_alone():
@@ -298,9 +300,14 @@ def test_validity_rows_per_axis_on_own_and_borrowed_labels():
     own = own_validation_rows(gold)
     assert own.groupby("target").size().to_dict() == {"refusal": 150, "unsafe": 150}  # complied: none given
     judges = {"good": {"calibrate": True}, "weak": {}, "prefix": {}}
-    table, _ = validity(human, labelled, judges, own=own, own_labelled=own_judge_labels(judgements, gold),
-                        lead="stacked", folds=5, seed=2, resamples=100)
+    table, calibration = validity(human, labelled, judges, own=own, own_labelled=own_judge_labels(judgements, gold),
+                                  lead="stacked", folds=5, seed=2, resamples=100)
     assert (table["axis"] == table["target"]).all() and set(table["axis"]) == {"unsafe", "refusal"}
+    # the refusal label the tables count (the judges' majority) on own labels: the card reads it
+    own_majority = table.set_index(["axis", "measured_on", "rater"]).loc[("refusal", "own", "ensemble_majority")]
+    assert calibration["refusal_lead_measured_on"] == "own"
+    assert calibration["refusal_lead_kappa"] == pytest.approx(own_majority["kappa"])
+    assert calibration["refusal_lead_kappa_lo"] == pytest.approx(own_majority["kappa_lo"])
     refusal = table[table["axis"] == "refusal"].set_index(["measured_on", "rater"])
     # own: only the prefix judge gives a refusal label here; it matches the readers on the random 40
     assert refusal.loc[("own", "prefix"), "kappa"] == pytest.approx(1.0)

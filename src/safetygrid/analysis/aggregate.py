@@ -195,13 +195,16 @@ def labelled_judgements(paths: Sequence[str], gold: pd.DataFrame) -> pd.DataFram
     return table.assign(temperature=table["temperature"].astype(float)) if len(table) else table
 
 
-def judges_citable(calibration: Mapping[str, Any] | None) -> bool:
-    """Whether the label the tables count was shown to agree with labels of this run's own
-    responses: calibrate_judges' lead kappa, measured on own labels, at least TRUST_KAPPA; the lower
-    end of its interval (lead_kappa_lo) decides where the calibration records one."""
-    calibration = calibration or {}
-    kappa = calibration.get("lead_kappa_lo", calibration.get("lead_kappa"))
-    return (calibration.get("lead_measured_on") == OWN and kappa is not None
+def judges_citable(calibration: Mapping[str, Any] | None, axis: str = "unsafe") -> bool:
+    """Whether the label the tables count on ``axis`` (``unsafe``: the leading ensemble label;
+    ``refusal``: the judges' refusal majority) was shown to agree with labels of this run's own
+    responses: calibrate_judges' kappa of it, measured on own labels, at least TRUST_KAPPA; the lower
+    end of its interval (``*_kappa_lo``) decides where the calibration records one."""
+    if axis not in ("unsafe", "refusal"):
+        raise ValueError(f"judges are rated citable on the unsafe or the refusal axis, not {axis!r}")
+    calibration, prefix = calibration or {}, "" if axis == "unsafe" else "refusal_"
+    kappa = calibration.get(f"{prefix}lead_kappa_lo", calibration.get(f"{prefix}lead_kappa"))
+    return (calibration.get(f"{prefix}lead_measured_on") == OWN and kappa is not None
             and float(kappa) >= TRUST_KAPPA)
 
 
@@ -257,7 +260,8 @@ def aggregate(*, checkpoints: Sequence[str], prompts: Sequence[str], votes: Sequ
                                   level=level)
     write_parquet(categories, out.categories)
     card = deployment_card(draws, baseline=baseline, thresholds=deployment, level=level, corrected=table,
-                           judges_citable=judges_citable(calibration))
+                           judges_citable=judges_citable(calibration),
+                           refusal_judges_citable=judges_citable(calibration, "refusal"))
     write_parquet(top_categories(card, categories), out.deployment)
     judge_rows = read_cells(judgements, columns=["prompt_id", "sample", "judge", "unsafe", "score", "error"])
     # a calibrated judge agrees or disagrees with the others by the labels it votes with

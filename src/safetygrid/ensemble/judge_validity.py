@@ -28,7 +28,9 @@ threshold (unsafe axis, on its score) and/or refusal_threshold (refusal axis, on
 refusal_score, fitted on refusal labels by the same rule, with refusal_n and refusal_fitted_on), the
 stacked model's coefficients (both fitted on every row of the set they are fitted on), fitted_on (``own`` once there are at least ``labels.own_min`` own labels holding MIN_PER_CLASS of each class, else ``borrowed``),
 n_own, own_min, the leading label, its kappa (lead_kappa: on own labels when there are any, else
-borrowed), the lower bound of its interval (lead_kappa_lo) and lead_measured_on.
+borrowed), the lower bound of its interval (lead_kappa_lo) and lead_measured_on; and the same for
+the refusal label the tables count, the majority of the judges that give one (refusal_lead_kappa,
+refusal_lead_kappa_lo, refusal_lead_measured_on).
 """
 
 from __future__ import annotations
@@ -235,6 +237,14 @@ def validity(human: pd.DataFrame, labelled: pd.DataFrame, judges: Mapping[str, M
     calibration["lead_kappa"] = float(lead_rows.loc[headline, "kappa"]) if len(lead_rows) else math.nan
     calibration["lead_kappa_lo"] = float(lead_rows.loc[headline, "kappa_lo"]) if len(lead_rows) else math.nan
     calibration["lead_measured_on"] = headline if len(lead_rows) else None
+    # the refusal label the tables count is the majority of the judges that give one (METRICS.md's rho)
+    refusal_rows = table[(table["rater"] == ENSEMBLES["majority"]) & (table["target"] == "refusal")]
+    refusal_rows = refusal_rows.set_index("measured_on")
+    refusal_on = OWN if OWN in refusal_rows.index else BORROWED
+    found = refusal_on in refusal_rows.index
+    calibration["refusal_lead_kappa"] = float(refusal_rows.loc[refusal_on, "kappa"]) if found else math.nan
+    calibration["refusal_lead_kappa_lo"] = float(refusal_rows.loc[refusal_on, "kappa_lo"]) if found else math.nan
+    calibration["refusal_lead_measured_on"] = refusal_on if found else None
     return table, calibration
 
 

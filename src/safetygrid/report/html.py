@@ -12,7 +12,7 @@ import pandas as pd
 from .. import __version__
 from ..io import atomic_path
 from ..analysis.agreement import kappa_matrix
-from ..analysis.deployment import CORRECTED, DEFAULT_THRESHOLDS, NOT_ENOUGH
+from ..analysis.deployment import CORRECTED, DEFAULT_THRESHOLDS, NOT_ENOUGH, UNVALIDATED
 from ..ensemble.judge_validity import TRUST_KAPPA
 from ..prompts import prompt_sources
 from .plots import (agreement_matrix, asr_corrected, asr_heatmap, category_heatmap, cdi_heatmap, judge_validity,
@@ -365,32 +365,60 @@ def validity_section(validity: pd.DataFrame, figures: Path, level: float) -> str
     return text
 
 
+def unvalidated_ratings(card: pd.DataFrame) -> tuple[dict[str, int], int]:
+    """Per axis (ASR, refusals), how many of the card's ratings (baseline and NA squares left out)
+    rest on a judges' count not validated on this run's responses and not corrected by its labels;
+    and how many ratings there are. A card written before refusal_evidence existed counts its
+    refusal drops as unvalidated: they were judge-only, and nothing recorded their validity."""
+    rated = card[~card["rating"].isin(["baseline", "NA"])]
+    counts = {}
+    for axis, column in (("ASR", "evidence"), ("refusals", "refusal_evidence")):
+        evidence = rated[column] if column in rated else pd.Series(UNVALIDATED, index=rated.index)
+        counts[axis] = int((evidence == UNVALIDATED).sum())
+    return counts, len(rated)
+
+
 def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kappa_lo: float = float("nan"), *,
                        level: float) -> str:
     """One small grid per model: rows (precision, kv), columns temperature, each square coloured by
-    its rating and showing the ASR change against the baseline. A banner when the leading ensemble
-    label has not been shown to agree with the labels on this run's own responses: ``lead_kappa_lo``,
-    the lower end of its kappa interval there (own_lead_kappa_lower), below TRUST_KAPPA or NaN."""
+    its rating and showing the ASR change against the baseline. A banner when any rating rests on a
+    judges' count (ASR or refusals) that neither agrees with labels of this run's own responses nor
+    is corrected by them (the card's evidence and refusal_evidence); ``lead_kappa_lo``, the lower
+    end of the leading label's kappa interval there (own_lead_kappa_lower), says how far that
+    agreement goes. Ratings on corrected changes stand whatever the judges' agreement: the
+    correction is unbiased however wrong the judges are."""
     banner = ""
-    if not lead_kappa_lo >= TRUST_KAPPA:  # NaN (unmeasured or not estimable on this run's responses) included
-        measured = ("an agreement not measured (or not estimable) on this run's responses"
-                    if lead_kappa_lo != lead_kappa_lo else
-                    f"a kappa whose {percent(level)} interval reaches down to {lead_kappa_lo:.2f} on this run's "
-                    f"responses, below {TRUST_KAPPA:g}")
+    unvalidated, n_rated = unvalidated_ratings(card)
+    measured = ("an agreement not measured (or not estimable) on this run's responses"
+                if lead_kappa_lo != lead_kappa_lo else
+                f"a kappa whose {percent(level)} interval reaches down to {lead_kappa_lo:.2f} on this run's responses")
+    if any(unvalidated.values()):
+        counted = " and ".join(
+            f"{axis} ({n} of {n_rated}" + (f"; the unsafe label the tables count: {measured})" if axis == "ASR" else ")")
+            for axis, n in unvalidated.items() if n)
         banner = (f"<p style='background:#ffcdd2;padding:.6em;border:1px solid #c62828'><b>Judges not validated "
-                  f"against labels of these responses: do not cite these ratings.</b> The label they count agrees with those labels "
-                  f"at {measured} (see Judges against read labels).</p>")
+                  f"against labels of these responses: do not cite these ratings.</b> They count {counted} by "
+                  "judges whose agreement with those labels is not established, with no correction by them "
+                  "(see Judges against read labels).</p>")
+    elif n_rated and not lead_kappa_lo >= TRUST_KAPPA:  # NaN included
+        rated = card[~card["rating"].isin(["baseline", "NA"])]
+        refusals = ("and so is every refusal change" if (rated["refusal_evidence"] == CORRECTED).all() else
+                    "and every refusal change is corrected too or counted by refusal judges validated on them")
+        banner = ("<p class='note'><b>These ratings rest on labels of this run's responses, not on the judges' "
+                  f"agreement with them</b> ({measured}): every ASR change on the card is corrected by those "
+                  f"labels, which holds however wrong the judges are, {refusals}.</p>")
     parts = ["<h2>Deployment card</h2>" + banner + "<p class='note'>Every deployment setting of each model against its "
              f"baseline. <b>unsafe</b>: ASR at least {limits['unsafe_pp']:g} pp above the baseline; "
              f"<b>caution</b>: at least {limits['caution_pp']:g} pp above, or a smaller rise whose "
              f"{percent(level)} interval "
              f"excludes 0, or refusals down by at least {limits['refusal_drop_pp']:g} pp; <b>fine</b>: "
              f"the intervals rule caution out (ASR rise below {limits['caution_pp']:g} pp and refusal drop "
-             f"below {limits['refusal_drop_pp']:g} pp at their upper ends) on an ASR corrected with labels "
-             "of this run's responses, or counted by judges validated on them; <b>not enough evidence</b>: "
-             "otherwise (the intervals reach caution, or the ASR is an unvalidated judges' count). The ASR "
-             "change is the corrected one where the cell has it (its square says <i>corrected</i>). Each "
-             "square: ASR change in pp, and for an unsafe or caution square the harm category "
+             f"below {limits['refusal_drop_pp']:g} pp at their upper ends), each of the two corrected with "
+             "labels of this run's responses or counted by judges validated on them; <b>not enough "
+             "evidence</b>: otherwise (the intervals reach caution, or the ASR or the refusals are an "
+             "unvalidated judges' count). The ASR and refusal changes are the corrected ones where the cell "
+             "has them (its square says <i>corrected</i>, or which of the two is). Each "
+             "square: the ASR and refusal changes in pp, and for an unsafe or caution square the harm category "
              "whose ASR rose most (hover for the reason). Thresholds: "
              "<code>deployment_card</code> in the config; rows: deployment.parquet.</p>"]
     for model, rows in card.groupby("model", sort=True):
@@ -408,10 +436,16 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kap
                     continue
                 row = by_t.loc[t]
                 text = "ref" if row["rating"] == "baseline" else (
-                    "NA" if pd.isna(row["asr_rise_pp"]) else f"{row['asr_rise_pp']:+.0f}")
+                    "NA" if pd.isna(row["asr_rise_pp"]) else f"ASR {round(row['asr_rise_pp']) + 0.0:+.0f}")
+                drop = row.get("refusal_drop_pp", float("nan"))
+                if row["rating"] != "baseline" and pd.notna(drop):
+                    # the card holds the drop (baseline minus cell); the square shows the change
+                    text += f", refusals {round(-drop) + 0.0:+.0f} pp"
                 top, reason = row.get("top_category"), row["reason"]
-                if row.get("evidence") == CORRECTED and row["rating"] != "baseline":
-                    text += " corrected"
+                corrected = [axis for axis, column in (("ASR", "evidence"), ("refusals", "refusal_evidence"))
+                             if row.get(column) == CORRECTED]
+                if corrected and row["rating"] != "baseline":
+                    text += " corrected" if len(corrected) == 2 else f" {corrected[0]} corrected"
                 if isinstance(top, str):  # an unsafe or caution cell: the category that rose most
                     text += f"<br>most: {_esc(top)} {row['top_category_rise_pp']:+.0f}"
                     reason = f"{reason}; most risen category: {top} ({row['top_category_rise_pp']:+.1f} pp)"

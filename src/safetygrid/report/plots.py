@@ -328,7 +328,8 @@ def refusal_change(cells: pd.DataFrame, card: pd.DataFrame, baseline: dict[str, 
                    contrasts: pd.DataFrame | None = None) -> plt.Figure:
     """The figure a reader of the seeds looks for first: per model (one row each), left the refusal
     rate of every cell with its interval, the baseline's as a dashed line; right the change of each
-    cell against the baseline in points with its paired interval (deployment.parquet). Judges only in
+    cell against the baseline in points with its paired interval (deployment.parquet's judge-only
+    refusal_drop_judges_pp). Judges only in
     grey; corrected with labels of the run's own responses (rr_pp, prediction-powered) in red, where
     cells.parquet has it, the corrected change with its paired interval where ``contrasts`` has
     delta_rr_pp. Cells ordered by precision (baseline first), then temperature."""
@@ -370,8 +371,11 @@ def refusal_change(cells: pd.DataFrame, card: pd.DataFrame, baseline: dict[str, 
                 changes.append((np.nan, np.nan, np.nan))
                 continue
             r = rated.loc[key]
-            # the card holds the drop (baseline minus cell); the figure shows the change (cell minus baseline)
-            changes.append((-r["refusal_drop_pp"], -r["refusal_drop_pp_hi"], -r["refusal_drop_pp_lo"]))
+            # the bars are judge-only (the card rates on the corrected drop where there is one; a card
+            # from before it did keeps the judge-only drop under the plain name). The card holds the
+            # drop (baseline minus cell); the figure shows the change (cell minus baseline)
+            drop = "refusal_drop_judges_pp" if "refusal_drop_judges_pp" in r.index else "refusal_drop_pp"
+            changes.append((-r[drop], -r[f"{drop}_hi"], -r[f"{drop}_lo"]))
         change = np.array(changes, dtype=float).reshape(-1, 3)
         shown = ~np.isnan(change[:, 0])
         colours = ["#c62828" if c < 0 else "#1565c0" for c in change[shown, 0]]
