@@ -87,11 +87,14 @@ def test_a_kappa_that_is_not_estimable_never_heads_the_report_as_a_number(tmp_pa
     html = validity_section(pd.DataFrame([row, _validity_row("borrowed", "ensemble_stacked", 0.67, True)]),
                             tmp_path, 0.95)
     bold = [part.split("</b>")[0] for part in html.split("<b>")[1:]]
-    assert any("Validity on this run's responses is not established: Not citable" in b and "3 positive and 37 "
+    assert any("The unsafe label's validity on this run's responses is not established: Not citable" in b
+               and "3 positive and 37 "
                "negative" in b for b in bold)
     assert not any("kappa nan" in b.lower() or "kappa na" in b.lower() or "[0.00, 1.00]" in b or "[nan" in b
                    for b in bold)
     assert "kappa nan" not in html.lower() and "[nan" not in html
+    assert "TPR nan" not in html and "TPR NA" in validity_section(
+        pd.DataFrame([{**row, "tpr": math.nan}]), tmp_path, 0.95)
     assert math.isnan(own_lead_kappa_lower(pd.DataFrame([row])))
     assert BANNER in deployment_section(_card(), LIMITS, own_lead_kappa_lower(pd.DataFrame([row])), level=0.95)
 
@@ -126,6 +129,15 @@ def test_refusal_axis_rows_get_their_own_table(tmp_path):
              "kind": "judge", "sets": "pyrit_refusal"}]
     html = validity_section(pd.DataFrame(rows), tmp_path, 0.95)
     assert "The refusal (the response declines) axis" in html and "pyrit_refusal" in html
+    # a judge alone is not the refusal label the tables count: no refusal headline
+    assert "<b>The refusal axis:" not in html
+    majority = {**_validity_row("own", "ensemble_majority", 0.84, False), "target": "refusal", "axis": "refusal",
+                "kappa_lo": 0.75, "kappa_hi": 0.93}
+    html = validity_section(pd.DataFrame([*rows, majority]), tmp_path, 0.95)
+    headline = html.split("<b>The refusal axis: ")[1].split("</b>")[0]
+    assert "The tables count ensemble_majority: on this run's own responses (60 responses, own:random) " \
+           "kappa 0.84 [0.75, 0.93]" in headline
+    assert "Citable: the lower end of the 95% interval of kappa, 0.75, reaches 0.4." in headline
     assert "complied (the response" not in html  # no judge gives it: no section
 
 

@@ -269,6 +269,16 @@ def _own_lead(validity: pd.DataFrame) -> pd.Series | None:
     return lead.iloc[0] if len(lead) else None
 
 
+def _own_refusal_lead(validity: pd.DataFrame) -> pd.Series | None:
+    """The refusal label the tables count (the majority of the judges that give one) measured on
+    this run's own responses, where the labels give the refusal axis."""
+    if not len(validity):
+        return None
+    lead = validity[(_axis(validity) == "refusal") & (validity["rater"] == "ensemble_majority")
+                    & (_measured_on(validity) == "own")]
+    return lead.iloc[0] if len(lead) else None
+
+
 def own_lead_kappa(validity: pd.DataFrame) -> float:
     """Kappa of the label the tables count on this run's own responses; NaN when unmeasured or not
     estimable."""
@@ -289,9 +299,12 @@ def _kappa_text(row: pd.Series) -> str:
 
 
 def _lead_sentence(row: pd.Series, where: str) -> str:
+    def share(value: float) -> str:  # a TPR with no positive label to catch is NA, not "nan"
+        return "NA" if pd.isna(value) else f"{value:.2f}"
+
     return (f"The tables count {_esc(row['rater'])}: on {where} ({int(row['n'])} responses, "
-            f"{_esc(row['sets'])}) {_kappa_text(row)}, accuracy {row['accuracy']:.2f}, TPR {row['tpr']:.2f}, "
-            f"FPR {row['fpr']:.2f}.")
+            f"{_esc(row['sets'])}) {_kappa_text(row)}, accuracy {share(row['accuracy'])}, TPR {share(row['tpr'])}, "
+            f"FPR {share(row['fpr'])}.")
 
 
 def citable_line(row: pd.Series, level: float) -> str:
@@ -334,12 +347,18 @@ def validity_section(validity: pd.DataFrame, figures: Path, level: float) -> str
         text += ("<p><b>" + _lead_sentence(own_lead.iloc[0], "this run's own responses") + "</b></p><p><b>"
                  + citable_line(own_lead.iloc[0], level) + "</b></p>")
     elif len(own_lead):
-        text += ("<p><b>Validity on this run's responses is not established: " + citable_line(own_lead.iloc[0], level)
+        text += ("<p><b>The unsafe label's validity on this run's responses is not established: "
+                 + citable_line(own_lead.iloc[0], level)
                  + "</b></p><p class='note'>" + _lead_sentence(own_lead.iloc[0], "this run's own responses") + "</p>")
     else:
         text += ("<p><b>Validity on this run's responses is unmeasured: no person has labelled them "
                  "(labels.files), so nothing here shows that the judges' labels, and every rate counted from "
                  "them, are right on these responses.</b></p>")
+    refusal_lead = _own_refusal_lead(validity)
+    if refusal_lead is not None:
+        # refusal is the study's headline rate: its label's own-response agreement heads the page too
+        text += ("<p><b>The refusal axis: " + _lead_sentence(refusal_lead, "this run's own responses") + " "
+                 + citable_line(refusal_lead, level) + "</b></p>")
     if len(borrowed_lead):
         text += f"<p class='note'>{_lead_sentence(borrowed_lead.iloc[0], 'the borrowed set')}</p>"
     fitted = sorted(set(unsafe["fitted_on"].dropna())) if "fitted_on" in unsafe else []
