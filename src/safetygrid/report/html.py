@@ -400,21 +400,20 @@ def unvalidated_ratings(card: pd.DataFrame) -> tuple[dict[str, int], int]:
 def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kappa_lo: float = float("nan"), *,
                        level: float) -> str:
     """One small grid per model: rows (precision, kv), columns temperature, each square coloured by
-    its rating and showing the ASR change against the baseline. A banner when any rating rests on a
-    judges' count (ASR or refusals) that neither agrees with labels of this run's own responses nor
-    is corrected by them (the card's evidence and refusal_evidence); ``lead_kappa_lo``, the lower
-    end of the leading label's kappa interval there (own_lead_kappa_lower), says how far that
-    agreement goes. Ratings on corrected changes stand whatever the judges' agreement: the
-    correction is unbiased however wrong the judges are."""
+    its rating and showing the ASR and refusal changes against the baseline. A banner when any
+    rating rests on a judges' count (ASR or refusals) that neither agrees with labels of this run's
+    own responses nor is corrected by them (the card's evidence and refusal_evidence);
+    ``lead_kappa_lo``, the lower end of the leading label's kappa interval there
+    (own_lead_kappa_lower), says how far that agreement goes. Ratings on corrected changes stand
+    whatever the judges' agreement: the correction is unbiased however wrong the judges are."""
     banner = ""
     unvalidated, n_rated = unvalidated_ratings(card)
     measured = ("an agreement not measured (or not estimable) on this run's responses"
                 if lead_kappa_lo != lead_kappa_lo else
                 f"a kappa whose {percent(level)} interval reaches down to {lead_kappa_lo:.2f} on this run's responses")
     if any(unvalidated.values()):
-        counted = " and ".join(
-            f"{axis} ({n} of {n_rated}" + (f"; the unsafe label the tables count: {measured})" if axis == "ASR" else ")")
-            for axis, n in unvalidated.items() if n)
+        where = {"ASR": f"; the unsafe label the tables count: {measured}", "refusals": ""}
+        counted = " and ".join(f"{axis} ({n} of {n_rated}{where[axis]})" for axis, n in unvalidated.items() if n)
         banner = (f"<p style='background:#ffcdd2;padding:.6em;border:1px solid #c62828'><b>Judges not validated "
                   f"against labels of these responses: do not cite these ratings.</b> They count {counted} by "
                   "judges whose agreement with those labels is not established, with no correction by them "
