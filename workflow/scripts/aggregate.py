@@ -12,7 +12,7 @@ aggregate(
     bootstrap=snakemake.params.bootstrap, hidden_danger=snakemake.params.hidden_danger,
     judgements=snakemake.input.judgements, deployment=snakemake.params.deployment,
     skipped_cells=snakemake.params.skipped_cells,
-    calibration=read_json(snakemake.input.calibration[0]) if snakemake.input.calibration else None,
+    calibration=read_json(snakemake.input.calibration),
     gold=pd.read_parquet(snakemake.input.gold[0]) if snakemake.input.gold else None,
     ensemble=snakemake.params.ensemble,
     out=snakemake.output,
