@@ -3,7 +3,8 @@ model: workflow_support.fake_finished_run), editing one resource reruns exactly 
 it (and, downstream, the jobs that use their outputs); a model whose source changed is fetched again;
 a machine that resolves `quantizer: auto` otherwise than the finished checkpoints were made is
 refused; a finished run moved to another directory, or started through `python3` instead of `python`,
-reruns nothing. Dry runs only, but a few minutes of them: marked workflow."""
+reruns nothing; aggregate reads the judges' validity however the votes are made. Dry runs only, but a
+few minutes of them: marked workflow."""
 
 from __future__ import annotations
 
