@@ -232,20 +232,23 @@ def validity(human: pd.DataFrame, labelled: pd.DataFrame, judges: Mapping[str, M
     table["axis"] = table["target"]
     table["lead"] = (table["rater"] == ENSEMBLES[lead]) & (table["target"] == "unsafe")
     table["note"] = table["note"].fillna("")
-    lead_rows = table[table["lead"]].set_index("measured_on")
-    headline = OWN if OWN in lead_rows.index else BORROWED
-    calibration["lead_kappa"] = float(lead_rows.loc[headline, "kappa"]) if len(lead_rows) else math.nan
-    calibration["lead_kappa_lo"] = float(lead_rows.loc[headline, "kappa_lo"]) if len(lead_rows) else math.nan
-    calibration["lead_measured_on"] = headline if len(lead_rows) else None
     # the refusal label the tables count is the majority of the judges that give one (METRICS.md's rho)
-    refusal_rows = table[(table["rater"] == ENSEMBLES["majority"]) & (table["target"] == "refusal")]
-    refusal_rows = refusal_rows.set_index("measured_on")
-    refusal_on = OWN if OWN in refusal_rows.index else BORROWED
-    found = refusal_on in refusal_rows.index
-    calibration["refusal_lead_kappa"] = float(refusal_rows.loc[refusal_on, "kappa"]) if found else math.nan
-    calibration["refusal_lead_kappa_lo"] = float(refusal_rows.loc[refusal_on, "kappa_lo"]) if found else math.nan
-    calibration["refusal_lead_measured_on"] = refusal_on if found else None
+    refusal_lead = (table["rater"] == ENSEMBLES["majority"]) & (table["target"] == "refusal")
+    for prefix, rows in (("", table[table["lead"]]), ("refusal_", table[refusal_lead])):
+        kappa, kappa_lo, measured_on = _headline_kappa(rows)
+        calibration[f"{prefix}lead_kappa"], calibration[f"{prefix}lead_kappa_lo"] = kappa, kappa_lo
+        calibration[f"{prefix}lead_measured_on"] = measured_on
     return table, calibration
+
+
+def _headline_kappa(rows: pd.DataFrame) -> tuple[float, float, str | None]:
+    """A label's kappa, the lower end of its interval and where it was measured: on own labels
+    when there are any, else on the borrowed set; NaN and None without rows."""
+    if not len(rows):
+        return math.nan, math.nan, None
+    rows = rows.set_index("measured_on")
+    measured_on = OWN if OWN in rows.index else BORROWED
+    return float(rows.loc[measured_on, "kappa"]), float(rows.loc[measured_on, "kappa_lo"]), measured_on
 
 
 def _axis_rows(part: LabelledRows, axis: str, names: Sequence[str], boot: Mapping[str, Any]) -> list[dict[str, Any]]:
