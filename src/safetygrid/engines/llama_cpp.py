@@ -30,12 +30,16 @@ log = logging.getLogger(__name__)
 # kv dtype -> ggml type id (ggml.h: GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q8_0 = 8)
 LLAMA_CPP_KV_TYPES = dict(zip(LLAMA_CPP_KV_DTYPES, (1, 8, 2)))
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp reads this seed as "pick one at random"
-# requests decoded together by default: on 2 CPU cores 8 sequences give about 1.3x the tokens/s of
-# one (Qwen2.5-Coder-0.5B, Q8_0: 44 against 37; docs/demo.md); more add little on a CPU
+# requests decoded together by default. A step reads every weight once for all its sequences, so more
+# of them give more tokens/s until the cores are busy: on 2 cores a float32 Qwen2.5-Coder-0.5B greedy
+# cell of 25 prompts took 88 s with 8 and 68 s with 25 (docs/demo.md); 8 keeps the KV memory small
 LLAMA_CPP_PARALLEL = 8
-# recorded in every llama_cpp cell's params: cells generated one request at a time (the engine before
-# continuous batching; a batched step may round differently) are rerun, never mixed with new ones
-LLAMA_CPP_SCHEDULE = "continuous-batching"
+# recorded in every llama_cpp cell's params: cells generated under another schedule are rerun, never
+# mixed with new ones, because which requests share a micro-batch changes how a step rounds. Before
+# "continuous-batching" requests ran one at a time; until 2026-12-07 ("continuous-batching") a step
+# split into one micro-batch per run of consecutive sequence ids, and a long prompt waited for an
+# empty step (_BatchDecoder._compact, _generate_all's n_batch)
+LLAMA_CPP_SCHEDULE = "continuous-batching-one-pass"
 
 
 def kv_cache_types(kv: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,7 +180,7 @@ class LlamaCppEngine:
                                         f"{settings.max_new_tokens} does not fit n_ctx={n_ctx}; raise the model's "
                                         "llama_cpp.n_ctx")
         parallel = min(parallel, max(1, len(requests)))
-        n_batch = max(int(self.options.get("n_batch", 512)), max((len(p) for p in prompts), default=1))
+        n_batch = step_tokens([len(p) for p in prompts], parallel, int(self.options.get("n_batch", 512)))
         decoder = _BatchDecoder(llm, parallel=parallel, n_ctx=n_ctx, n_batch=n_batch, threads=self._threads(),
                                 kv=kv)
         rows: list[dict[str, Any] | None] = [None] * len(requests)
@@ -201,9 +205,18 @@ class LlamaCppEngine:
         finally:
             bar.close()
             decoder.close()
+        log.info("%d times a sequence moved down to a free KV stream, so that each step decodes in one pass",
+                 decoder.moved)
         info = llama_cpp.llama_print_system_info()
         kernel = ggml_kernel(llama_cpp.__version__, info.decode() if isinstance(info, bytes) else str(info))
         return generation_table(rows, GENERATION_COLUMNS, Numerics(LLAMA_CPP_DTYPE, kernel))
+
+
+def step_tokens(prompt_lengths: Sequence[int], parallel: int, n_batch: int) -> int:
+    """Tokens one decoding step may carry: the configured n_batch, or more where the longest prompt
+    needs room beside a token of every other sequence. With room for the prompt alone it could join
+    only an empty step, so it would wait until every other request had ended and then decode alone."""
+    return max(n_batch, max(prompt_lengths, default=1) + parallel)
 
 
 def _chat_formatter(llm: Any, template: str) -> Any:
@@ -268,6 +281,7 @@ class _BatchDecoder:
         self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self.generated = 0  # tokens sampled so far, finished requests or not (for the progress log)
+        self.moved = 0  # sequences moved down to a free stream (_compact)
 
     def close(self) -> None:
         import llama_cpp
@@ -282,17 +296,41 @@ class _BatchDecoder:
         batch.n_tokens = i + 1
         return i
 
+    def _compact(self, active: dict[int, list[Any]], free: list[int]) -> None:
+        """Keep the decoding sequences at the lowest ids, without holes: llama.cpp (one KV stream a
+        sequence) makes a micro-batch of consecutive sequence ids only, and each micro-batch reads
+        every weight once, so a step over sequences {0, 2, 5} costs three passes instead of one.
+        The highest sequence moves into the lowest free one while that lies below it: its cache is
+        copied bit for bit into the free stream (llama_memory_seq_cp; about 19 MB for a 1 536-token
+        stream of a 0.5B model, against a step's pass over every weight), so its next logits are
+        those it would have had in place. Requests that join then take the ids after the last."""
+        import llama_cpp
+
+        while free and active and free[0] < max(active):
+            target, source = free.pop(0), max(active)
+            llama_cpp.llama_memory_seq_rm(self.memory, target, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self.memory, source, -1, -1)
+            active[target] = active.pop(source)
+            free.append(source)
+            free.sort()
+            self.moved += 1
+
     def run(self, prompts: Sequence[list[int]], samplers: Sequence[Any], max_new_tokens: int):
         """Yields (request index, generated tokens, ended by an end-of-generation token) per request."""
         import llama_cpp
 
         waiting = list(range(len(prompts)))
-        free = list(range(self.parallel))
+        free = list(range(self.parallel))  # kept sorted: a new request takes the lowest free sequence
         # sequence -> [request index, next position, generated tokens, logits row, token to feed]
         active: dict[int, list[Any]] = {}
         while waiting or active:
+            self._compact(active, free)
             self.batch.n_tokens = 0
-            for sequence, state in active.items():
+            # in increasing sequence order: llama.cpp puts only consecutive sequence ids into one
+            # micro-batch, so any other order splits a step into several passes over the weights
+            for sequence in sorted(active):
+                state = active[sequence]
                 state[3] = self._add(state[4], state[1], sequence, True)
                 state[1] += 1
             # new requests join while a sequence is free and their prompt fits this step
@@ -317,6 +355,7 @@ class _BatchDecoder:
                 if ended or len(tokens) >= max_new_tokens:
                     del active[sequence]
                     free.append(sequence)
+                    free.sort()
                     samplers[index].close()
                     yield index, tokens, ended
                 else:
