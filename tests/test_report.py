@@ -119,6 +119,30 @@ def test_a_report_with_stale_labels_opens_with_their_share_per_cell(tmp_path) ->
             assert text.index("Stale labels") < text.index("Judges against read labels")
 
 
+def test_stale_labels_whose_responses_were_labelled_again_are_superseded_not_a_warning(tmp_path) -> None:
+    """A response regenerated and read again keeps its older label rows in the files: they are
+    counted as superseded, and the report notes them without the stale-labels warning; a stale label
+    whose response has no current label still opens the report."""
+    from safetygrid.labels import label_status, response_sha256
+
+    cell = {"model": "m", "precision": "q4", "kv": "fp", "temperature": "0.7"}
+    responses = pd.DataFrame([{**cell, "prompt_id": f"p{i}", "sample": 0, "response": f"answer {i}"} for i in range(3)])
+    old = [{**cell, "prompt_id": f"p{i}", "sample": 0, "label": 0, "response_sha256": response_sha256("an older answer")}
+           for i in range(3)]
+    new = [{**cell, "prompt_id": f"p{i}", "sample": 0, "label": 0, "response_sha256": response_sha256(f"answer {i}")}
+           for i in range(3)]
+    for labels, superseded, warned in ((old + new, 3, False), (old + new[:2], 2, True)):
+        status = label_status(pd.DataFrame(labels), responses)
+        assert status[["stale", "superseded"]].iloc[0].tolist() == [3, superseded]
+        html = tmp_path / f"{superseded}.html"
+        write_report({**_tables(0.95), "label_status": status}, name="t", baseline={"precision": "fp", "kv": "fp"},
+                     html=html, figures=tmp_path / "figures", level=0.95)
+        text = html.read_text()
+        assert ("Stale labels" in text) is warned
+        assert ("<b>1 of 5</b>" in text) is warned  # only the label whose response was not read again
+        assert ("labelled again since" in text) is not warned
+
+
 def test_refusal_figure_shows_each_cells_rate_and_its_change_against_the_baseline() -> None:
     tables = _tables(0.95)
     cells, card = tables["cells"], tables["deployment"]

@@ -78,25 +78,32 @@ def _joined_to_current(labels: pd.DataFrame, responses: pd.DataFrame) -> pd.Data
     return _keyed(labels).merge(current, on=ITEM_COLUMNS, how="left", validate="m:1")
 
 
-LABEL_STATUS_COLUMNS = ["model", "precision", "kv", "temperature", "labels", "current", "stale", "stale_share"]
+LABEL_STATUS_COLUMNS = ["model", "precision", "kv", "temperature", "labels", "current", "stale", "superseded",
+                        "stale_share"]
 
 
 def label_status(labels: pd.DataFrame, responses: pd.DataFrame) -> pd.DataFrame:
     """Per cell the label files name that is in ``responses``: how many label rows it has
     (``labels``), how many still name their response's text (``current``) and how many are
     ``stale`` (the response's text changed since it was labelled: another machine's kernels, a
-    package or code change, a changed config), and ``stale_share``. What the report opens with
-    when any label went stale; rows naming no response of the run are left out (gold counts them)."""
+    package or code change, a changed config), how many of those are ``superseded`` (their response's
+    current text is labelled as well, so nothing is missing), and ``stale_share``. What the report
+    opens with when a stale label's response has no current label; rows naming no response of the
+    run are left out (gold counts them)."""
     joined = _joined_to_current(labels, responses)
     joined = joined[joined["current_sha256"].notna()]
     cells = ["model", "precision", "kv", "temperature"]
     if joined.empty:
         return pd.DataFrame({c: pd.Series(dtype=float if c in ("temperature", "stale_share") else
-                                          "int64" if c in ("labels", "current", "stale") else object)
+                                          "int64" if c in ("labels", "current", "stale", "superseded") else object)
                              for c in LABEL_STATUS_COLUMNS})
-    table = (joined.assign(current=joined["response_sha256"] == joined["current_sha256"])
-             .groupby(cells, sort=True)["current"].agg(labels="size", current="sum").reset_index())
-    table["current"] = table["current"].astype("int64")
+    joined = joined.assign(current=joined["response_sha256"] == joined["current_sha256"])
+    relabelled = joined.groupby(ITEM_COLUMNS)["current"].transform("any")
+    joined = joined.assign(superseded=~joined["current"] & relabelled)
+    table = (joined.groupby(cells, sort=True)[["current", "superseded"]]
+             .agg(labels=("current", "size"), current=("current", "sum"), superseded=("superseded", "sum"))
+             .reset_index())
+    table[["current", "superseded"]] = table[["current", "superseded"]].astype("int64")
     table["stale"] = table["labels"] - table["current"]
     table["stale_share"] = table["stale"] / table["labels"]
     table["temperature"] = table["temperature"].astype(float)

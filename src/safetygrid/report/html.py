@@ -69,8 +69,15 @@ def stale_labels_section(status: pd.DataFrame) -> str:
     every corrected figure and own-response validity figure of its cell rests on fewer labels."""
     if status.empty or not int(status["stale"].sum()):
         return ""
-    stale, total = int(status["stale"].sum()), int(status["labels"].sum())
-    hit = status[status["stale"] > 0]
+    superseded = status["superseded"] if "superseded" in status.columns else 0
+    unresolved = status.assign(stale=status["stale"] - superseded)
+    stale, total = int(unresolved["stale"].sum()), int(status["labels"].sum())
+    if not stale:
+        return (f"<p class='note'>{int(status['stale'].sum())} label rows name an earlier text of a response that "
+                "has been labelled again since (another version of the code or config made it): they are kept in "
+                "their files and not used; every labelled response has current labels "
+                "(labels/status.parquet, column superseded).</p>")
+    hit = unresolved[unresolved["stale"] > 0]
     return ("<h2>Stale labels</h2><p class='note'><b>" + f"{stale} of {total}" + "</b> label rows of this run's "
             f"responses, in {len(hit)} of {len(status)} labelled cells, name a response whose text has changed since "
             "it was read (its sha256 differs): they are not used, so the corrected figures (asr_pp, rr_pp, cr_pp) "
