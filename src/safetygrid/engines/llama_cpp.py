@@ -32,13 +32,13 @@ LLAMA_CPP_KV_TYPES = dict(zip(LLAMA_CPP_KV_DTYPES, (1, 8, 2)))
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp reads this seed as "pick one at random"
 # requests decoded together by default. A step reads every weight once for all its sequences, so more
 # of them give more tokens/s until the cores are busy: on 2 cores a float32 Qwen2.5-Coder-0.5B greedy
-# cell of 25 prompts took 88 s with 8 and 68 s with 25 (docs/demo.md); 8 keeps the KV memory small
+# cell of 25 prompts took 88 s with 8 and 68 s with 25 (docs/timings.md); 8 keeps the KV memory small
 LLAMA_CPP_PARALLEL = 8
 # recorded in every llama_cpp cell's params: cells generated under another schedule are rerun, never
-# mixed with new ones, because which requests share a micro-batch changes how a step rounds. Before
-# "continuous-batching" requests ran one at a time; until 2026-12-07 ("continuous-batching") a step
-# split into one micro-batch per run of consecutive sequence ids, and a long prompt waited for an
-# empty step (_BatchDecoder._compact, _generate_all's n_batch)
+# mixed with new ones, because which requests share a micro-batch changes how a step rounds. Requests
+# first ran one at a time (no schedule recorded); under "continuous-batching" (until 2026-12-07) a
+# step split into one micro-batch per run of consecutive sequence ids, and a long prompt waited for
+# an empty step (see _BatchDecoder._compact and step_tokens)
 LLAMA_CPP_SCHEDULE = "continuous-batching-one-pass"
 
 

@@ -75,7 +75,7 @@ def stale_labels_section(status: pd.DataFrame) -> str:
     if not stale:
         return (f"<p class='note'>{int(status['stale'].sum())} label rows name an earlier text of a response that "
                 "has been labelled again since (another version of the code or config made it): they are kept in "
-                "their files and not used; every labelled response has current labels "
+                "their files and not used; every response they name has current labels "
                 "(labels/status.parquet, column superseded).</p>")
     hit = unresolved[unresolved["stale"] > 0]
     return ("<h2>Stale labels</h2><p class='note'><b>" + f"{stale} of {total}" + "</b> label rows of this run's "
