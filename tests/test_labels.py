@@ -210,7 +210,8 @@ def test_the_demo_labels_cover_its_grid_with_each_rater_across_every_cell() -> N
 def test_the_demo_labels_round_three_mixes_cells_and_settles_every_tie() -> None:
     """Round 3 (the responses the one-pass schedule changed, resources/labels/README.md): every
     first rater read at least three cells, at least 20 % of the responses it read were read twice,
-    and with all three rounds no response of the grid is left tied on the refusal or complied axis."""
+    and with all three rounds no response round 3 read is left tied on any axis (the third readings
+    settled each disagreement)."""
     files = sorted((ROOT / "resources" / "labels").glob("maintainers-qwen-v2*.csv"))
     labels = load_labels(files, RUBRICS)
     cells = ["model", "precision", "kv", "temperature"]
@@ -218,12 +219,11 @@ def test_the_demo_labels_round_three_mixes_cells_and_settles_every_tie() -> None
     round_three = labels[labels["rater"].isin(["maintainer-q", "maintainer-r", "maintainer-s"])]
     assert (round_three.drop_duplicates(["rater", *cells]).groupby("rater").size() >= 3).all()
     assert (round_three.groupby(response)["rater"].nunique() >= 2).mean() >= 0.2
-    grid = labels[labels["precision"].isin(["fp32", "gguf-q3_k_m"])]
-    for axis in ("refusal", "complied"):
-        votes = grid.assign(yes=grid["outcome"].map(
-            {"refusal": axis == "refusal", "other": False, "attempt": axis == "complied",
-             "harmful": axis == "complied"})).groupby(response)["yes"]
-        assert not ((votes.sum() * 2) == votes.size()).any(), f"a response tied on the {axis} axis"
+    # the texts round 3 read are the grid's current ones: one per response
+    table = gold(labels, round_three.drop_duplicates(response)[response])
+    counts = table.attrs["counts"]
+    assert len(table) == round_three.drop_duplicates(response).shape[0]
+    assert counts["tied"] == counts["tied_refusal"] == counts["tied_complied"] == counts["tied_unsafe"] == 0
 
 
 def test_a_file_matching_no_response_fails_naming_it(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ class FakeLlamaCpp(types.ModuleType):
         super().__init__("llama_cpp")
         self.cells: dict[int, list[int]] = {}  # sequence -> positions held in its stream
         self.steps: list[list[tuple[int, int]]] = []  # per decode: (sequence, tokens) in batch order
-        self.batch: Any = None
 
     def llama_memory_seq_rm(self, memory: Any, sequence: int, p0: int, p1: int) -> bool:
         self.cells.pop(sequence, None)
