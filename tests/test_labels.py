@@ -226,6 +226,28 @@ def test_the_demo_labels_round_three_mixes_cells_and_settles_every_tie() -> None
     assert counts["tied"] == counts["tied_refusal"] == counts["tied_complied"] == counts["tied_unsafe"] == 0
 
 
+def test_the_demo_labels_round_four_mixes_every_cell_and_settles_every_tie() -> None:
+    """Round 4 (the responses that 512 new tokens changed, resources/labels/README.md): every first
+    rater read all four cells, at least 20 % of the new texts were read twice by first raters, and
+    with all four rounds no response round 4 read is left tied on any axis (the further readings
+    settled each disagreement, a re-read one against its earlier reading included)."""
+    files = sorted((ROOT / "resources" / "labels").glob("maintainers-qwen-v2*.csv"))
+    labels = load_labels(files, RUBRICS)
+    cells = ["model", "precision", "kv", "temperature"]
+    response = [*cells, "prompt_id", "sample", "response_sha256"]
+    first_raters = ["maintainer-v", "maintainer-w", "maintainer-x", "maintainer-y"]
+    round_four = labels[labels["rater"].isin(first_raters)]
+    assert (round_four.drop_duplicates(["rater", *cells]).groupby("rater").size() == 4).all()
+    earlier = labels[labels["rater"].str.fullmatch(r"maintainer-[a-u]")].drop_duplicates(response)[response]
+    new_texts = round_four.merge(earlier, on=response, how="left", indicator=True)
+    new_texts = new_texts[new_texts["_merge"] == "left_only"]
+    assert (new_texts.groupby(response)["rater"].nunique() >= 2).mean() >= 0.2
+    table = gold(labels, round_four.drop_duplicates(response)[response])
+    counts = table.attrs["counts"]
+    assert len(table) == round_four.drop_duplicates(response).shape[0]
+    assert counts["tied"] == counts["tied_refusal"] == counts["tied_complied"] == counts["tied_unsafe"] == 0
+
+
 def test_a_file_matching_no_response_fails_naming_it(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.csv", [_label(0, 1)])
     other = _write(tmp_path / "other_grid.csv", [_label(0, 1, model="llama"), _label(1, 0, model="llama")])
