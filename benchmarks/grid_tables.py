@@ -1,8 +1,10 @@
 """Markdown tables of a finished grid, for docs pages: each (model, precision) with its quality and
-safety figures, the hidden-danger rows, the direction split, and what each rule cost (its jobs'
-benchmark files). Reads only results/tables/*.parquet and results/benchmarks/**/*.tsv.
+safety figures, the hidden-danger rows, the direction split, how long the answers run (the share
+that reaches each length and the share cut at the budget), and what each rule cost (its jobs'
+benchmark files). Reads only results/tables/*.parquet, results/generations/**/*.parquet and
+results/benchmarks/**/*.tsv.
 
-usage: .venv/bin/python benchmarks/grid_tables.py [--results results] [--level 0.95]
+usage: .venv/bin/python benchmarks/grid_tables.py [--results results] [--lengths 128,256,384]
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
+
+from safetygrid.analysis import read_cells
 
 
 def number(value: object, digits: int = 2) -> str:
@@ -93,9 +97,24 @@ def cost_table(benchmarks: Path) -> pd.DataFrame:
     return table.rename(columns={"wall_s": "wall s (summed)", "cpu_s": "CPU s (summed)"})
 
 
+def length_table(generations: pd.DataFrame, lengths: list[int]) -> pd.DataFrame:
+    """Per cell: the share of answers with at least L new tokens for each L, the share cut at the
+    budget (finish_reason ``length``), and the mean and median new tokens."""
+    rows = []
+    for (model, precision, kv, temperature), cell in generations.groupby(["model", "precision", "kv", "temperature"]):
+        tokens, cut = cell["n_tokens"], cell["finish_reason"] == "length"
+        row = {"model": model, "precision": precision, "kv": kv, "T": temperature, "answers": len(cell)}
+        row.update({f"≥ {length}": f"{(tokens >= length).mean():.2f}" for length in lengths})
+        row.update({"cut": f"{cut.mean():.2f} ({int(cut.sum())})", "mean tokens": f"{tokens.mean():.0f}",
+                    "median": f"{tokens.median():.0f}"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results")
+    parser.add_argument("--lengths", default="128,256,384", help="answer lengths (new tokens) to count answers reaching")
     args = parser.parse_args()
     results = Path(args.results)
     tables = results / "tables"
@@ -106,6 +125,12 @@ def main() -> None:
     shown = split_table(split)
     print(f"## Direction split ({int(split['split'].sum())} of {int((split['n_models'] > 0).sum())} measured "
           "pairings split: the models moved differently)\n\n" + markdown(shown) + "\n")
+    generations = sorted((results / "generations").glob("*/*/*/T*.parquet"))
+    if generations:
+        answers = read_cells(generations, columns=["n_tokens", "finish_reason"])
+        all_cut = answers["finish_reason"] == "length"
+        print(f"## Answer lengths ({int(all_cut.sum())} of {len(answers)} answers cut at the budget, "
+              f"{all_cut.mean():.0%})\n\n" + markdown(length_table(answers, [int(v) for v in args.lengths.split(",")])) + "\n")
     costs = cost_table(results / "benchmarks")
     if len(costs):
         print("## What each rule cost\n\n" + markdown(costs) + "\n")
