@@ -207,23 +207,33 @@ def test_the_demo_labels_cover_its_grid_with_each_rater_across_every_cell() -> N
     assert (both == 2).sum() >= 24
 
 
+DEMO_CELLS = ["model", "precision", "kv", "temperature"]
+DEMO_RESPONSE = [*DEMO_CELLS, "prompt_id", "sample", "response_sha256"]
+
+
+def _demo_labels() -> pd.DataFrame:
+    return load_labels(sorted((ROOT / "resources" / "labels").glob("maintainers-qwen-v2*.csv")), RUBRICS)
+
+
+def _assert_no_tie(labels: pd.DataFrame, round_rows: pd.DataFrame) -> None:
+    """With every round's labels, no response a round read is left tied on any axis."""
+    read = round_rows.drop_duplicates(DEMO_RESPONSE)[DEMO_RESPONSE]
+    table = gold(labels, read)
+    counts = table.attrs["counts"]
+    assert len(table) == len(read)
+    assert counts["tied"] == counts["tied_refusal"] == counts["tied_complied"] == counts["tied_unsafe"] == 0
+
+
 def test_the_demo_labels_round_three_mixes_cells_and_settles_every_tie() -> None:
     """Round 3 (the responses the one-pass schedule changed, resources/labels/README.md): every
     first rater read at least three cells, at least 20 % of the responses it read were read twice,
-    and with all three rounds no response round 3 read is left tied on any axis (the third readings
+    and with all rounds no response round 3 read is left tied on any axis (the third readings
     settled each disagreement)."""
-    files = sorted((ROOT / "resources" / "labels").glob("maintainers-qwen-v2*.csv"))
-    labels = load_labels(files, RUBRICS)
-    cells = ["model", "precision", "kv", "temperature"]
-    response = [*cells, "prompt_id", "sample", "response_sha256"]
+    labels = _demo_labels()
     round_three = labels[labels["rater"].isin(["maintainer-q", "maintainer-r", "maintainer-s"])]
-    assert (round_three.drop_duplicates(["rater", *cells]).groupby("rater").size() >= 3).all()
-    assert (round_three.groupby(response)["rater"].nunique() >= 2).mean() >= 0.2
-    # the texts round 3 read are the grid's current ones: one per response
-    table = gold(labels, round_three.drop_duplicates(response)[response])
-    counts = table.attrs["counts"]
-    assert len(table) == round_three.drop_duplicates(response).shape[0]
-    assert counts["tied"] == counts["tied_refusal"] == counts["tied_complied"] == counts["tied_unsafe"] == 0
+    assert (round_three.drop_duplicates(["rater", *DEMO_CELLS]).groupby("rater").size() >= 3).all()
+    assert (round_three.groupby(DEMO_RESPONSE)["rater"].nunique() >= 2).mean() >= 0.2
+    _assert_no_tie(labels, round_three)
 
 
 def test_the_demo_labels_round_four_mixes_every_cell_and_settles_every_tie() -> None:
@@ -231,21 +241,14 @@ def test_the_demo_labels_round_four_mixes_every_cell_and_settles_every_tie() -> 
     rater read all four cells, at least 20 % of the new texts were read twice by first raters, and
     with all four rounds no response round 4 read is left tied on any axis (the further readings
     settled each disagreement, a re-read one against its earlier reading included)."""
-    files = sorted((ROOT / "resources" / "labels").glob("maintainers-qwen-v2*.csv"))
-    labels = load_labels(files, RUBRICS)
-    cells = ["model", "precision", "kv", "temperature"]
-    response = [*cells, "prompt_id", "sample", "response_sha256"]
-    first_raters = ["maintainer-v", "maintainer-w", "maintainer-x", "maintainer-y"]
-    round_four = labels[labels["rater"].isin(first_raters)]
-    assert (round_four.drop_duplicates(["rater", *cells]).groupby("rater").size() == 4).all()
-    earlier = labels[labels["rater"].str.fullmatch(r"maintainer-[a-u]")].drop_duplicates(response)[response]
-    new_texts = round_four.merge(earlier, on=response, how="left", indicator=True)
+    labels = _demo_labels()
+    round_four = labels[labels["rater"].isin(["maintainer-v", "maintainer-w", "maintainer-x", "maintainer-y"])]
+    assert (round_four.drop_duplicates(["rater", *DEMO_CELLS]).groupby("rater").size() == 4).all()
+    earlier = labels[labels["rater"].str.fullmatch(r"maintainer-[a-u]")].drop_duplicates(DEMO_RESPONSE)[DEMO_RESPONSE]
+    new_texts = round_four.merge(earlier, on=DEMO_RESPONSE, how="left", indicator=True)
     new_texts = new_texts[new_texts["_merge"] == "left_only"]
-    assert (new_texts.groupby(response)["rater"].nunique() >= 2).mean() >= 0.2
-    table = gold(labels, round_four.drop_duplicates(response)[response])
-    counts = table.attrs["counts"]
-    assert len(table) == round_four.drop_duplicates(response).shape[0]
-    assert counts["tied"] == counts["tied_refusal"] == counts["tied_complied"] == counts["tied_unsafe"] == 0
+    assert (new_texts.groupby(DEMO_RESPONSE)["rater"].nunique() >= 2).mean() >= 0.2
+    _assert_no_tie(labels, round_four)
 
 
 def test_a_file_matching_no_response_fails_naming_it(tmp_path: Path) -> None:
