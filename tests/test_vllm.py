@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venvs" / "vllm" / "bin" / "python"
 MODEL = "smollm2-135m"
 GENERATION = {"max_new_tokens": 32, "batch_size": 16, "device": "cpu"}
+# an explicit 1 GiB KV cache (22k float32 tokens of SmolLM2): vLLM's CPU default, half the RAM,
+# added about 30 s to each of this file's vLLM starts (engines/vllm.py, kv_cache_memory_bytes)
+VLLM_OPTIONS = {"max_model_len": 512, "kv_cache_gib": 1}
 # Parity is teacher-forced and paired (engines/parity.py, docs/engines.md "Parity"): the hf engine
 # answers the parity prompts (_parity_prompts) greedily in float32 (PARITY_TOKENS tokens, batched); the reference (the hf
 # engine in float32), the baseline (the hf engine in bfloat16: what bfloat16 rounding alone does to
@@ -78,6 +81,14 @@ def test_vllm_kv_settings_it_cannot_honour_are_refused() -> None:
         kv_cache_dtype({"bits": 4, "backend": "quanto"})
 
 
+def test_an_explicit_kv_cache_size_reaches_vllm_in_bytes() -> None:
+    from safetygrid.engines.vllm import kv_cache_memory_bytes
+
+    assert kv_cache_memory_bytes({}) is None  # vLLM sizes it from gpu_memory_utilization
+    assert kv_cache_memory_bytes({"kv_cache_gib": 1}) == 2**30
+    assert kv_cache_memory_bytes({"kv_cache_gib": 0.5}) == 2**29
+
+
 def _prompts(ci_run: Path, tmp_path: Path) -> Path:
     """The CI grid's 9 prompts and 7 more benign ones: 16."""
     ci = pd.concat([pd.read_parquet(p) for p in sorted((ci_run / "results" / "prompts").glob("*.parquet"))])
@@ -92,7 +103,7 @@ def _prompts(ci_run: Path, tmp_path: Path) -> Path:
 
 def _run_vllm(checkpoint: Path, prompts: Path, out: Path, temperature: float, k: int, precision: dict) -> pd.DataFrame:
     cell = {"cell": f"{MODEL}/{checkpoint.name}/fp/T{temperature}", "model": MODEL, "engine": "vllm",
-            "engine_options": {"max_model_len": 512},
+            "engine_options": VLLM_OPTIONS,
             "precision": precision, "kv": {}, "temperature": str(temperature), "k": k, "generation": GENERATION,
             "seed": 7}
     log = out.with_suffix(".log")
@@ -126,7 +137,7 @@ def _vllm_forced(checkpoint: Path, sequences: list[ForcedSequence], dtype: str, 
     write_sequences(sequences, work / "sequences.json")
     result = subprocess.run([str(VLLM_PYTHON), "-m", "safetygrid.engines.parity", "--checkpoint", str(checkpoint),
                              "--sequences", str(work / "sequences.json"), "--out", str(work / "scores.json"),
-                             "--dtype", dtype, "--options", json.dumps({"max_model_len": 512}), *flags],
+                             "--dtype", dtype, "--options", json.dumps(VLLM_OPTIONS), *flags],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-20000:]
     return read_scored(work / "scores.json")
@@ -163,20 +174,31 @@ def gptq_forced(ci_run: Path) -> ForcedBaseline:
     return ForcedBaseline(ci_run / "results" / "models" / MODEL / "gptq-w4a16", _parity_prompts(ci_run))
 
 
+FP32 = {"method": "none", "dtype": "float32"}
+
+
+@pytest.fixture(scope="module")
+def fp32_samples(vllm_python: Path, ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """The fp32 cell sampled by vLLM at T = 0.7, k = 2, as the generate script writes it (its
+    prompts and rows), once for the two tests that read it: each vLLM start costs about 40 s here."""
+    work = tmp_path_factory.mktemp("fp32-samples")
+    prompts = _prompts(ci_run, work)
+    return prompts, _run_vllm(ci_run / "results" / "models" / MODEL / "fp32", prompts, work / "a.parquet", 0.7, 2, FP32)
+
+
 @pytest.mark.vllm
 @pytest.mark.workflow
-def test_teacher_forced_parity_with_the_hf_engine(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
+def test_teacher_forced_parity_with_the_hf_engine(ci_run: Path, tmp_path: Path,
+                                                  fp32_samples: tuple[Path, pd.DataFrame]) -> None:
     """The fp32 cell as the grid runs it (vLLM in float32) against the hf engine, held to the
     difference bfloat16 rounding alone makes; the generate script's rows say what ran."""
     checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
     check, where = ForcedBaseline(checkpoint, _parity_prompts(ci_run)).vllm("float32", tmp_path)
     _assert_within_the_baseline("fp32 checkpoint, vLLM in float32", check, where)
-    prompts = _prompts(ci_run, tmp_path)
-    precision = {"method": "none", "dtype": "float32"}
-    rows = _run_vllm(checkpoint, prompts, tmp_path / "vllm.parquet", 0.0, 1, precision)
-    hf_rows = generate_cell(str(checkpoint), pd.read_parquet(prompts), model=MODEL, engine="hf", temperature=0.0,
-                            k=1, seed=7, generation=GENERATION, precision=precision, kv={})
-    assert len(rows) == len(hf_rows) == 16 and (rows["engine"] == "vllm").all()
+    prompts, rows = fp32_samples
+    hf_rows = generate_cell(str(checkpoint), pd.read_parquet(prompts), model=MODEL, engine="hf", temperature=0.7,
+                            k=2, seed=7, generation=GENERATION, precision=FP32, kv={})
+    assert len(rows) == len(hf_rows) == 32 and (rows["engine"] == "vllm").all()
     assert rows[["prompt_id", "sample", "seed"]].equals(hf_rows[["prompt_id", "sample", "seed"]])
     assert rows["n_prompt_tokens"].equals(hf_rows["n_prompt_tokens"])  # the same chat-templated tokens
     assert set(rows["dtype"]) == set(hf_rows["dtype"]) == {"float32"}
@@ -263,14 +285,12 @@ def test_the_parity_check_fails_vllm_cpus_w4a8_path(vllm_python: Path, tmp_path:
 
 @pytest.mark.vllm
 @pytest.mark.workflow
-def test_seeded_samples_are_reproducible_and_paired(vllm_python: Path, ci_run: Path, tmp_path: Path) -> None:
-    """The fp32 checkpoint sampled at T = 0.7 twice: identical, and each sample carries the seed
-    the HF engine gives it (the pairing across cells)."""
-    checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
-    prompts = _prompts(ci_run, tmp_path)
-    precision = {"method": "none", "dtype": "float32"}
-    first = _run_vllm(checkpoint, prompts, tmp_path / "a.parquet", 0.7, 2, precision)
-    again = _run_vllm(checkpoint, prompts, tmp_path / "b.parquet", 0.7, 2, precision)
+def test_seeded_samples_are_reproducible_and_paired(ci_run: Path, tmp_path: Path,
+                                                    fp32_samples: tuple[Path, pd.DataFrame]) -> None:
+    """The fp32 checkpoint sampled at T = 0.7 twice: identical, with a seed per sample (the parity
+    test holds those seeds to the ones the HF engine gives: the pairing across cells)."""
+    prompts, first = fp32_samples
+    again = _run_vllm(ci_run / "results" / "models" / MODEL / "fp32", prompts, tmp_path / "b.parquet", 0.7, 2, FP32)
     pd.testing.assert_frame_equal(first, again)
     assert len(first) == 32 and first["seed"].nunique() == 32
     assert (first.groupby("prompt_id")["response"].nunique() == 2).mean() > 0.5
