@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,20 @@ def test_through_quantize_only_the_known_condition_is_recorded(tiny_checkpoint, 
     with pytest.raises(RuntimeError, match="killed by signal 9"):
         quantize(tiny_checkpoint, tmp_path / "killed", spec)
     assert not (tmp_path / "killed").exists()  # nothing that looks finished, no "unsupported"
+
+
+def test_a_failed_llama_cpp_quantization_says_how_much_disk_was_free(tmp_path, monkeypatch):
+    """llama.cpp reports a full disk only as an iostream error; the job's message gives the room."""
+    import types
+
+    fake = types.SimpleNamespace(llama_model_quantize_default_params=lambda: types.SimpleNamespace(),
+                                 LLAMA_FTYPE_MOSTLY_Q8_0=7, llama_model_quantize=lambda *args: 1)
+    monkeypatch.setitem(sys.modules, "llama_cpp", fake)
+    source = tmp_path / "source.gguf"
+    source.write_bytes(b"\0" * 3 * 2**20)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(free=int(1.25 * 2**30)))
+    with pytest.raises(RuntimeError, match=r"failed on Q8_0 \(return code 1\).*1,280 MiB free on .*needs up to 3 MiB"):
+        llama_cpp_tools.quantize_gguf(source, tmp_path / "out.gguf", "Q8_0")
 
 
 def test_a_gguf_that_does_not_load_back_into_the_architecture_is_unsupported(tiny_checkpoint, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,4 +99,9 @@ def quantize_gguf(in_file: Path, out_file: Path, type_name: str, threads: int = 
     params.allow_requantize = allow_requantize
     code = llama_cpp.llama_model_quantize(str(in_file).encode(), str(out_file).encode(), params)
     if code != 0 or not out_file.exists():
-        raise RuntimeError(f"llama.cpp's quantizer failed on {type_name} (return code {code}); its log is above")
+        # llama.cpp reports a full disk only as "basic_ios::clear: iostream error" (2026-12-07: a demo
+        # on a disk with 1.3 GB left), so the message says how much room there was
+        free_mib = shutil.disk_usage(out_file.parent).free / 2**20
+        raise RuntimeError(f"llama.cpp's quantizer failed on {type_name} (return code {code}); its log is above. "
+                           f"{free_mib:,.0f} MiB free on {out_file.parent}; the output needs up to "
+                           f"{in_file.stat().st_size / 2**20:,.0f} MiB (the size of its input)")
