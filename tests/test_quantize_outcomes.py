@@ -88,6 +88,8 @@ def test_a_failed_llama_cpp_quantization_says_how_much_disk_was_free(tmp_path, m
     monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(free=int(1.25 * 2**30)))
     with pytest.raises(RuntimeError, match=r"failed on Q8_0 \(return code 1\).*1,280 MiB free on .*needs up to 3 MiB"):
         llama_cpp_tools.quantize_gguf(source, tmp_path / "out.gguf", "Q8_0")
+    with pytest.raises(RuntimeError, match=r"1,280 MiB free on .*its input .*missing.gguf does not exist"):
+        llama_cpp_tools.quantize_gguf(tmp_path / "missing.gguf", tmp_path / "out.gguf", "Q8_0")
 
 
 def test_a_gguf_that_does_not_load_back_into_the_architecture_is_unsupported(tiny_checkpoint, tmp_path, monkeypatch):

@@ -102,6 +102,7 @@ def quantize_gguf(in_file: Path, out_file: Path, type_name: str, threads: int = 
         # llama.cpp reports a full disk only as "basic_ios::clear: iostream error" (2026-12-07: a demo
         # on a disk with 1.3 GB left), so the message says how much room there was
         free_mib = shutil.disk_usage(out_file.parent).free / 2**20
+        needs = (f"; the output needs up to {in_file.stat().st_size / 2**20:,.0f} MiB (the size of its input)"
+                 if in_file.exists() else f"; its input {in_file} does not exist")
         raise RuntimeError(f"llama.cpp's quantizer failed on {type_name} (return code {code}); its log is above. "
-                           f"{free_mib:,.0f} MiB free on {out_file.parent}; the output needs up to "
-                           f"{in_file.stat().st_size / 2**20:,.0f} MiB (the size of its input)")
+                           f"{free_mib:,.0f} MiB free on {out_file.parent}{needs}")
