@@ -81,7 +81,7 @@ def test_vllm_kv_settings_it_cannot_honour_are_refused() -> None:
         kv_cache_dtype({"bits": 4, "backend": "quanto"})
 
 
-def test_an_explicit_kv_cache_size_reaches_vllm_in_bytes() -> None:
+def test_kv_cache_gib_becomes_vllms_kv_cache_memory_bytes() -> None:
     from safetygrid.engines.vllm import kv_cache_memory_bytes
 
     assert kv_cache_memory_bytes({}) is None  # vLLM sizes it from gpu_memory_utilization
