@@ -223,27 +223,66 @@ def _padded_batch(checkpoint):
     return tokenizer.pad({"input_ids": ids}, return_tensors="pt")
 
 
-@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (0.9, 1.0), (1.0, 0.8)])
-def test_static_decoder_matches_generate_with_a_static_cache(tiny_checkpoint, temperature, top_p):
+@pytest.mark.parametrize("temperature, top_p, penalty", [(0.0, 1.0, 1.0), (0.9, 1.0, 1.0), (1.0, 0.8, 1.0),
+                                                     (0.0, 1.0, 1.3), (0.9, 1.0, 1.3)])
+def test_static_decoder_matches_generate_with_a_static_cache(tiny_checkpoint, temperature, top_p, penalty):
     """The graph decoder's steps, run eagerly on the CPU, give generate's tokens when generate uses
-    the same static cache and (at T > 0) the same seeded sampler."""
+    the same static cache and (at T > 0) the same seeded sampler, and (penalty above 1) the same
+    repetition penalty."""
     from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
 
+    from safetygrid.engines.sampling import RepetitionPenalty
     from safetygrid.engines.static_decode import StaticDecoder
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_checkpoint), dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None  # every row runs its 12 tokens in both
     batch = _padded_batch(tiny_checkpoint)
     seeds = [101, 202, 303]
-    processors = LogitsProcessorList([SeededSampler(seeds, temperature, top_p)] if temperature > 0 else [])
+    processors = LogitsProcessorList([RepetitionPenalty(penalty, batch["attention_mask"])] if penalty != 1.0 else [])
+    processors.extend([SeededSampler(seeds, temperature, top_p)] if temperature > 0 else [])
     config = GenerationConfig(max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0,
                               cache_implementation="static")
     with torch.inference_mode():
         expected = model.generate(**batch, generation_config=config, logits_processor=processors)
     expected = expected[:, batch["input_ids"].shape[1]:]
-    got = StaticDecoder(model, 12, [], temperature=temperature, top_p=top_p, seeds=seeds,
+    got = StaticDecoder(model, 12, [], temperature=temperature, top_p=top_p, repetition_penalty=penalty, seeds=seeds,
                         use_graph=False).decode(batch["input_ids"], batch["attention_mask"])
     assert torch.equal(got, expected)
+
+
+def test_the_repetition_penalty_is_transformers_own_on_unpadded_rows():
+    """On rows without padding the penalty is transformers' RepetitionPenaltyLogitsProcessor's, to
+    the bit; on a padded row the padding's tokens are not penalized."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from safetygrid.engines.sampling import RepetitionPenalty
+
+    torch.manual_seed(1)
+    ids, scores = torch.randint(0, 30, (4, 9)), torch.randn(4, 30) * 3
+    expected = RepetitionPenaltyLogitsProcessor(1.3)(ids, scores.clone())
+    # 6 prompt tokens and 3 generated ones, no padding
+    got = RepetitionPenalty(1.3, torch.ones(4, 6, dtype=torch.long))(ids, scores.clone())
+    assert torch.equal(got, expected) and not torch.equal(got, scores)
+    # a pad token (29) seen only in the padding keeps its logit
+    padded = torch.tensor([[29, 29, 3, 4, 5]])
+    got = RepetitionPenalty(1.3, torch.tensor([[0, 0, 1, 1, 1]]))(padded, scores[:1].clone())
+    assert got[0, 29] == scores[0, 29] and got[0, 3] != scores[0, 3]
+
+
+def test_a_cell_with_a_repetition_penalty_is_batch_independent_and_penalized(tiny_checkpoint):
+    """The penalty changes the tiny model's greedy answers (a random model repeats itself), and a
+    request's tokens still do not depend on the batch (its padding) or on the decoding path."""
+    def penalized(batch_size, **extra):
+        return generate_cell(str(tiny_checkpoint), PROMPTS, model="tiny", engine="hf", temperature=0.0, k=1, seed=11,
+                             generation={**GEN, "max_new_tokens": 16, "batch_size": batch_size,
+                                         "repetition_penalty": 1.5, **extra}, precision={}, kv={})
+
+    alone = penalized(1)
+    assert alone["response"].tolist() == penalized(3)["response"].tolist()
+    assert alone["response"].tolist() == penalized(3, cuda_graphs=True)["response"].tolist()
+    plain = generate_cell(str(tiny_checkpoint), PROMPTS, model="tiny", engine="hf", temperature=0.0, k=1, seed=11,
+                          generation={**GEN, "max_new_tokens": 16, "batch_size": 1}, precision={}, kv={})
+    assert alone["response"].tolist() != plain["response"].tolist()
 
 
 def test_static_decoder_stops_once_every_row_has_ended(tiny_checkpoint):

@@ -236,6 +236,53 @@ def test_llama_cpp_engine_decodes_requests_together_reproducibly(ci_run: Path, l
     assert agree >= 0.5
 
 
+@needs_llama_cpp
+def test_llama_cpp_repetition_penalty_takes_the_penalized_greedy_token(ci_run: Path, ladder) -> None:
+    """With a repetition penalty the engine's greedy answer is, token by token, the argmax of the
+    model's logits with every token of the prompt and of the answer so far penalized as transformers
+    penalizes them (computed here from llama.cpp's own logits, one request at a time)."""
+    import llama_cpp
+
+    from safetygrid.engines.cell import generate_cell
+    from safetygrid.engines.llama_cpp import _chat_formatter, _prompt_tokens, load_llama
+
+    prompts = _prompts(ci_run).head(4)
+    checkpoint, new_tokens, penalty = str(ladder["Q8_0"]), 24, 1.3
+    common = dict(model=MODEL, engine="llama_cpp", temperature=0.0, k=1, seed=7, precision={"method": "gguf"},
+                  kv={}, engine_options={"n_ctx": 512, "parallel": 1})
+    penalized = generate_cell(checkpoint, prompts, generation={"max_new_tokens": new_tokens,
+                                                               "repetition_penalty": penalty}, **common)
+    plain = generate_cell(checkpoint, prompts, generation={"max_new_tokens": new_tokens}, **common)
+    assert (penalized["response"] != plain["response"]).any(), "the penalty changed no answer"
+
+    llm = load_llama(checkpoint, n_ctx=512, n_batch=512, flash_attn=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+    formatter = _chat_formatter(llm, llm.metadata["tokenizer.chat_template"])
+    settings = Settings(temperature=0.0, max_new_tokens=new_tokens, repetition_penalty=penalty)
+    texts = prompts.set_index("prompt_id")["text"]
+    try:
+        for row in penalized.itertuples():
+            prompt = _prompt_tokens(llm, formatter, Request(row.prompt_id, 0, 0, texts[row.prompt_id]), settings)
+            llm.reset()
+            llm.eval(prompt)
+            seen, answer = set(prompt), []
+            for _ in range(new_tokens):
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                               shape=(llm.n_vocab(),)).astype(np.float32)
+                repeated = np.fromiter(seen, dtype=np.int64)
+                logits[repeated] = np.where(logits[repeated] <= 0, logits[repeated] * np.float32(penalty),
+                                            logits[repeated] / np.float32(penalty))
+                token = int(logits.argmax())
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    break
+                seen.add(token)
+                answer.append(token)
+                llm.eval([token])
+            assert llm.detokenize(answer).decode("utf-8", errors="ignore").strip() == row.response, row.prompt_id
+    finally:
+        llm.close()
+
+
 def test_llama_cpp_engine_refuses_a_parallel_below_one_before_loading_anything(tmp_path: Path) -> None:
     # no .gguf here: the bad option is named first, not the missing file
     with pytest.raises(ValueError, match="parallel must be at least 1"):

@@ -89,6 +89,17 @@ def test_kv_cache_gib_becomes_vllms_kv_cache_memory_bytes() -> None:
     assert kv_cache_memory_bytes({"kv_cache_gib": 0.5}) == 2**29
 
 
+def test_each_request_gets_its_seed_when_sampled_and_the_cells_repetition_penalty() -> None:
+    from safetygrid.engines.vllm import sampling_options
+
+    request = Request("p", 1, 1234, "text")
+    sampled = sampling_options(request, Settings(temperature=0.7, max_new_tokens=64, top_p=0.9,
+                                                 repetition_penalty=1.1))
+    assert sampled == {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1, "max_tokens": 64, "seed": 1234}
+    greedy = sampling_options(request, Settings(temperature=0.0, max_new_tokens=64, top_p=0.9))
+    assert greedy["seed"] is None and greedy["top_p"] == 1.0 and greedy["repetition_penalty"] == 1.0
+
+
 def _prompts(ci_run: Path, tmp_path: Path) -> Path:
     """The CI grid's 9 prompts and 7 more benign ones: 16."""
     ci = pd.concat([pd.read_parquet(p) for p in sorted((ci_run / "results" / "prompts").glob("*.parquet"))])

@@ -31,6 +31,9 @@ class Settings:
     temperature: float
     max_new_tokens: int
     top_p: float = 1.0
+    # transformers' repetition penalty (1.0: off): a token already in the prompt or the answer has its
+    # logit divided by this when positive and multiplied when negative, before temperature and top_p
+    repetition_penalty: float = 1.0
     # rows per batch at most; "auto": no row bound on CUDA (the token budget sizes batches), 64 on a
     # CPU; None: auto on CUDA, a fixed batch on a CPU
     batch_size: int | str | None = None

@@ -30,6 +30,7 @@ def cell_settings(generation: Mapping[str, Any], precision: Mapping[str, Any], k
         temperature=float(temperature),
         max_new_tokens=int(generation["max_new_tokens"]),
         top_p=float(generation.get("top_p", 1.0)),
+        repetition_penalty=float(generation.get("repetition_penalty", 1.0)),
         batch_size=_batch_size(generation.get("batch_size")),
         token_budget=_token_budget(generation.get("token_budget")),
         batch_divisor=batch_divisor,

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gene
 from ..cpu_numerics import warn_if_unpinned
 from ..logs import progress
 from .batching import BatchLimits, next_batch, padded_tokens, plan_by_cost
-from .sampling import SeededSampler
+from .sampling import RepetitionPenalty, SeededSampler
 from .static_decode import StaticDecoder, static_decode_unsupported
 from .numerics import Numerics, dtype_name, generation_table, torch_kernel
 from . import GENERATION_COLUMNS, JOBS_PER_CARD_VARIABLE, EngineUnavailable, OutOfMemory, Request, Settings, chat_token_ids
@@ -229,6 +229,7 @@ class HFEngine:
         limits = decoder_batch_limits(limits, graphs, device)
         decoder = (lambda batch: StaticDecoder(model, settings.max_new_tokens, sorted(eos_ids),
                                                temperature=settings.temperature, top_p=settings.top_p,
+                                               repetition_penalty=settings.repetition_penalty,
                                                seeds=[r.seed for r in batch],
                                                segment_tolerance=settings.padding_tolerance)) if graphs else None
         config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False,
@@ -302,6 +303,10 @@ class HFEngine:
         if decoder is not None:
             return decoder.decode(inputs["input_ids"], inputs["attention_mask"]).cpu().tolist()
         processors = LogitsProcessorList()
+        # a processor of ours rather than the generation config's: it skips the padding, and it
+        # penalizes the first token of a shared prefill (below) as every later one
+        if settings.repetition_penalty != 1.0:
+            processors.append(RepetitionPenalty(settings.repetition_penalty, inputs["attention_mask"]))
         if settings.temperature > 0:
             processors.append(SeededSampler([r.seed for r in batch], settings.temperature, settings.top_p))
         with torch.inference_mode():

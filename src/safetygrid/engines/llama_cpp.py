@@ -188,8 +188,8 @@ class LlamaCppEngine:
         step = max(1, len(requests) // 10)
         bar = progress(len(requests), "generate")
         try:
-            for index, tokens, stopped in decoder.run(prompts, [_sampler(settings, r.seed) for r in requests],
-                                                      settings.max_new_tokens):
+            samplers = [_sampler(settings, r.seed, prompt, llm.n_vocab()) for r, prompt in zip(requests, prompts)]
+            for index, tokens, stopped in decoder.run(prompts, samplers, settings.max_new_tokens):
                 r = requests[index]
                 rows[index] = {"prompt_id": r.prompt_id, "sample": r.sample, "seed": r.seed,
                                "temperature": settings.temperature, "engine": self.name,
@@ -239,13 +239,24 @@ def _prompt_tokens(llm: Any, formatter: Any, request: Request, settings: Setting
     return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
 
-def _sampler(settings: Settings, seed: int) -> Any:
-    """The request's own sampler: greedy at T = 0, else top_p (when below 1), temperature and a draw
-    seeded with seed(p, s); llama-cpp-python's chat completion builds the same chain once its
-    top_k/min_p/typical/penalty defaults are switched off (they are no-ops at 0, 0, 1 and 1)."""
+def _sampler(settings: Settings, seed: int, prompt: Sequence[int], n_vocab: int) -> Any:
+    """The request's own sampler: the repetition penalty (when not 1), then greedy at T = 0, else top_p
+    (when below 1), temperature and a draw seeded with seed(p, s). Without a penalty llama-cpp-python's
+    chat completion builds the same chain once its top_k/min_p/typical/penalty defaults are switched
+    off (no-ops at 0, 0, 1 and 1); its penalty would count only the last 64 tokens, where this one
+    counts the prompt's and the answer's, as transformers' does: the prompt is fed to it here, and
+    llama.cpp feeds it each token it samples."""
+    import llama_cpp
     from llama_cpp._internals import LlamaSampler
 
     sampler = LlamaSampler()
+    if settings.repetition_penalty != 1.0:
+        # a window as long as the request's whole context: every earlier token counts, as in transformers
+        window = len(prompt) + settings.max_new_tokens
+        penalties = llama_cpp.llama_sampler_init_penalties(n_vocab, window, settings.repetition_penalty, 0.0, 0.0)
+        llama_cpp.llama_sampler_chain_add(sampler.sampler, penalties)
+        for token in prompt:
+            llama_cpp.llama_sampler_accept(sampler.sampler, token)
     if settings.temperature <= 0:
         sampler.add_greedy()
         return sampler

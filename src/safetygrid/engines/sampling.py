@@ -75,6 +75,37 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
 
 
+def seen_tokens(ids: torch.Tensor, real: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(rows, vocab) booleans: which tokens each row's ``ids`` hold where ``real`` is true (padding
+    is not counted: a request's penalties, and so its tokens, do not depend on its batch)."""
+    counts = torch.zeros((ids.shape[0], vocab), dtype=torch.int32, device=ids.device)
+    return counts.scatter_add_(1, ids, real.to(torch.int32)) > 0
+
+
+def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """The repetition penalty of transformers' ``RepetitionPenaltyLogitsProcessor`` (and vLLM's and
+    llama.cpp's): the logits of the tokens a row has ``seen`` divided by ``penalty`` where positive
+    and multiplied where negative."""
+    return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
+class RepetitionPenalty(LogitsProcessor):
+    """:func:`penalize_repeats` as a LogitsProcessor for ``generate``, over the prompt's real tokens
+    (``prompt_mask``: its batch's attention mask) and every token generated since. transformers' own
+    processor would count the left padding too (the pad token, often an end token), so a row's
+    tokens would change with the batch it lands in."""
+
+    def __init__(self, penalty: float, prompt_mask: torch.Tensor) -> None:
+        self.penalty = penalty
+        self.prompt_mask = prompt_mask.bool()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids.shape[1] - self.prompt_mask.shape[1]
+        real = torch.cat([self.prompt_mask.to(input_ids.device),
+                          self.prompt_mask.new_ones((input_ids.shape[0], generated)).to(input_ids.device)], dim=1)
+        return penalize_repeats(scores, seen_tokens(input_ids, real, scores.shape[-1]), self.penalty)
+
+
 def draw(logits: torch.Tensor, seeds: torch.Tensor, step: int | torch.Tensor, temperature: float,
          top_p: float) -> torch.Tensor:
     """The next token of each row, on the logits' device."""

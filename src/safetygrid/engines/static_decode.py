@@ -31,7 +31,7 @@ from transformers import DynamicCache, StaticCache
 
 from .batching import PADDING_TOLERANCE
 from .grouped_attention import grouped_decoding, splits_rows
-from .sampling import draw
+from .sampling import draw, penalize_repeats, seen_tokens
 
 # how often (in steps) the host asks whether every row has ended: each ask is a device sync
 STOP_CHECK_EVERY = 16
@@ -93,12 +93,13 @@ class StaticDecoder:
     follows a row's end token is left to the caller to cut, as with ``generate``)."""
 
     def __init__(self, model: Any, max_new_tokens: int, eos_ids: Sequence[int], *, temperature: float = 0.0,
-                 top_p: float = 1.0, seeds: Sequence[int] | None = None, use_graph: bool | None = None,
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, seeds: Sequence[int] | None = None,
+                 use_graph: bool | None = None,
                  grouped_attention: bool = True, segment_tolerance: float | None = PADDING_TOLERANCE) -> None:
         self.model = model
         self.max_new_tokens = max_new_tokens
         self.eos_ids = sorted(eos_ids)
-        self.temperature, self.top_p = temperature, top_p
+        self.temperature, self.top_p, self.repetition_penalty = temperature, top_p, repetition_penalty
         self.seeds = [int(s) for s in seeds] if seeds is not None else None
         if temperature > 0 and self.seeds is None:
             raise ValueError("sampling (temperature > 0) needs one seed per row")
@@ -108,9 +109,20 @@ class StaticDecoder:
         # None: one prefill over the whole padded batch (see prefill_segments)
         self.segment_tolerance = segment_tolerance
 
-    def _choose(self, logits: torch.Tensor, seeds: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
-        """The next token of each row: greedy at T = 0, else the seeded draw of sampling step ``step``
-        (the same counter-based stream as :class:`SeededSampler`, whose step counts its calls)."""
+    def _choose(self, logits: torch.Tensor, seeds: torch.Tensor | None, step: torch.Tensor,
+                seen: torch.Tensor | None) -> torch.Tensor:
+        """The next token of each row, after the repetition penalty on the tokens it has ``seen``
+        (None: no penalty): greedy at T = 0, else the seeded draw of sampling step ``step`` (the same
+        counter-based stream as :class:`SeededSampler`, whose step counts its calls); ``seen`` then
+        marks the chosen tokens."""
+        if seen is not None:
+            logits = penalize_repeats(logits, seen, self.repetition_penalty)
+        chosen = self._draw(logits, seeds, step)
+        if seen is not None:
+            seen.scatter_(1, chosen[:, None], True)
+        return chosen
+
+    def _draw(self, logits: torch.Tensor, seeds: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
         if self.temperature <= 0:
             return logits.argmax(dim=-1)
         return draw(logits, seeds, step, self.temperature, self.top_p)
@@ -137,7 +149,10 @@ class StaticDecoder:
             else:
                 logits = self._prefill_segments(cache, input_ids, attention_mask, positions, spans)
             step = torch.zeros((), dtype=torch.int64, device=device)
-            first = self._choose(logits, seeds, step)
+            seen = None
+            if self.repetition_penalty != 1.0:
+                seen = seen_tokens(input_ids, attention_mask, logits.shape[-1])
+            first = self._choose(logits, seeds, step, seen)
             generated = torch.zeros((rows, n), dtype=torch.int64, device=device)
             generated[:, 0] = first
             # the state every step reads and updates in place (fixed addresses: what a graph needs)
@@ -153,7 +168,7 @@ class StaticDecoder:
                 out = self.model(input_ids=token, attention_mask=allowed, position_ids=position,
                                  past_key_values=cache, use_cache=True, logits_to_keep=1)
                 step.add_(1)
-                chosen = self._choose(out.logits[:, -1].float(), seeds, step)
+                chosen = self._choose(out.logits[:, -1].float(), seeds, step, seen)
                 generated.index_copy_(1, step.reshape(1), chosen[:, None])
                 ended.logical_or_(torch.isin(chosen, eos))
                 token.copy_(chosen[:, None])

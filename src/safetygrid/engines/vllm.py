@@ -83,6 +83,16 @@ def vllm_kernel(config: Mapping[str, Any], dtype: Any) -> str:
     return kernel
 
 
+def sampling_options(request: Request, settings: Settings) -> dict[str, Any]:
+    """One request's ``SamplingParams`` keywords: its own seed when sampled, none when greedy (vLLM's
+    T = 0 is greedy whatever the seed), and the cell's repetition penalty, which vLLM applies as
+    transformers does (to the prompt's tokens and the answer's)."""
+    greedy = settings.temperature == 0
+    return {"temperature": settings.temperature, "top_p": 1.0 if greedy else settings.top_p,
+            "repetition_penalty": settings.repetition_penalty, "max_tokens": settings.max_new_tokens,
+            "seed": None if greedy else request.seed}
+
+
 def kv_cache_dtype(kv: Mapping[str, Any]) -> str:
     if not kv:
         return "auto"
@@ -168,10 +178,7 @@ class VLLMEngine:
                 f"{len(too_long)} prompt(s) (e.g. {too_long[0]}, {len(encoded[too_long[0]])} tokens) plus "
                 f"max_new_tokens={settings.max_new_tokens} exceed max_model_len={max_len}; raise the model's "
                 "max_model_len or lower generation.max_new_tokens")
-        greedy = settings.temperature == 0
-        params = [SamplingParams(temperature=settings.temperature, top_p=1.0 if greedy else settings.top_p,
-                                 max_tokens=settings.max_new_tokens, seed=None if greedy else r.seed)
-                  for r in requests]
+        params = [SamplingParams(**sampling_options(r, settings)) for r in requests]
         prompts = [TokensPrompt(prompt_token_ids=encoded[r.prompt_id]) for r in requests]
         generating = time.time()
         outputs = llm.generate(prompts, params, use_tqdm=False)
