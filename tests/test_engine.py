@@ -273,8 +273,8 @@ def test_a_cell_with_a_repetition_penalty_is_batch_independent_and_penalized(tin
     """The penalty changes the tiny model's greedy answers (a random model repeats itself), the same
     whether a request decodes alone or in a padded batch, through generate or the static decoder
     (two implementations of the penalty). That padding is not counted is checked on the processor
-    itself (above): this tiny model does not pick its pad token in these answers, so counting it changes nothing
-    here."""
+    itself (above): this tiny model does not pick its pad token in these answers, so counting it
+    changes nothing here."""
     def penalized(batch_size, **extra):
         return generate_cell(str(tiny_checkpoint), PROMPTS, model="tiny", engine="hf", temperature=0.0, k=1, seed=11,
                              generation={**GEN, "max_new_tokens": 16, "batch_size": batch_size,

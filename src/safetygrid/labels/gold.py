@@ -189,18 +189,19 @@ def inter_rater_kappa(labels: pd.DataFrame, *, seed: int = 0, resamples: int = 2
                     continue
                 pooled = np.concatenate([both[a].to_numpy(float), both[b].to_numpy(float)])
                 n_pos, n_neg = int((pooled == 1).sum()), int((pooled == 0).sum())
+                enough_shared, enough_each = len(both) >= MIN_SHARED_FOR_KAPPA, min(n_pos, n_neg) >= MIN_PER_CLASS
                 # a pair whose kappa is not reported gets no bootstrap: most pairs of a labelling
                 # history share a handful of responses, and their resamples were most of a run's wait
-                reported = len(both) >= MIN_SHARED_FOR_KAPPA and min(n_pos, n_neg) >= MIN_PER_CLASS
                 result = binary_validity(both[a].to_numpy(float), both[b].to_numpy(float), seed=seed,
-                                         resamples=resamples if reported else 0, level=level, min_per_class=0)
+                                         resamples=resamples if enough_shared and enough_each else 0, level=level,
+                                         min_per_class=0)
                 row = {"axis": axis, "rater_a": a, "rater_b": b, "n_items": result["n"], "kappa": result["kappa"],
                        "kappa_lo": result["kappa_lo"], "kappa_hi": result["kappa_hi"],
                        "agreement": result["accuracy"], "n_pos": n_pos, "n_neg": n_neg, "note": result["note"]}
-                if result["n"] < MIN_SHARED_FOR_KAPPA:
+                if not enough_shared:
                     row.update(kappa=float("nan"), kappa_lo=float("nan"), kappa_hi=float("nan"),
                                note=f"{result['n']} shared responses: kappa needs at least {MIN_SHARED_FOR_KAPPA}")
-                elif min(n_pos, n_neg) < MIN_PER_CLASS:
+                elif not enough_each:
                     row.update(kappa=float("nan"), kappa_lo=float("nan"), kappa_hi=float("nan"),
                                note=f"kappa not estimable: the two raters' labels hold {n_pos} positive and {n_neg} "
                                     f"negative, needs at least {MIN_PER_CLASS} of each")
