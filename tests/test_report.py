@@ -78,7 +78,7 @@ def test_report_names_the_configured_interval_level_and_no_other(tmp_path, level
     text = html.read_text()
     for phrase in (f"{named} interval in brackets", f"Intervals: {named} bootstrap",
                    f"{named} bootstrap interval", f"cdi_lo, cdi_hi: {named} interval",
-                   f"whose {named} interval"):
+                   f"a verdict needs its {named} interval"):
         assert phrase in text, phrase
     assert "95%" not in text and "95 %" not in text
     # the figure's own axis label too (it is an image in the page)
