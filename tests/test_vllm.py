@@ -28,7 +28,8 @@ GENERATION = {"max_new_tokens": 32, "batch_size": 16, "device": "cpu"}
 # added about 30 s to each of this file's vLLM starts (engines/vllm.py, kv_cache_memory_bytes)
 VLLM_OPTIONS = {"max_model_len": 512, "kv_cache_gib": 1}
 # Parity is teacher-forced and paired (engines/parity.py, docs/engines.md "Parity"): the hf engine
-# answers the parity prompts (_parity_prompts) greedily in float32 (PARITY_TOKENS tokens, batched); the reference (the hf
+# answers the parity prompts (_parity_prompts) greedily in float32 with the fp32 checkpoint (PARITY_TOKENS
+# tokens, batched), and those answers are the trajectory forced through every checkpoint; the reference (the hf
 # engine in float32), the baseline (the hf engine in bfloat16: what bfloat16 rounding alone does to
 # this checkpoint) and vLLM score each prompt + answer, and vLLM is held to the baseline on the same
 # positions by the rule of engines.parity.compare. The CI grid's prompts and every prompt of
@@ -155,12 +156,12 @@ def _vllm_forced(checkpoint: Path, sequences: list[ForcedSequence], dtype: str, 
 
 
 class ForcedBaseline:
-    """A checkpoint's hf float32 greedy answers to the parity prompts, the reference's full
-    distributions on them, and the bfloat16 baseline's position table: computed once per checkpoint."""
+    """The reference's full distributions on the forced answers for one checkpoint, and the bfloat16
+    baseline's position table: computed once per checkpoint."""
 
-    def __init__(self, checkpoint: Path, prompts: dict[str, str]) -> None:
+    def __init__(self, checkpoint: Path, answers: list[ForcedSequence]) -> None:
         self.checkpoint = checkpoint
-        self.answers = hf_greedy_answers(str(checkpoint), prompts, PARITY_TOKENS, "float32", batch_size=PARITY_BATCH)
+        self.answers = answers
         _, self.reference = hf_forced_scores(str(checkpoint), self.answers, "float32")
         rounded, _ = hf_forced_scores(str(checkpoint), self.answers, "bfloat16")
         self.baseline = position_table(self.answers, rounded, self.reference)
@@ -181,8 +182,18 @@ def _assert_within_the_baseline(name: str, check: ParityCheck, where: str) -> No
 
 
 @pytest.fixture(scope="module")
-def gptq_forced(ci_run: Path) -> ForcedBaseline:
-    return ForcedBaseline(ci_run / "results" / "models" / MODEL / "gptq-w4a16", _parity_prompts(ci_run))
+def forced_answers(ci_run: Path) -> list[ForcedSequence]:
+    """The fp32 checkpoint's hf float32 greedy answers to the parity prompts, forced through the
+    4-bit checkpoint too: each side of a comparison is scored against the reference's top-1 at every
+    position of the same trajectory (position_table), so the trajectory need not be the scored
+    checkpoint's own, and greedy decoding is the costly step (about 100 s on 2 cores)."""
+    return hf_greedy_answers(str(ci_run / "results" / "models" / MODEL / "fp32"), _parity_prompts(ci_run),
+                             PARITY_TOKENS, "float32", batch_size=PARITY_BATCH)
+
+
+@pytest.fixture(scope="module")
+def gptq_forced(ci_run: Path, forced_answers: list[ForcedSequence]) -> ForcedBaseline:
+    return ForcedBaseline(ci_run / "results" / "models" / MODEL / "gptq-w4a16", forced_answers)
 
 
 FP32 = {"method": "none", "dtype": "float32"}
@@ -199,12 +210,12 @@ def fp32_samples(vllm_python: Path, ci_run: Path, tmp_path_factory: pytest.TempP
 
 @pytest.mark.vllm
 @pytest.mark.workflow
-def test_teacher_forced_parity_with_the_hf_engine(ci_run: Path, tmp_path: Path,
+def test_teacher_forced_parity_with_the_hf_engine(ci_run: Path, tmp_path: Path, forced_answers: list[ForcedSequence],
                                                   fp32_samples: tuple[Path, pd.DataFrame]) -> None:
     """The fp32 cell as the grid runs it (vLLM in float32) against the hf engine, held to the
     difference bfloat16 rounding alone makes; the generate script's rows say what ran."""
     checkpoint = ci_run / "results" / "models" / MODEL / "fp32"
-    check, where = ForcedBaseline(checkpoint, _parity_prompts(ci_run)).vllm("float32", tmp_path)
+    check, where = ForcedBaseline(checkpoint, forced_answers).vllm("float32", tmp_path)
     _assert_within_the_baseline("fp32 checkpoint, vLLM in float32", check, where)
     prompts, rows = fp32_samples
     hf_rows = generate_cell(str(checkpoint), pd.read_parquet(prompts), model=MODEL, engine="hf", temperature=0.7,

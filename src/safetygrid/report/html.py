@@ -441,8 +441,8 @@ def deployment_section(card: pd.DataFrame, limits: Mapping[str, float], lead_kap
              f"below {limits['refusal_drop_pp']:g} pp at their upper ends), each of the two corrected with "
              "labels of this run's responses or counted by judges validated on them; <b>not enough "
              "evidence</b>: otherwise (an interval reaches from no change to caution, or the ASR or the "
-             "refusals are an unvalidated judges' count). The ASR and refusal changes are the corrected ones where the cell "
-             "has them (its square says <i>corrected</i>, or which of the two is). Each "
+             "refusals are an unvalidated judges' count). The ASR and refusal changes are the corrected "
+             "ones where the cell has them (its square says <i>corrected</i>, or which of the two is). Each "
              "square: the ASR and refusal changes in pp, and for an unsafe or caution square the harm category "
              "whose ASR rose most (hover for the reason). Thresholds: "
              "<code>deployment_card</code> in the config; rows: deployment.parquet.</p>"]
