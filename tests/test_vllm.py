@@ -33,8 +33,9 @@ VLLM_OPTIONS = {"max_model_len": 512, "kv_cache_gib": 1}
 # engine in float32), the baseline (the hf engine in bfloat16: what bfloat16 rounding alone does to
 # this checkpoint) and vLLM score each prompt + answer, and vLLM is held to the baseline on the same
 # positions by the rule of engines.parity.compare. The CI grid's prompts and every prompt of
-# resources/prompts/benign.csv: 68 prompts, 2,722 positions (answers that stop early are shorter), where
-# 16 prompts x 32 tokens gave 458 and a baseline of 6 flips (issue 34).
+# resources/prompts/benign.csv: 68 prompts, 4,352 positions on the fp32 checkpoint's answers (2,722 on
+# the 4-bit checkpoint's own, which stop earlier), where 16 prompts x 32 tokens gave 458 and a baseline
+# of 6 flips (issue 34).
 PARITY_TOKENS = 64
 PARITY_BATCH = 72  # one batch: a decoding step on a CPU costs about the same at 16 rows as at 72
 
