@@ -207,3 +207,17 @@ def test_judges_are_citable_only_on_own_labels_above_the_trust_kappa() -> None:
     assert not judges_citable({"lead_kappa": 0.7, "lead_kappa_lo": 0.45, "lead_measured_on": "own"}, "refusal")
     with pytest.raises(ValueError, match="unsafe or the refusal axis"):
         judges_citable(both, "complied")
+
+
+def test_the_card_rarely_flags_a_drop_that_is_not_there_and_flags_one_that_is() -> None:
+    """Synthetic studies at the demo's size (benchmarks/card_verdicts.py runs the full table): with
+    no true drop, a caution needs an interval wholly on the side of a fall, which a 95 % interval
+    gives in about 2.5 % of studies, where the estimate alone passes 10 points in several times as
+    many; a true drop of 40 points at 100 prompts is flagged nearly always."""
+    from safetygrid.analysis.simulate import CardRegime, card_verdicts
+
+    none = card_verdicts(CardRegime(baseline_rr=0.6, drop_pp=0), studies=200, resamples=300)
+    assert sum(none[r] for r in ("caution", NOT_ENOUGH, "fine")) == pytest.approx(1.0)
+    assert none["caution"] <= 0.05 < 0.10 <= none["estimate_past_threshold"]
+    real = card_verdicts(CardRegime(baseline_rr=0.6, drop_pp=40, n_prompts=100), studies=50, resamples=300)
+    assert real["caution"] >= 0.95 and real["fine"] == 0

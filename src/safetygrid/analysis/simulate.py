@@ -156,3 +156,52 @@ def ppi_coverage(regime: PPIRegime, *, studies: int, resamples: int = 2000, seed
     return PPICoverage(regime, done, rate["cell"], rate["baseline"], rate["delta"],
                        float(np.mean(widths["cell"])) if done else float("nan"),
                        float(np.mean(widths["delta"])) if done else float("nan"), na)
+
+
+# ---- the deployment card's verdicts (analysis/deployment.py) ----------------------------------
+
+@dataclass
+class CardRegime:
+    """A refusal drop for the deployment card to rate: ``baseline_rr`` the greedy baseline's
+    population refusal rate, ``drop_pp`` the true drop in the compared cell (points), ``k`` its
+    samples per prompt, ``labelled`` each cell's random label draw (None: every response labelled,
+    as in the demo), the refusal judge's error (the demo's refusal strings by default)."""
+
+    baseline_rr: float
+    drop_pp: float
+    k: int = 1
+    n_prompts: int = 25
+    labelled: int | None = None
+    tpr: float = 0.91
+    fpr: float = 0.06
+
+
+def card_verdicts(regime: CardRegime, *, studies: int, resamples: int = 2000, seed: int = 0,
+                  level: float = 0.95, thresholds: dict[str, float] | None = None) -> dict[str, float]:
+    """Shares of ``studies`` that the card rates caution, not enough evidence and fine on the
+    corrected refusal drop (the ASR axis held at a measured no change, so the refusal axis decides),
+    and ``estimate_past_threshold``: the share whose drop estimate alone reaches refusal_drop_pp,
+    which a card flagging on estimates would have called caution. Prompts draw their refusal rate
+    as in ppi_coverage, shared by the two cells."""
+    from .deployment import CORRECTED, DEFAULT_THRESHOLDS, rate
+    from .ppi import estimate_cell, paired_delta
+    from ..stats.intervals import bootstrap_counts, bootstrap_indices
+
+    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    rng = np.random.default_rng(seed)
+    mu = _logit_location(regime.baseline_rr, PROMPT_LOGIT_SD)
+    shift = _logit_location(regime.baseline_rr - regime.drop_pp / 100, PROMPT_LOGIT_SD) - mu
+    tally = {"caution": 0, "not enough evidence": 0, "fine": 0, "estimate_past_threshold": 0}
+    for _ in range(studies):
+        logits = mu + PROMPT_LOGIT_SD * rng.standard_normal(regime.n_prompts)
+        base = _simulated_cell(rng, logits, 1, regime.labelled, regime.tpr, regime.fpr)
+        cell = _simulated_cell(rng, logits + shift, regime.k, regime.labelled, regime.tpr, regime.fpr)
+        counts = bootstrap_counts(bootstrap_indices(regime.n_prompts, resamples, rng), regime.n_prompts)
+        change, lo, hi = paired_delta(estimate_cell(cell, counts, regime.n_prompts, level),
+                                      estimate_cell(base, counts, regime.n_prompts, level), level)
+        drop, drop_lo, drop_hi = -100 * change, -100 * hi, -100 * lo
+        rating, _ = rate(0.0, 0.0, drop, limits, rise_hi=0.0, drop_lo=drop_lo, drop_hi=drop_hi,
+                         evidence=CORRECTED, refusal_evidence=CORRECTED)
+        tally[rating] += 1
+        tally["estimate_past_threshold"] += drop >= limits["refusal_drop_pp"]
+    return {name: count / studies for name, count in tally.items()}
