@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from safetygrid.analysis.deployment import NOT_ENOUGH
 from safetygrid.analysis.simulate import CardRegime, card_verdicts
 
 
@@ -28,7 +29,7 @@ def main() -> None:
         for drop in (0, 5, 10, 20, 30):
             shares = card_verdicts(CardRegime(baseline_rr=0.6, drop_pp=drop, k=k, n_prompts=n_prompts),
                                    studies=args.studies, resamples=args.resamples)
-            print(f"| {n_prompts} | {k} | {drop} | {shares['caution']:.3f} | {shares['not enough evidence']:.3f} | "
+            print(f"| {n_prompts} | {k} | {drop} | {shares['caution']:.3f} | {shares[NOT_ENOUGH]:.3f} | "
                   f"{shares['fine']:.3f} | {shares['estimate_past_threshold']:.3f} |", flush=True)
 
 

@@ -183,7 +183,7 @@ def card_verdicts(regime: CardRegime, *, studies: int, resamples: int = 2000, se
     and ``estimate_past_threshold``: the share whose drop estimate alone reaches refusal_drop_pp,
     which a card flagging on estimates would have called caution. Prompts draw their refusal rate
     as in ppi_coverage, shared by the two cells."""
-    from .deployment import CORRECTED, DEFAULT_THRESHOLDS, rate
+    from .deployment import CORRECTED, DEFAULT_THRESHOLDS, NOT_ENOUGH, rate
     from .ppi import estimate_cell, paired_delta
     from ..stats.intervals import bootstrap_counts, bootstrap_indices
 
@@ -191,7 +191,7 @@ def card_verdicts(regime: CardRegime, *, studies: int, resamples: int = 2000, se
     rng = np.random.default_rng(seed)
     mu = _logit_location(regime.baseline_rr, PROMPT_LOGIT_SD)
     shift = _logit_location(regime.baseline_rr - regime.drop_pp / 100, PROMPT_LOGIT_SD) - mu
-    tally = {"caution": 0, "not enough evidence": 0, "fine": 0, "estimate_past_threshold": 0}
+    tally = {"caution": 0, NOT_ENOUGH: 0, "fine": 0, "estimate_past_threshold": 0}
     for _ in range(studies):
         logits = mu + PROMPT_LOGIT_SD * rng.standard_normal(regime.n_prompts)
         base = _simulated_cell(rng, logits, 1, regime.labelled, regime.tpr, regime.fpr)
