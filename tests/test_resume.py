@@ -4,7 +4,6 @@ no partial file is ever taken as finished."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_support import MODEL, copy_workflow, snakemake, snakemake_command, table_differences
+from workflow_support import copy_workflow, reuse_ci_run, snakemake, snakemake_command, table_differences
 
 pytestmark = pytest.mark.workflow
 
@@ -47,26 +46,9 @@ def _finished_outputs(results: Path) -> dict[Path, int]:
 def test_killed_run_resumes_to_the_same_tables(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     workdir = copy_workflow(tmp_path_factory.mktemp("resume"))
     results = workdir / "results"
-    # the CI run's prompts, sources and checkpoints (mtimes kept), so the run reaches generation
-    # soon, and its finished fp32 cells: this run generates, judges and votes the GPTQ cells. Their
-    # benchmark files come too: a rule's benchmark is one of its outputs, and a missing one reruns it
-    # The judges' validation and calibration come too: the votes read the calibration
-    for stage in ("prompts", "sources", "models", "validation", "validity", "calibration",
-                  *(f"benchmarks/{rule}" for rule in ("prepare_prompts", "fetch_model", "quantize", "validate_judge"))):
-        shutil.copytree(ci_run / "results" / stage, results / stage)
-    for rule in ("prepare_validation", "calibrate_judges"):
-        shutil.copy2(ci_run / "results" / "benchmarks" / f"{rule}.tsv", results / "benchmarks" / f"{rule}.tsv")
-    (results / "tables").mkdir()
-    shutil.copy2(ci_run / "results" / "tables" / "judge_validity.parquet", results / "tables" / "judge_validity.parquet")
-    per_cell = ("generations", "votes", "quality", *(f"judgements/{judge}" for judge in JUDGES),
-                *(f"benchmarks/{rule}" for rule in ("generate", "vote", "measure_quality")),
-                *(f"benchmarks/judge/{judge}" for judge in JUDGES))
-    for stage in per_cell:
-        shutil.copytree(ci_run / "results" / stage / MODEL / SEEDED_PRECISION, results / stage / MODEL / SEEDED_PRECISION)
-    # and every checkpoint's quality measures: what is resumed here is the per-cell stages
-    for stage in ("quality", "benchmarks/measure_quality", "benchmarks/measure_tasks"):
-        shutil.copytree(ci_run / "results" / stage, results / stage, dirs_exist_ok=True)
-    seeded = set(_finished_outputs(results))
+    # the CI run's stages before the cells, so the run reaches generation soon, and its finished
+    # fp32 cells: this run generates, judges and votes the GPTQ cells
+    seeded = reuse_ci_run(ci_run, workdir, finished_precision=SEEDED_PRECISION)
     assert len(seeded) == 2 * (2 + len(JUDGES))
 
     run = subprocess.Popen(snakemake_command(workdir, "--cores", "2"), start_new_session=True,

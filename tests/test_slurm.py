@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,18 +10,21 @@ import pandas as pd
 import pytest
 from components import component_unavailable
 from slurm_cluster import SlurmUnavailable, jobs, one_node_cluster
-from workflow_support import copy_workflow, snakemake, table_differences
+from workflow_support import copy_workflow, reuse_ci_run, snakemake, table_differences
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
-# what the CI grid submits here: 2 supported precisions x 2 temperatures of generate, and the 4 cells'
+# what the CI grid submits here: its GPTQ precision's 2 temperatures of generate, and those 2 cells'
 # judges (3 each) and votes as group jobs; prepare_prompts, fetch_model, label_sample, aggregate,
-# adjudicate and report are local rules. The CI run's checkpoints, quality measures and the judges'
-# validation are reused, as a cluster run would find them from its earlier stages: the SLURM
-# submissions took 21 min of the suite when this test re-ran the whole grid. The quantize
-# checkpoint and the quality rules run on the local executor in test_workflow.py and test_resume.py.
-SUBMITTED_ALONE = Counter(generate=4)
-CELLS = 4
+# adjudicate and report are local rules. The CI run's checkpoints, quality measures, judges'
+# validation and fp32 cells are reused, as a cluster run that grows a grid finds them: every rule
+# that a cluster runs is still submitted, and the tables must equal the local run's. The SLURM
+# submissions took 21 min of the suite when this test re-ran the whole grid, 5 min with 4 cells.
+# The quantize checkpoint and the quality rules run on the local executor in test_workflow.py and
+# test_resume.py.
+SEEDED_PRECISION = "fp32"
+SUBMITTED_ALONE = Counter(generate=2)
+CELLS, CELLS_SUBMITTED = 4, 2
 
 
 def submitted_rule(comment: str) -> str:
@@ -33,17 +35,7 @@ def submitted_rule(comment: str) -> str:
 
 def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm-grid"))
-    # the CI run's prompts, fetched model, checkpoints, quality measures, judge validation and
-    # calibration (mtimes kept, benchmark files too: a rule's benchmark is one of its outputs)
-    reused_rules = ("prepare_prompts", "fetch_model", "quantize", "measure_quality", "measure_tasks", "validate_judge")
-    for stage in ("prompts", "sources", "models", "quality", "validation", "validity", "calibration",
-                  *(f"benchmarks/{rule}" for rule in reused_rules)):
-        shutil.copytree(ci_run / "results" / stage, workdir / "results" / stage)
-    results = workdir / "results"
-    for rule in ("prepare_validation", "calibrate_judges"):
-        shutil.copy2(ci_run / "results" / "benchmarks" / f"{rule}.tsv", results / "benchmarks" / f"{rule}.tsv")
-    (results / "tables").mkdir()
-    shutil.copy2(ci_run / "results" / "tables" / "judge_validity.parquet", results / "tables" / "judge_validity.parquet")
+    reuse_ci_run(ci_run, workdir, finished_precision=SEEDED_PRECISION)
     with contextlib.ExitStack() as stack:
         try:
             env = stack.enter_context(one_node_cluster(tmp_path_factory.mktemp("slurm-cluster")))
@@ -60,7 +52,7 @@ def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory
     assert kinds == SUBMITTED_ALONE
     # one group per cell, fewer when cells became ready together (group-components); never a
     # judge or vote alone
-    assert 1 <= judge_groups <= CELLS
+    assert 1 <= judge_groups <= CELLS_SUBMITTED
 
     assert table_differences(ci_run / "tables-first-run", workdir / "results" / "tables") == []
     cells = pd.read_parquet(workdir / "results" / "tables" / "cells.parquet")

@@ -78,6 +78,33 @@ def snapshot_tables(workdir: Path, into: Path) -> Path:
     return into
 
 
+def reuse_ci_run(ci_run: Path, workdir: Path, finished_precision: str | None = None) -> set[Path]:
+    """Seed ``workdir`` with the CI run's outputs that come before the cells, as a later run finds
+    them from its earlier stages: its prompts, fetched model, checkpoints, quality measures and the
+    judges' validation and calibration (mtimes kept; benchmark files too, since a rule's benchmark
+    is one of its outputs and a missing one reruns it). With ``finished_precision``, that
+    precision's finished cells too (generations, judgements, votes). Returns the per-cell files seeded."""
+    import yaml
+
+    results, source = workdir / "results", ci_run / "results"
+    upstream = ("prepare_prompts", "fetch_model", "quantize", "measure_quality", "measure_tasks", "validate_judge")
+    for stage in ("prompts", "sources", "models", "quality", "validation", "validity", "calibration",
+                  *(f"benchmarks/{rule}" for rule in upstream)):
+        shutil.copytree(source / stage, results / stage)
+    for rule in ("prepare_validation", "calibrate_judges"):
+        shutil.copy2(source / "benchmarks" / f"{rule}.tsv", results / "benchmarks" / f"{rule}.tsv")
+    (results / "tables").mkdir()
+    shutil.copy2(source / "tables" / "judge_validity.parquet", results / "tables" / "judge_validity.parquet")
+    if finished_precision is None:
+        return set()
+    judges = yaml.safe_load((workdir / "config" / "ci.yaml").read_text())["judges"]
+    per_cell = ("generations", "votes", "benchmarks/generate", "benchmarks/vote",
+                *(f"{stage}/{judge}" for stage in ("judgements", "benchmarks/judge") for judge in judges))
+    for stage in per_cell:
+        shutil.copytree(source / stage / MODEL / finished_precision, results / stage / MODEL / finished_precision)
+    return {p for stage in ("generations", "judgements", "votes") for p in (results / stage).rglob("*.parquet")}
+
+
 def table_differences(expected: Path, actual: Path) -> list[str]:
     """Every table of `expected` against its namesake in `actual`, run-dependent columns left out;
     one line per difference, empty when they agree."""
