@@ -48,7 +48,7 @@ def test_killed_run_resumes_to_the_same_tables(ci_run: Path, tmp_path_factory: p
     results = workdir / "results"
     # the CI run's stages before the cells, so the run reaches generation soon, and its finished
     # fp32 cells: this run generates, judges and votes the GPTQ cells
-    seeded = reuse_ci_run(ci_run, workdir, finished_precision=SEEDED_PRECISION)
+    seeded = reuse_ci_run(ci_run, workdir, SEEDED_PRECISION)
     assert len(seeded) == 2 * (2 + len(JUDGES))
 
     run = subprocess.Popen(snakemake_command(workdir, "--cores", "2"), start_new_session=True,

@@ -35,7 +35,7 @@ def submitted_rule(comment: str) -> str:
 
 def test_ci_grid_on_slurm(ci_run: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm-grid"))
-    reuse_ci_run(ci_run, workdir, finished_precision=SEEDED_PRECISION)
+    reuse_ci_run(ci_run, workdir, SEEDED_PRECISION)
     with contextlib.ExitStack() as stack:
         try:
             env = stack.enter_context(one_node_cluster(tmp_path_factory.mktemp("slurm-cluster")))

@@ -78,12 +78,12 @@ def snapshot_tables(workdir: Path, into: Path) -> Path:
     return into
 
 
-def reuse_ci_run(ci_run: Path, workdir: Path, finished_precision: str | None = None) -> set[Path]:
+def reuse_ci_run(ci_run: Path, workdir: Path, finished_precision: str) -> set[Path]:
     """Seed ``workdir`` with the CI run's outputs that come before the cells, as a later run finds
     them from its earlier stages: its prompts, fetched model, checkpoints, quality measures and the
     judges' validation and calibration (mtimes kept; benchmark files too, since a rule's benchmark
-    is one of its outputs and a missing one reruns it). With ``finished_precision``, that
-    precision's finished cells too (generations, judgements, votes). Returns the per-cell files seeded."""
+    is one of its outputs and a missing one reruns it), and ``finished_precision``'s finished cells
+    (generations, judgements, votes). Returns the per-cell files seeded."""
     import yaml
 
     results, source = workdir / "results", ci_run / "results"
@@ -95,8 +95,6 @@ def reuse_ci_run(ci_run: Path, workdir: Path, finished_precision: str | None = N
         shutil.copy2(source / "benchmarks" / f"{rule}.tsv", results / "benchmarks" / f"{rule}.tsv")
     (results / "tables").mkdir()
     shutil.copy2(source / "tables" / "judge_validity.parquet", results / "tables" / "judge_validity.parquet")
-    if finished_precision is None:
-        return set()
     judges = yaml.safe_load((workdir / "config" / "ci.yaml").read_text())["judges"]
     per_cell = ("generations", "votes", "benchmarks/generate", "benchmarks/vote",
                 *(f"{stage}/{judge}" for stage in ("judgements", "benchmarks/judge") for judge in judges))
