@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 # validation and fp32 cells are reused, as a cluster run that grows a grid finds them: every rule
 # that a cluster runs is still submitted, and the tables must equal the local run's. The SLURM
 # submissions took 21 min of the suite when this test re-ran the whole grid, 5 min with 4 cells.
-# The quantize checkpoint and the quality rules run on the local executor in test_workflow.py and
-# test_resume.py.
+# The quantize checkpoint and the quality rules run on the local executor, in the CI run itself
+# (the ci_run fixture).
 SEEDED_PRECISION = "fp32"
 SUBMITTED_ALONE = Counter(generate=2)
 CELLS, CELLS_SUBMITTED = 4, 2
