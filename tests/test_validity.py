@@ -270,6 +270,20 @@ def test_with_the_borrowed_sets_off_the_judges_are_measured_and_fitted_on_own_la
     assert table.empty and calibration["fitted_on"] is None and math.isnan(calibration["lead_kappa"])
 
 
+def test_an_empty_borrowed_set_is_labelled_without_a_judge_and_typed_as_a_judged_one():
+    """With the borrowed sets off, validate_judge loads no model: the table it writes without one has
+    the columns and types that labelling the empty set with a judge gives, and rows need a judge."""
+    from safetygrid.judges import make_judge
+    from safetygrid.judges.validation import label_validation_set, load_validation_set
+
+    empty = load_validation_set({"pyrit_objective": 0, "pyrit_refusal": 0}, [], seed=1)
+    judged = label_validation_set(make_judge({"kind": "refusal_prefix"}, None), "prefix", empty)
+    pd.testing.assert_frame_equal(label_validation_set(None, "prefix", empty), judged)
+    human, _ = _validation_fixture()
+    with pytest.raises(ValueError, match="no judge was given"):
+        label_validation_set(None, "prefix", human)
+
+
 def test_validity_rows_per_axis_on_own_and_borrowed_labels():
     """Own labels with outcomes give the refusal axis too; the judges' refusal label is measured on
     it (own and PyRIT's refusal set), each row saying its axis. No judge gives complied, so there is

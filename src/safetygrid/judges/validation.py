@@ -166,11 +166,21 @@ def load_validation_set(sets: Mapping[str, int | None], extra: Sequence[str | Pa
 LABELS_COLUMNS = ["item_id", "judge", "unsafe", "score", "refusal", "refusal_score", "raw", "error"]
 
 
-def label_validation_set(judge: object, name: str, human: pd.DataFrame, policy: "FailurePolicy | None" = None) -> pd.DataFrame:
+def label_validation_set(judge: object | None, name: str, human: pd.DataFrame,
+                         policy: "FailurePolicy | None" = None) -> pd.DataFrame:
     """One judge's labels of every validation row (``results/validity/{judge}.parquet``): item_id,
-    judge, unsafe, score, refusal, refusal_score, raw, error. ``policy``: the judge's failure rule, as in a cell."""
+    judge, unsafe, score, refusal, refusal_score, raw, error. ``policy``: the judge's failure rule, as
+    in a cell. ``judge`` may be None when ``human`` has no rows (every set off, as in the demo):
+    there is nothing to score, so the caller need not load a model for it."""
     from . import judge_table
 
+    if human.empty:
+        return pd.DataFrame({"item_id": pd.Series(dtype=human["item_id"].dtype), "judge": pd.Series(dtype="str"),
+                             "unsafe": pd.Series(dtype="boolean"), "score": pd.Series(dtype="float64"),
+                             "refusal": pd.Series(dtype="boolean"), "refusal_score": pd.Series(dtype="float64"),
+                             "raw": pd.Series(dtype="string"), "error": pd.Series(dtype="string")})[LABELS_COLUMNS]
+    if judge is None:
+        raise ValueError(f"judge {name}: {len(human)} validation rows to label but no judge was given")
     items = pd.DataFrame({"prompt_id": human["item_id"], "sample": 0, "response": human["response"]})
     prompts = pd.DataFrame({"prompt_id": human["item_id"], "text": human["prompt"]})
     table = judge_table(judge, name, items, prompts, policy)  # type: ignore[arg-type]
