@@ -248,8 +248,13 @@ def all_checkpoints():
 
 # ---- judges --------------------------------------------------------------------------------
 def judge_model_input(judge):
-    name = config["judges"][judge].get("model")
-    return [f"{RESULTS}/sources/{name}"] if name else []
+    """The judge's model folder: its fetched files, or the precision of the grid that it names."""
+    spec = config["judges"][judge]
+    if "model" not in spec:
+        return []
+    if "precision" in spec:
+        return [f"{RESULTS}/models/{spec['model']}/{spec['precision']}"]
+    return [f"{RESULTS}/sources/{spec['model']}"]
 
 
 def judge_mem_mb(judge, attempt=1):

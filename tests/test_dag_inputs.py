@@ -179,3 +179,23 @@ def test_a_k_quant_where_auto_means_the_gguf_package_is_refused(finished):
     message = refused.stdout + refused.stderr
     assert refused.returncode != 0 and "precisions.gguf-x.quantizer: auto resolves to the gguf package here" in message \
         and "K-quant Q4_K_M" in message, message[-3000:]
+
+
+
+def test_a_judge_moved_to_a_precision_of_the_grid_reruns_its_own_jobs_and_reads_that_checkpoint(finished):
+    """judges.X.precision: the judge's jobs read results/models/{model}/{precision} (made by quantize)
+    instead of the fetched files; naming it reruns that judge's jobs and what reads them, never a
+    model's."""
+    config = yaml.safe_load((finished / CI).read_text())
+    config["judges"]["harmbench_cls"]["precision"] = "fp32"
+    (finished / "config" / "judge-precision.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(finished, "-n", configfile="config/judge-precision.yaml")
+    jobs = dry_run_jobs(output)
+    own = [job for job in jobs if job["rule"] in ("judge", "validate_judge") and "harmbench_cls" in job["output"]]
+    assert len(own) == CELLS + 1, output[-4000:]
+    for job in own:
+        inputs = job["input"].split(", ")
+        assert "results/models/smollm2-135m/fp32" in inputs and "results/sources/smollm2-135m" not in inputs, job
+    assert not {"generate", "quantize", "fetch_model", "prepare_prompts"} & set(scheduled_jobs(output)), scheduled_jobs(output)
+    others = [job for job in jobs if job["rule"] in ("judge", "validate_judge") and "harmbench_cls" not in job["output"]]
+    assert not others, others

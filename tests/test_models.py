@@ -197,6 +197,26 @@ def test_a_judge_model_is_fetched_again_when_the_config_names_another_source(tin
     assert "no fetch.json" in fetch.fetched_differs(tmp_path / "nothing", str(other))
 
 
+def test_a_judge_that_names_a_precision_reads_the_workflows_checkpoint_and_refuses_an_unsupported_one(tmp_path):
+    """judges.X.precision: `safetygrid judge` reads results/models/<model>/<precision> as the workflow
+    made it (never fetching or making it), says how to make it when it is absent, and a precision
+    that could not be made for the model fails loading the judge, with the quantize step's reason."""
+    from safetygrid.judges import make_judge
+    from safetygrid.judges.file import judge_model_dir
+
+    config = {"models": {"m": {"source": "nowhere"}}, "precisions": {"fp32": {"method": "none"}},
+              "judges": {"lm": {"kind": "llm_yes_no", "model": "m", "precision": "fp32"}}}
+    sources = tmp_path / "results" / "sources"
+    with pytest.raises(ValueError, match=r"which the workflow makes: run `snakemake --profile local .*models/m/fp32`"):
+        judge_model_dir(config, "lm", sources)
+    made = tmp_path / "results" / "models" / "m" / "fp32"
+    made.mkdir(parents=True)
+    (made / "status.json").write_text(json.dumps({"supported": False, "reason": "group_size 128 does not divide 576"}))
+    assert judge_model_dir(config, "lm", sources) == str(made) and not sources.exists()
+    with pytest.raises(ValueError, match="could not be made for the model .group_size 128 does not divide 576"):
+        make_judge(config["judges"]["lm"], str(made))
+
+
 def _shape_of(checkpoint: Path, folder: Path) -> Path:
     """The checkpoint's config and tokenizer without its weights: what a random: source reads."""
     import shutil

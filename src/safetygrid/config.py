@@ -101,6 +101,12 @@ def _check_references(config: Mapping[str, Any]) -> None:
     for name, judge in config["judges"].items():
         if "model" in judge and judge["model"] not in known_models:
             problems.append(f"  judges.{name}.model: '{judge['model']}' is not an entry of judge_models or models")
+        if "precision" in judge:
+            if judge["precision"] not in config["precisions"]:
+                problems.append(f"  judges.{name}.precision: '{judge['precision']}' is not an entry of precisions")
+            if judge.get("model") not in config["models"]:
+                problems.append(f"  judges.{name}.precision: only a model under study (an entry of models) is made at "
+                                f"each precision; '{judge.get('model')}' is not one")
         for key, kind in (("policies", "shieldgemma"), ("threshold", "strongreject")):
             if key in judge and judge["kind"] != kind:
                 problems.append(f"  judges.{name}.{key}: only a {kind} judge takes it (this one is {judge['kind']})")

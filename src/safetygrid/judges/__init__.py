@@ -14,6 +14,7 @@ as a failure, and how many fail a job, is one rule for every kind (failures.py).
 from __future__ import annotations
 
 import inspect
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
@@ -49,13 +50,19 @@ JUDGE_KINDS = tuple(JUDGE_REGISTRY)
 
 
 def make_judge(spec: Mapping[str, Any], model_dir: str | None = None) -> Judge:
-    """The judge a config entry describes; ``model_dir``: its model's fetched checkpoint. A spec
+    """The judge a config entry describes; ``model_dir``: its model's folder, the fetched files or
+    the precision of the grid the entry names (one whose status.json says unsupported fails). A spec
     whose ``protocol`` names a native protocol (config load resolves it from the judge model's
     source, native/) runs the guard checkpoint as its authors do; otherwise the kind's format is
     the user turn of the model's chat template."""
     from ..registry import resolve
     from .native import NATIVE_REGISTRY
 
+    status_file = Path(model_dir) / "status.json" if model_dir else None
+    status = json.loads(status_file.read_text()) if status_file is not None and status_file.is_file() else {}
+    if not status.get("supported", True):
+        raise ValueError(f"judge model {model_dir}: this precision could not be made for the model "
+                         f"({status.get('reason')}); name another precision in the judge's entry, or none")
     protocol = spec.get("protocol")
     if protocol in NATIVE_REGISTRY:
         judge_class = resolve(NATIVE_REGISTRY, protocol, "native protocol", f"{__name__}.native")

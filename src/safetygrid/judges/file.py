@@ -89,14 +89,24 @@ def read_rows(path: str | Path) -> pd.DataFrame:
 
 
 def judge_model_dir(config: Mapping[str, Any], judge: str, sources: Path) -> str | None:
-    """The judge model's fetched checkpoint under ``sources``: fetched first when absent or when its
-    fetch.json records another source or other weights than the config now names (as the workflow's
-    fetch job would be rerun), so a judge never runs on a model the config no longer names."""
+    """The judge model's folder: the precision of the grid its entry names (in models/ beside
+    ``sources``, made by the workflow), else its fetched checkpoint under ``sources``, fetched first
+    when absent or when its fetch.json records another source or other weights than the config now
+    names (as the workflow's fetch job would be rerun), so a judge never runs on a model the config
+    no longer names."""
     from ..models.fetch import fetch_model, fetch_request, fetched_differs
 
     name = config["judges"][judge].get("model")
     if not name:
         return None
+    precision = config["judges"][judge].get("precision")
+    if precision:
+        # a precision of the grid is made by the workflow's quantize rule, never here
+        made = sources.parent / "models" / name / precision
+        if not (made / "status.json").is_file():
+            raise ValueError(f"judge {judge} reads precision {precision} of model {name} ({made}), which the "
+                             f"workflow makes: run `snakemake --profile local {made}` first")
+        return str(made)
     directory = sources / name
     request = fetch_request(config, name)
     why = fetched_differs(directory, request)
