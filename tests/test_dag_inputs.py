@@ -181,7 +181,6 @@ def test_a_k_quant_where_auto_means_the_gguf_package_is_refused(finished):
         and "K-quant Q4_K_M" in message, message[-3000:]
 
 
-
 def test_a_judge_moved_to_a_precision_of_the_grid_reruns_its_own_jobs_and_reads_that_checkpoint(finished):
     """judges.X.precision: the judge's jobs read results/models/{model}/{precision} (made by quantize)
     instead of the fetched files; naming it reruns that judge's jobs and what reads them, never a
