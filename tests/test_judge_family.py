@@ -15,14 +15,15 @@ def test_same_family_and_same_weights_are_flagged_and_nothing_else() -> None:
     judges = {"strings": {"kind": "refusal_prefix"}, "by_llama": {"kind": "harmbench_cls", "model": "llama-judge"},
               "by_anon": {"kind": "harmbench_cls", "model": "anon-judge"},
               "by_qwen_itself": {"kind": "llm_yes_no", "model": "qwen-b"},
-              "by_mystery_itself": {"kind": "llm_yes_no", "model": "mystery"}}
+              "by_mystery_itself": {"kind": "llm_yes_no", "model": "mystery", "precision": "fp32"}}
     table = same_family_judges(models, judges, judge_models)
     assert list(table.columns) == SAME_FAMILY_COLUMNS
     got = {(r.model, r.judge): r.reason for r in table.itertuples()}
     assert got == {
         ("llama-a", "by_llama"): "the judge's model is of the subject's family (llama)",  # case-insensitive
         ("qwen-b", "by_qwen_itself"): "the judge runs on the subject's own weights",
-        ("mystery", "by_mystery_itself"): "the judge runs on the subject's own weights",  # family unknown
+        # family unknown; the judge reads a precision of the grid
+        ("mystery", "by_mystery_itself"): "the judge runs on the subject's own weights (its fp32 precision)",
     }
     # an unknown family never matches another unknown one
     assert same_family_judges({"x": {}}, {"j": {"model": "anon"}}, {"anon": {}}).empty

@@ -36,7 +36,8 @@ def same_family_judges(models: Mapping[str, Mapping[str, Any]], judges: Mapping[
             judge_entry = judge_models.get(judge_model) or models.get(judge_model) or {}
             judge_family = _family(judge_entry)
             if judge_model == model:
-                reason = "the judge runs on the subject's own weights"
+                reason = "the judge runs on the subject's own weights" + (
+                    f" (its {spec['precision']} precision)" if spec.get("precision") else "")
             elif family and family == judge_family:
                 reason = f"the judge's model is of the subject's family ({family})"
             else:
