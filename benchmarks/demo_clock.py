@@ -199,7 +199,9 @@ def main() -> int:
     if environments is not None:
         print(f"  environments {minutes(environments)}, workflow {minutes(wall - environments)}; the llama.cpp wheel "
               + ("compiled in this run (a machine new to the project)" if compiled else "cached by an earlier build"))
-    summary = [str(clone / ".venv" / "bin" / "python"), __file__, "--summarize", str(clone / "results")]
+    # this file, not the clone's copy: an older commit may not have it
+    summary = [str(clone / ".venv" / "bin" / "python"), str(Path(__file__).resolve()), "--summarize",
+               str(clone / "results")]
     if reference is not None:
         summary += ["--reference", str(reference)]
     return subprocess.run(summary, cwd=clone).returncode
