@@ -104,23 +104,6 @@ def verdict(wall: float) -> str:
     return "over the issue's 25-minute ceiling"
 
 
-def rule_seconds(results: Path) -> list[tuple[str, int, float, str]]:
-    """(rule, jobs, seconds, per job where a rule has several) from results/benchmarks/**.tsv."""
-    import pandas as pd
-
-    rows: dict[str, list[tuple[str, float]]] = {}
-    for path in sorted((results / "benchmarks").rglob("*.tsv")):
-        relative = path.relative_to(results / "benchmarks")
-        rule = relative.parts[0].removesuffix(".tsv")
-        job = "/".join(relative.parts[1:]).removesuffix(".tsv")
-        rows.setdefault(rule, []).append((job, float(pd.read_csv(path, sep="\t")["s"].iloc[-1])))
-    out = []
-    for rule, jobs in sorted(rows.items(), key=lambda item: -sum(s for _, s in item[1])):
-        detail = "; ".join(f"{job} {seconds:.0f}" for job, seconds in jobs) if len(jobs) > 1 else ""
-        out.append((rule, len(jobs), sum(s for _, s in jobs), detail))
-    return out
-
-
 def differing_tables(results: Path, reference: Path) -> dict[str, str]:
     """Each compared table: "equal", or what differs from the reference's."""
     import pandas as pd
@@ -144,9 +127,14 @@ def differing_tables(results: Path, reference: Path) -> dict[str, str]:
 def summarize(results: Path, reference: Path | None) -> int:
     import pandas as pd
 
-    print("\nJob seconds by rule (results/benchmarks; one job at a time, each on every core):")
-    for rule, jobs, seconds, detail in rule_seconds(results):
-        print(f"  {rule:<20} {jobs:>3} jobs {seconds:>7.0f} s" + (f"   ({detail})" if detail else ""))
+    from grid_tables import cost_table, job_seconds, markdown  # beside this file
+
+    print("\nWhat each rule cost (results/benchmarks; one job at a time, each on every core):\n")
+    print(markdown(cost_table(results / "benchmarks")))
+    jobs = job_seconds(results / "benchmarks")
+    print("\nEach job of the rules that run one per cell or precision, wall seconds:")
+    for rule, group in jobs[jobs["job"] != ""].groupby("rule", sort=False):
+        print(f"  {rule}: " + "; ".join(f"{job} {seconds:.0f}" for job, seconds in zip(group["job"], group["s"])))
     cells = pd.read_parquet(results / "tables" / "cells.parquet")
     print("\nResponses to harmful prompts without a current label, by cell (cells.parquet n_unlabelled):")
     for _, cell in cells.iterrows():

@@ -79,15 +79,23 @@ def split_table(split: pd.DataFrame) -> pd.DataFrame:
         "directions": shown["directions"], "split": shown["split"].map({True: "**yes**", False: "no"})})
 
 
-def cost_table(benchmarks: Path) -> pd.DataFrame:
+def job_seconds(benchmarks: Path) -> pd.DataFrame:
+    """One row per job's benchmark file: rule, job (its wildcards' path; empty for a single job),
+    s (wall seconds), cpu_time."""
     rows = []
     for path in sorted(benchmarks.rglob("*.tsv")):
-        rule = path.relative_to(benchmarks).parts[0].removesuffix(".tsv")
+        rule, *job = path.relative_to(benchmarks).parts
         first = pd.read_csv(path, sep="\t").iloc[0]
-        rows.append({"rule": rule, "s": float(first["s"]), "cpu_time": float(first.get("cpu_time", math.nan))})
-    if not rows:
+        rows.append({"rule": rule.removesuffix(".tsv"), "job": "/".join(job).removesuffix(".tsv"),
+                     "s": float(first["s"]), "cpu_time": float(first.get("cpu_time", math.nan))})
+    return pd.DataFrame(rows, columns=["rule", "job", "s", "cpu_time"])
+
+
+def cost_table(benchmarks: Path) -> pd.DataFrame:
+    jobs = job_seconds(benchmarks)
+    if jobs.empty:
         return pd.DataFrame()
-    table = pd.DataFrame(rows).groupby("rule").agg(jobs=("s", "size"), wall_s=("s", "sum"), cpu_s=("cpu_time", "sum"))
+    table = jobs.groupby("rule").agg(jobs=("s", "size"), wall_s=("s", "sum"), cpu_s=("cpu_time", "sum"))
     table = table.sort_values("wall_s", ascending=False).reset_index()
     total = pd.DataFrame([{"rule": "**all jobs**", "jobs": int(table["jobs"].sum()),
                            "wall_s": table["wall_s"].sum(), "cpu_s": table["cpu_s"].sum()}])
