@@ -115,11 +115,12 @@ def item_verdict_mass(judge: Judge, n_items: int) -> np.ndarray | None:
     return np.minimum.reduce([np.asarray(m, dtype=float) for m in masses])
 
 
-def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.DataFrame,
+def judge_table(judge: Judge | None, name: str, generations: pd.DataFrame, prompts: pd.DataFrame,
                 policy: FailurePolicy | None = None) -> pd.DataFrame:
     """Label every generation of a cell. An item whose verdict could not be read is an error
     (failures.py); more failed items than ``policy`` allows (``FailurePolicy.from_spec`` of the
-    judge's config entry; absent: the defaults) fail the job with JudgeFailed."""
+    judge's config entry; absent: the defaults) fail the job with JudgeFailed. With no generations
+    there is nothing to ask, and ``judge`` may be None (a model need not be loaded for it)."""
     policy = policy or FailurePolicy()
     # a contextual HarmBench behaviour's text is its context, then the behaviour (prompts/sources.py);
     # `behavior` and `context` keep the two apart for the judges that read them separately
@@ -132,7 +133,10 @@ def judge_table(judge: Judge, name: str, generations: pd.DataFrame, prompts: pd.
     behaviors = merged["behavior"].fillna(merged["text"]).tolist() if "behavior" in merged else None
     if isinstance(getattr(judge, "verdict_masses", None), list):
         judge.verdict_masses.clear()  # type: ignore[attr-defined]
-    labels = label_items(judge, merged["text"].tolist(), merged["response"].tolist(), behaviors, contexts)
+    if judge is None and len(merged):
+        raise ValueError(f"judge {name}: {len(merged)} items to label but no judge was given")
+    labels = (pd.DataFrame(columns=LABEL_COLUMNS) if judge is None else
+              label_items(judge, merged["text"].tolist(), merged["response"].tolist(), behaviors, contexts))
     if len(labels) != len(merged):
         raise JudgeFailed(f"judge {name} returned {len(labels)} labels for {len(merged)} items")
     # a judge that gives no refusal score (most kinds) leaves the column empty

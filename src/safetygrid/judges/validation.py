@@ -174,13 +174,6 @@ def label_validation_set(judge: object | None, name: str, human: pd.DataFrame,
     there is nothing to score, so the caller need not load a model for it."""
     from . import judge_table
 
-    if human.empty:
-        return pd.DataFrame({"item_id": pd.Series(dtype=human["item_id"].dtype), "judge": pd.Series(dtype="str"),
-                             "unsafe": pd.Series(dtype="boolean"), "score": pd.Series(dtype="float64"),
-                             "refusal": pd.Series(dtype="boolean"), "refusal_score": pd.Series(dtype="float64"),
-                             "raw": pd.Series(dtype="string"), "error": pd.Series(dtype="string")})[LABELS_COLUMNS]
-    if judge is None:
-        raise ValueError(f"judge {name}: {len(human)} validation rows to label but no judge was given")
     items = pd.DataFrame({"prompt_id": human["item_id"], "sample": 0, "response": human["response"]})
     prompts = pd.DataFrame({"prompt_id": human["item_id"], "text": human["prompt"]})
     table = judge_table(judge, name, items, prompts, policy)  # type: ignore[arg-type]
